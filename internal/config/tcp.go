@@ -1,0 +1,317 @@
+package config
+
+import (
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// maxCAFileSize bounds a backend CA file; a full system bundle is ~200 KiB.
+const maxCAFileSize = 4 << 20
+
+// tlsModes lists the valid values of a route's "tls" key.
+var tlsModes = []TLSMode{TLSNone, TLSVerify, TLSInsecure}
+
+// tcpSection walks the "tcp:" list of listeners.
+func (l *loader) tcpSection(v *yaml.Node) {
+	if isNull(v) {
+		return // "tcp:" with every listener commented out
+	}
+	if !l.is(v, "tcp", yaml.SequenceNode, "a list of listeners") {
+		return
+	}
+	var addrs []listenAddr
+	for i, item := range v.Content {
+		path := fmt.Sprintf("tcp[%d]", i)
+		if !l.is(item, path, yaml.MappingNode, "a listener (a mapping with listen, protocol and routes)") {
+			continue
+		}
+		if a, ok := l.listener(item, path); ok {
+			addrs = append(addrs, a)
+		}
+	}
+	l.checkListenConflicts(addrs)
+}
+
+// listenAddr is a valid listen address of the tcp section.
+type listenAddr struct {
+	path string // "tcp[N]"
+	addr string // as written
+	line int    // line of the address
+	host string // "" for all addresses, else lower case, IPs canonical
+	port int
+}
+
+// listener walks one listener of the tcp section and returns its listen
+// address if that is valid.
+func (l *loader) listener(m *yaml.Node, path string) (addr listenAddr, addrOK bool) {
+	ln := Listener{Line: m.Line}
+	f := l.fields(m, path, "listen", "protocol", "default", "max_conns", "idle_timeout", "routes")
+	for _, req := range []string{"listen", "protocol", "routes"} {
+		if f[req] == nil {
+			l.el.add(m.Line, path, "", fmt.Sprintf("missing key %q", req))
+		}
+	}
+	if n := f["listen"]; n != nil {
+		key := path + ".listen"
+		if s, ok := l.string(n, key, "a listen address"); ok {
+			if err := checkHostPort(s); err != nil {
+				l.el.add(n.Line, key, s, fmt.Sprintf("invalid listen address %q: %v", s, err))
+			} else {
+				addr, addrOK = newListenAddr(path, s, n.Line), true
+			}
+			ln.Listen = s
+		}
+	}
+	if n := f["protocol"]; n != nil {
+		key := path + ".protocol"
+		if s, ok := l.string(n, key, "a protocol name"); ok {
+			if p, ok := canonicalProtocol(s); ok {
+				ln.Protocol = p
+			} else {
+				l.el.add(n.Line, key, s, fmt.Sprintf("unknown protocol %q (known: %s)", s, strings.Join(Protocols, ", ")))
+			}
+		}
+	}
+	if n := f["max_conns"]; n != nil {
+		key := path + ".max_conns"
+		var v int
+		if l.is(n, key, yaml.ScalarNode, "a positive integer") {
+			if n.Tag != "!!int" || n.Decode(&v) != nil || v <= 0 {
+				l.el.add(n.Line, key, n.Value, fmt.Sprintf("expected a positive integer, got %q", n.Value))
+			}
+			ln.MaxConns = v
+		}
+	}
+	if n := f["idle_timeout"]; n != nil {
+		key := path + ".idle_timeout"
+		if s, ok := l.string(n, key, "a duration"); ok {
+			d, err := time.ParseDuration(s)
+			if err != nil || d <= 0 {
+				l.el.add(n.Line, key, s, fmt.Sprintf("expected a positive duration like 30s or 5m, got %q", s))
+			}
+			ln.IdleTimeout = d
+		}
+	}
+	if n := f["routes"]; n != nil {
+		ln.Routes = l.routes(n, path+".routes")
+	}
+	if n := f["default"]; n != nil {
+		key := path + ".default"
+		if s, ok := l.string(n, key, "a hostname"); ok {
+			name, err := normalizeHostname(s)
+			switch {
+			case err != nil:
+				l.el.add(n.Line, key, s, fmt.Sprintf("invalid hostname %q: %v", s, err))
+			case !slices.ContainsFunc(ln.Routes, func(r Route) bool { return r.Host == name }):
+				l.el.add(n.Line, key, s, fmt.Sprintf("default %q is not one of this listener's routes", s))
+			}
+			ln.Default = name
+		}
+	}
+	l.cfg.TCP = append(l.cfg.TCP, ln)
+	return addr, addrOK
+}
+
+// routes walks the routes of a listener: SNI hostname → backend.
+func (l *loader) routes(m *yaml.Node, path string) []Route {
+	if !l.is(m, path, yaml.MappingNode, "a mapping of hostnames to backends") {
+		return nil
+	}
+	if len(m.Content) == 0 {
+		l.el.add(m.Line, path, "", "no routes")
+		return nil
+	}
+	var routes []Route
+	lines := make(map[string]int)
+	for i := 0; i+1 < len(m.Content); i += 2 {
+		k, v := m.Content[i], m.Content[i+1]
+		if !l.is(k, path, yaml.ScalarNode, "a hostname") {
+			continue
+		}
+		r := Route{Line: k.Line, TLS: TLSNone}
+		if name, ok := l.hostname(k, path); ok {
+			r.Host = name
+			if first := lines[name]; first > 0 {
+				l.el.add(k.Line, path, k.Value, duplicateMsg("route", k.Value, name, first))
+			} else {
+				lines[name] = k.Line
+			}
+		}
+		l.route(&r, k, v, path+"["+k.Value+"]")
+		routes = append(routes, r)
+	}
+	return routes
+}
+
+// route walks one route's value, short form (a backend) or long form.
+func (l *loader) route(r *Route, k, v *yaml.Node, path string) {
+	backend, key := v, path
+	switch v.Kind {
+	case yaml.ScalarNode:
+	case yaml.MappingNode:
+		f := l.fields(v, path, "backend", "tls", "ca", "plaintext")
+		backend, key = f["backend"], path+".backend"
+		if backend == nil {
+			l.el.add(k.Line, path, "", `missing key "backend"`)
+		}
+		if n := f["tls"]; n != nil {
+			if s, ok := l.string(n, path+".tls", "a TLS mode"); ok {
+				if !slices.Contains(tlsModes, TLSMode(s)) {
+					l.el.add(n.Line, path+".tls", s, fmt.Sprintf("unknown tls mode %q (known: none, verify, insecure)", s))
+				} else {
+					r.TLS = TLSMode(s)
+				}
+			}
+		}
+		if n := f["ca"]; n != nil {
+			l.ca(r, n, path+".ca")
+		}
+		if n := f["plaintext"]; n != nil {
+			if s, ok := l.string(n, path+".plaintext", "allow or refuse"); ok {
+				switch s {
+				case "allow":
+					r.AllowPlaintext = true
+				case "refuse":
+				default:
+					l.el.add(n.Line, path+".plaintext", s, fmt.Sprintf("expected allow or refuse, got %q", s))
+				}
+			}
+		}
+	default:
+		l.is(v, path, yaml.ScalarNode, "a backend or a mapping of route options")
+		return
+	}
+	if backend == nil {
+		return
+	}
+	s, ok := l.string(backend, key, "a backend host:port")
+	if !ok {
+		return
+	}
+	if s == "" {
+		l.el.add(backend.Line, key, "", "missing backend")
+		return
+	}
+	if err := checkRouteBackend(s); err != nil {
+		l.el.add(backend.Line, key, s, fmt.Sprintf("invalid backend %q: %v", s, err))
+		return
+	}
+	r.Backend = s
+}
+
+// ca checks a route's "ca" key; r.TLS must be known already.
+func (l *loader) ca(r *Route, n *yaml.Node, key string) {
+	s, ok := l.string(n, key, "a PEM file path")
+	if !ok {
+		return
+	}
+	if r.TLS != TLSVerify {
+		l.el.add(n.Line, key, s, fmt.Sprintf(`ca %q needs "tls: verify" (tls is %q)`, s, r.TLS))
+		return
+	}
+	if err := checkCAFile(s); err != nil {
+		l.el.add(n.Line, key, s, fmt.Sprintf("invalid ca %q: %v", s, err)).Err = err
+		return
+	}
+	r.CA = s
+}
+
+// checkCAFile checks that path is a regular file holding at least one PEM
+// certificate, and that every certificate in it parses.
+func checkCAFile(path string) error {
+	if !filepath.IsAbs(path) {
+		return errors.New("relative path; write an absolute path")
+	}
+	fi, err := os.Stat(path)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return causeError{fmt.Sprintf("%s does not exist", path), err}
+	case err != nil:
+		return fmt.Errorf("checking CA file: %w", err)
+	case !fi.Mode().IsRegular():
+		return fmt.Errorf("%s is not a regular file", path)
+	case fi.Size() > maxCAFileSize:
+		return fmt.Errorf("%s is larger than %d MiB", path, maxCAFileSize>>20)
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return fmt.Errorf("reading CA file: %w", err)
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, maxCAFileSize))
+	if err != nil {
+		return fmt.Errorf("reading CA file: %w", err)
+	}
+	certs := 0
+	for rest := data; ; {
+		var block *pem.Block
+		block, rest = pem.Decode(rest)
+		if block == nil {
+			break
+		}
+		if block.Type != "CERTIFICATE" {
+			continue
+		}
+		if _, err := x509.ParseCertificate(block.Bytes); err != nil {
+			return fmt.Errorf("certificate %d in %s: %w", certs+1, path, err)
+		}
+		certs++
+	}
+	if certs == 0 {
+		return fmt.Errorf("no PEM certificate in %s", path)
+	}
+	return nil
+}
+
+// canonicalProtocol returns the canonical name of protocol name s, any
+// case, alias or not.
+func canonicalProtocol(s string) (string, bool) {
+	s = strings.ToLower(s)
+	if slices.Contains(Protocols, s) {
+		return s, true
+	}
+	p, ok := ProtocolAliases[s]
+	return p, ok
+}
+
+// newListenAddr describes the valid listen address addr of listener path.
+func newListenAddr(path, addr string, line int) listenAddr {
+	host, port, _ := net.SplitHostPort(addr)
+	p, _ := strconv.Atoi(port)
+	if ip, err := netip.ParseAddr(host); err == nil {
+		host = ip.Unmap().String()
+		if ip.IsUnspecified() {
+			host = ""
+		}
+	}
+	return listenAddr{path: path, addr: addr, line: line, host: strings.ToLower(host), port: p}
+}
+
+// checkListenConflicts reports listen addresses that cannot all be bound:
+// the same port on the same host, or on any host when one of them listens
+// on all addresses.
+func (l *loader) checkListenConflicts(addrs []listenAddr) {
+	for i, a := range addrs {
+		for _, b := range addrs[:i] {
+			if a.port == b.port && (a.host == b.host || a.host == "" || b.host == "") {
+				l.el.add(a.line, a.path+".listen", a.addr,
+					fmt.Sprintf("listen address %q conflicts with %q of %s at line %d", a.addr, b.addr, b.path, b.line))
+				break
+			}
+		}
+	}
+}

@@ -1,0 +1,104 @@
+// Package config loads and validates leproxy's mapping file.
+//
+// The mapping is YAML (gopkg.in/yaml.v3). Top-level keys are hostnames
+// mapped to HTTP backends, in the short form "host: backend" of the original
+// leproxy mapping.txt or in a long form with options, plus one reserved key,
+// "tcp", that lists protocol-aware TLS listeners. Every error names the file,
+// the line and the offending key or value.
+package config
+
+import (
+	"net/url"
+	"time"
+)
+
+// Config is a validated mapping.
+type Config struct {
+	File  string     // path the mapping was read from, as given
+	Hosts []Host     // HTTP hosts in file order
+	TCP   []Listener // protocol-aware TLS listeners in file order
+}
+
+// BackendKind says how leproxy reaches an HTTP backend.
+type BackendKind int
+
+const (
+	BackendTCP      BackendKind = iota + 1 // "host:port": HTTP over TCP
+	BackendURL                             // "http://…" or "https://…", optional path prefix
+	BackendUnix                            // "/path/to.sock": HTTP over a unix socket
+	BackendAbstract                        // "@name": HTTP over a Linux abstract unix socket
+	BackendStatic                          // "/srv/www/": static files from a directory
+)
+
+// Backend is where an HTTP host's requests go.
+type Backend struct {
+	Kind BackendKind
+	Raw  string   // as written in the mapping
+	Addr string   // BackendTCP: host:port; BackendUnix: socket path; BackendAbstract: "@name"
+	URL  *url.URL // BackendURL only: scheme, host and optional path prefix
+	Dir  string   // BackendStatic only: absolute directory, with trailing slash
+}
+
+// Host is one HTTP hostname of the mapping.
+type Host struct {
+	Name    string // lower-case hostname, always contains a dot
+	Backend Backend
+	// HSTS forces the Strict-Transport-Security header for this host
+	// (long form "hsts: true"); the -hsts flag turns it on for all hosts.
+	HSTS bool
+	// RewriteHost, when true (long form "preserve_host: false"), sends the
+	// backend's own host name in the Host header instead of the client's.
+	RewriteHost bool
+	Line        int // line of the host's key in File
+}
+
+// TLSMode says how leproxy connects to a tcp route's backend.
+type TLSMode string
+
+const (
+	TLSNone     TLSMode = "none"     // plaintext to the backend (default)
+	TLSVerify   TLSMode = "verify"   // TLS, certificate verified against system roots or CA
+	TLSInsecure TLSMode = "insecure" // TLS, certificate not verified
+)
+
+// Listener is one entry of the "tcp:" section.
+type Listener struct {
+	Listen   string  // address to listen on, host:port (host may be empty)
+	Protocol string  // canonical protocol name, one of Protocols (aliases resolved)
+	Default  string  // route used for clients that send no SNI; "" when unset
+	Routes   []Route // in file order
+	// MaxConns caps concurrent client connections (long key "max_conns");
+	// 0 means the listener's default.
+	MaxConns int
+	// IdleTimeout closes a session with no traffic either way for this long
+	// (key "idle_timeout", a Go duration); 0 means the listener's default.
+	IdleTimeout time.Duration
+	Line        int // line of the list item in File
+}
+
+// Route maps one SNI hostname of a tcp listener to a backend.
+type Route struct {
+	Host    string  // lower-case hostname, always contains a dot
+	Backend string  // host:port
+	TLS     TLSMode // never empty after Load: TLSNone by default
+	CA      string  // PEM file to verify the backend with (TLSVerify); "" for system roots
+	// AllowPlaintext lets clients that do not ask for TLS through
+	// ("plaintext: allow"); by default they are refused in their protocol.
+	AllowPlaintext bool
+	Line           int // line of the route's key in File
+}
+
+// Protocols lists the protocol names a tcp listener may use, canonical
+// names first. Aliases map to a canonical name.
+var Protocols = []string{
+	"postgres", "mysql", "mssql", "mongodb", "redis", "memcached",
+	"cassandra", "ldap", "smtp", "ftp", "kafka", "amqp", "elasticsearch", "tls",
+}
+
+// ProtocolAliases maps accepted alternative spellings to canonical names.
+var ProtocolAliases = map[string]string{
+	"postgresql": "postgres",
+	"mariadb":    "mysql",
+	"mongo":      "mongodb",
+	"opensearch": "elasticsearch",
+}

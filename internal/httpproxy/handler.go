@@ -1,0 +1,235 @@
+// Package httpproxy is the HTTPS side of leproxy: a router from the request's
+// host name to its backend, a reverse proxy to TCP, URL, unix socket and
+// abstract socket backends, a static file server, HSTS, and the plain-HTTP
+// redirect to HTTPS.
+//
+// A Handler is immutable once New returns it. A configuration reload builds
+// a new Handler, swaps it in atomically (for example through an
+// atomic.Pointer[Handler]) and calls Close on the old one. Every Handler
+// shares one package-level buffer pool; each owns the transports of its
+// backends, so Close on an old Handler drops only that Handler's idle
+// backend connections while its in-flight requests run to completion.
+package httpproxy
+
+import (
+	"context"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"strings"
+
+	"github.com/leproxy/leproxy/internal/config"
+)
+
+// hstsValue is the Strict-Transport-Security header leproxy sends: one
+// year, without includeSubDomains (sibling names may not be served by
+// leproxy) and without preload (an operator's decision, not ours).
+const hstsValue = "max-age=31536000"
+
+// badGatewayMsg is the body of every 502; details go to the log only.
+const badGatewayMsg = "502 bad gateway: backend unavailable"
+
+// Options configures a Handler. The zero value is usable.
+type Options struct {
+	// HSTS sends Strict-Transport-Security on every host (the -hsts flag);
+	// config.Host.HSTS turns it on for one host. The header is only sent on
+	// requests that came over TLS, and a backend's own header wins.
+	HSTS bool
+	// Logger receives backend errors; nil discards them.
+	Logger *slog.Logger
+	// RootCAs verifies https URL backends; nil means the system roots.
+	RootCAs *x509.CertPool
+}
+
+// Handler routes requests by host name to the hosts' backends. It is safe
+// for concurrent use and never changes after New.
+type Handler struct {
+	routes     map[string]http.Handler // canonical host name → route
+	transports []*http.Transport
+}
+
+var _ http.Handler = (*Handler)(nil)
+
+// New builds the handler serving every host of hosts. It fails when a
+// backend cannot be set up: a static directory that does not exist, a
+// backend kind or URL scheme it does not know, or a duplicate host name.
+// Backends that listen on sockets are not contacted.
+func New(hosts []config.Host, opts Options) (*Handler, error) {
+	logger := opts.Logger
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	h := &Handler{routes: make(map[string]http.Handler, len(hosts))}
+	transports := make(map[string]*http.Transport)
+	for _, host := range hosts {
+		name := canonicalHost(host.Name)
+		if name == "" {
+			return nil, fmt.Errorf("setting up host %q: empty host name", host.Name)
+		}
+		if _, dup := h.routes[name]; dup {
+			return nil, fmt.Errorf("setting up host %q: duplicate host name", host.Name)
+		}
+		hsts := opts.HSTS || host.HSTS
+		if host.Backend.Kind == config.BackendStatic {
+			route, err := newStaticRoute(host.Backend.Dir, hsts)
+			if err != nil {
+				return nil, fmt.Errorf("setting up host %q: %w", host.Name, err)
+			}
+			h.routes[name] = route
+			continue
+		}
+		up, err := backendUpstream(host)
+		if err != nil {
+			return nil, fmt.Errorf("setting up host %q backend %q: %w", host.Name, host.Backend.Raw, err)
+		}
+		tr, ok := transports[up.key]
+		if !ok {
+			tr = newTransport(host.Backend, opts.RootCAs)
+			transports[up.key] = tr
+			h.transports = append(h.transports, tr)
+		}
+		h.routes[name] = newProxy(host, up.target, tr, hsts, logger)
+	}
+	return h, nil
+}
+
+// ServeHTTP routes r by its host name (port and trailing dot stripped,
+// case folded). Unknown hosts get a plain 404. CONNECT is refused with 405
+// and any protocol upgrade other than websocket with 400, before any
+// backend sees the request.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	route, ok := h.routes[canonicalHost(r.Host)]
+	if !ok {
+		http.Error(w, "unknown host", http.StatusNotFound)
+		return
+	}
+	if r.Method == http.MethodConnect {
+		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+		return
+	}
+	if !upgradeAllowed(r.Header) {
+		http.Error(w, "unsupported upgrade", http.StatusBadRequest)
+		return
+	}
+	route.ServeHTTP(w, r)
+}
+
+// Known reports whether host (which may carry a port) is served by h. It
+// suits Redirect's known argument.
+func (h *Handler) Known(host string) bool {
+	_, ok := h.routes[canonicalHost(host)]
+	return ok
+}
+
+// Close closes the idle connections to h's backends. Requests in flight are
+// not interrupted; h stays usable.
+func (h *Handler) Close() {
+	for _, t := range h.transports {
+		t.CloseIdleConnections()
+	}
+}
+
+// canonicalHost returns host without port, brackets or trailing dot, in
+// lower case.
+func canonicalHost(host string) string {
+	if hostOnly, _, err := net.SplitHostPort(host); err == nil {
+		host = hostOnly
+	} else if len(host) > 1 && host[0] == '[' && host[len(host)-1] == ']' {
+		host = host[1 : len(host)-1]
+	}
+	return strings.ToLower(strings.TrimSuffix(host, "."))
+}
+
+// upgradeAllowed reports whether h asks for no protocol upgrade or for a
+// websocket one. Upgrade without "Connection: upgrade" is not a request to
+// upgrade; the proxy drops it as a hop-by-hop header.
+func upgradeAllowed(h http.Header) bool {
+	if !hasToken(h["Connection"], "upgrade") {
+		return true
+	}
+	n := 0
+	websocket := false
+	for _, v := range h["Upgrade"] {
+		for tok := range strings.SplitSeq(v, ",") {
+			tok = strings.TrimSpace(tok)
+			if tok == "" {
+				continue
+			}
+			n++
+			websocket = strings.EqualFold(tok, "websocket")
+		}
+	}
+	return n == 1 && websocket
+}
+
+// hasToken reports whether the comma-separated header values hold token,
+// compared case-insensitively.
+func hasToken(values []string, token string) bool {
+	for _, v := range values {
+		for tok := range strings.SplitSeq(v, ",") {
+			if strings.EqualFold(strings.TrimSpace(tok), token) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// newProxy returns the reverse proxy of one host to target over tr.
+func newProxy(host config.Host, target *url.URL, tr http.RoundTripper, hsts bool, logger *slog.Logger) *httputil.ReverseProxy {
+	logger = logger.With("host", host.Name, "backend", host.Backend.Raw)
+	rewriteHost := host.RewriteHost
+	return &httputil.ReverseProxy{
+		// ReverseProxy has already removed hop-by-hop headers (keeping
+		// Connection and Upgrade of a websocket upgrade) and the client's
+		// Forwarded and X-Forwarded-* headers from pr.Out.
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			pr.SetURL(target)
+			pr.SetXForwarded()
+			if !rewriteHost {
+				pr.Out.Host = pr.In.Host
+			}
+			pr.Out.Header.Del("X-Real-Ip")
+		},
+		Transport:     tr,
+		FlushInterval: -1,
+		BufferPool:    sharedBufPool,
+		ErrorLog:      log.New(proxyLogWriter{logger}, "", 0),
+		ModifyResponse: func(resp *http.Response) error {
+			// resp.Request is the outgoing clone of the client's request
+			// and keeps its TLS state.
+			if hsts && resp.Request != nil && resp.Request.TLS != nil &&
+				resp.Header.Get("Strict-Transport-Security") == "" {
+				resp.Header.Set("Strict-Transport-Security", hstsValue)
+			}
+			return nil
+		},
+		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+			if errors.Is(err, context.Canceled) && r.Context().Err() != nil {
+				logger.Debug("client went away", "error", err)
+			} else {
+				logger.Error("backend error", "error", err)
+			}
+			if hsts && r.TLS != nil {
+				w.Header().Set("Strict-Transport-Security", hstsValue)
+			}
+			http.Error(w, badGatewayMsg, http.StatusBadGateway)
+		},
+	}
+}
+
+// proxyLogWriter turns the lines ReverseProxy logs by itself (a backend
+// that fails while its response body is being copied, after the status has
+// gone to the client) into "backend error" records at Warn level.
+type proxyLogWriter struct{ logger *slog.Logger }
+
+func (w proxyLogWriter) Write(p []byte) (int, error) {
+	w.logger.Warn("backend error", "error", strings.TrimSuffix(string(p), "\n"))
+	return len(p), nil
+}
