@@ -1,0 +1,22 @@
+# Multi-stage build of a static leproxy binary on a minimal, non-root image.
+#
+#   docker build -t leproxy .
+#   docker run -d --name leproxy -p 80:8080 -p 443:8443 \
+#     -v /etc/leproxy:/etc/leproxy:ro -v leproxy-cache:/var/cache/leproxy leproxy
+FROM golang:1.26-bookworm AS build
+WORKDIR /src
+COPY go.mod go.sum ./
+RUN go mod download
+COPY . .
+RUN CGO_ENABLED=0 go build -trimpath -ldflags="-s -w" -o /out/leproxy . \
+ && mkdir -p /out/cache && chown 65532:65532 /out/cache && chmod 0700 /out/cache
+
+FROM gcr.io/distroless/static-debian12:nonroot
+COPY --from=build /out/leproxy /usr/local/bin/leproxy
+COPY --from=build --chown=65532:65532 /out/cache /var/cache/leproxy
+USER 65532:65532
+VOLUME ["/var/cache/leproxy"]
+# Unprivileged ports inside the container; publish them as 443 and 80.
+EXPOSE 8443 8080
+ENTRYPOINT ["/usr/local/bin/leproxy", "-cache", "/var/cache/leproxy", "-addr", ":8443", "-http", ":8080"]
+CMD ["-map", "/etc/leproxy/mapping.yml"]

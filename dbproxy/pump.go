@@ -1,0 +1,206 @@
+package dbproxy
+
+import (
+	"crypto/tls"
+	"errors"
+	"io"
+	"net"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// errIdle ends a session in which no byte moved either way for the idle
+// timeout.
+var errIdle = errors.New("idle timeout")
+
+const (
+	// maxIdleTick bounds the interval at which copiers report progress.
+	maxIdleTick = time.Minute
+	// halfClosedIdle is the idle timeout of a session that one side has
+	// half-closed: a database peer that closed has nothing more to say, and
+	// the other side's silence must not hold the session for the whole
+	// IdleTimeout.
+	halfClosedIdle = 30 * time.Second
+)
+
+// pumpLimits are the pump's idle timeouts; 0 means none.
+type pumpLimits struct {
+	idle       time.Duration // no byte either way
+	halfClosed time.Duration // no byte since one direction ended
+}
+
+// tick is the interval at which copiers report progress: a quarter of the
+// shortest timeout, at most maxIdleTick; 0 when there is no timeout.
+func (l pumpLimits) tick() time.Duration {
+	t := maxIdleTick
+	for _, d := range []time.Duration{l.idle, l.halfClosed} {
+		if d > 0 {
+			t = min(t, d/4)
+		}
+	}
+	if l.idle <= 0 && l.halfClosed <= 0 {
+		return 0
+	}
+	return max(t, time.Millisecond)
+}
+
+// pump copies bytes between c, the client side, and b, the backend side,
+// until both directions have ended, and returns the bytes copied each way
+// and the first error. A direction that reaches EOF half-closes its
+// destination and the other direction carries on, for as long as bytes
+// keep moving (lim.halfClosed). An error in either direction, or no byte
+// moving either way for lim.idle, calls abort, which must close the
+// connections under c and b so that everything stops. in and out, when not
+// nil, are added to as bytes move.
+//
+// Each direction is a copier goroutine running plain io.Copy on the
+// connections as given, so when both are *net.TCPConn the kernel splices
+// them and no byte enters user space. io.Copy then reports progress only
+// when it returns, so progress is sampled with read deadlines instead of a
+// counting wrapper (which would hide ReadFrom and WriteTo and with them
+// splice): each copier gives its source a read deadline one tick ahead
+// (a quarter of the shortest timeout, at most maxIdleTick), adds what
+// io.Copy moved when it returns, records the time when anything moved,
+// and goes round again. A read timeout leaves TCP and TLS connections
+// usable, and Go's splice loop hands every drained byte to the destination
+// before it returns, so nothing is lost between rounds. The calling
+// goroutine is the watchdog: at each tick it aborts the session if nothing
+// moved for the timeout in force, which also frees a copier stuck writing
+// to a peer that stopped reading. (A write in progress is not sampled, so
+// a peer that reads less than one 32 KiB buffer or one splice chunk per
+// timeout counts as stalled.)
+func pump(c, b net.Conn, lim pumpLimits, in, out *atomic.Uint64, abort func()) (nIn, nOut int64, err error) {
+	var last atomic.Int64
+	last.Store(time.Now().UnixNano())
+	tick := lim.tick()
+	var (
+		once  sync.Once
+		first error
+	)
+	fail := func(err error) {
+		once.Do(func() {
+			first = err
+			abort()
+		})
+	}
+	up := &copier{dst: b, src: c, tick: tick, last: &last, counter: in, done: make(chan struct{})}
+	down := &copier{dst: c, src: b, tick: tick, last: &last, counter: out, done: make(chan struct{})}
+	go up.run(fail)
+	go down.run(fail)
+
+	var ticks <-chan time.Time
+	if tick > 0 {
+		t := time.NewTicker(tick)
+		defer t.Stop()
+		ticks = t.C
+	}
+	limit := lim.idle
+	halfClosed := func() {
+		if lim.halfClosed > 0 && (limit <= 0 || lim.halfClosed < limit) {
+			limit = lim.halfClosed
+		}
+	}
+	upDone, downDone := up.done, down.done
+	for upDone != nil || downDone != nil {
+		select {
+		case <-upDone:
+			upDone = nil
+			halfClosed()
+		case <-downDone:
+			downDone = nil
+			halfClosed()
+		case <-ticks:
+			if limit > 0 && time.Since(time.Unix(0, last.Load())) >= limit {
+				fail(errIdle)
+			}
+		}
+	}
+	return up.n, down.n, first
+}
+
+// copier copies one direction of a session: what src sends goes to dst.
+// It is a named type so that goroutine dumps show (*copier).run.
+type copier struct {
+	dst, src net.Conn
+	tick     time.Duration  // read deadline interval; 0 for none
+	last     *atomic.Int64  // UnixNano of the last byte moved, shared by both directions
+	counter  *atomic.Uint64 // nil or a live byte counter
+	done     chan struct{}  // closed when run returns
+	n        int64          // bytes copied; read after done
+}
+
+// run copies until src reaches EOF, then half-closes dst; any error,
+// the half-close's included, goes to fail.
+func (cp *copier) run(fail func(error)) {
+	defer close(cp.done)
+	copyRound := func() (int64, error) { return io.Copy(cp.dst, cp.src) }
+	if !spliceable(cp.dst, cp.src) {
+		// io.Copy would allocate a buffer in every round (in the
+		// connections' generic ReadFrom or WriteTo); use one from the pool
+		// for the whole session instead.
+		bp := copyBuffers.Get().(*[]byte)
+		defer copyBuffers.Put(bp)
+		dst, src := struct{ io.Writer }{cp.dst}, struct{ io.Reader }{cp.src}
+		copyRound = func() (int64, error) { return io.CopyBuffer(dst, src, *bp) }
+	}
+	for {
+		if cp.tick > 0 {
+			if err := cp.src.SetReadDeadline(time.Now().Add(cp.tick)); err != nil {
+				fail(err)
+				return
+			}
+		}
+		n, err := copyRound()
+		if n > 0 {
+			cp.n += n
+			if cp.counter != nil {
+				cp.counter.Add(uint64(n))
+			}
+			cp.last.Store(time.Now().UnixNano())
+		}
+		switch {
+		case err == nil:
+			if err := closeWrite(cp.dst); err != nil {
+				fail(err)
+			}
+			return
+		case cp.tick > 0 && errors.Is(err, os.ErrDeadlineExceeded):
+			// A sampling round ended; go on.
+		default:
+			fail(err)
+			return
+		}
+	}
+}
+
+// copyBuffers holds the copy buffers of directions that cannot splice.
+var copyBuffers = sync.Pool{New: func() any {
+	b := make([]byte, 32<<10)
+	return &b
+}}
+
+// spliceable reports whether io.Copy(dst, src) can use splice(2): both
+// ends plain TCP.
+func spliceable(dst, src net.Conn) bool {
+	_, d := dst.(*net.TCPConn)
+	_, s := src.(*net.TCPConn)
+	return d && s
+}
+
+// closeWrite half-closes c: a TLS close_notify and then a TCP FIN, so the
+// peer reads EOF while it can still send. A connection that cannot
+// half-close is left open; the session's end closes it.
+func closeWrite(c io.Writer) error {
+	switch c := c.(type) {
+	case *tls.Conn:
+		if err := c.CloseWrite(); err != nil {
+			return err
+		}
+		return closeWrite(c.NetConn())
+	case interface{ CloseWrite() error }:
+		return c.CloseWrite()
+	}
+	return nil
+}

@@ -1,0 +1,205 @@
+package dbproxy
+
+import (
+	"bytes"
+	"crypto/tls"
+	"errors"
+	"io"
+	"net"
+	"os"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// tcpPair returns the two ends of a loopback TCP connection.
+func tcpPair(t testing.TB) (*net.TCPConn, *net.TCPConn) {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		c, _ := l.Accept()
+		accepted <- c
+	}()
+	c, err := net.Dial("tcp", l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := <-accepted
+	if s == nil {
+		t.Fatal("accept failed")
+	}
+	t.Cleanup(func() { c.Close(); s.Close() })
+	return c.(*net.TCPConn), s.(*net.TCPConn)
+}
+
+// pumpSetup is client ⇄ [c pump b] ⇄ backend over loopback TCP, with TLS
+// between client and proxy when withTLS.
+type pumpSetup struct {
+	client, backend net.Conn
+	c, b            net.Conn
+	in, out         atomic.Uint64
+}
+
+func newPumpSetup(t testing.TB, withTLS bool) *pumpSetup {
+	t.Helper()
+	ps := &pumpSetup{}
+	client, c := tcpPair(t)
+	b, backend := tcpPair(t)
+	ps.client, ps.c, ps.b, ps.backend = client, c, b, backend
+	if withTLS {
+		ca := newTestCA(t)
+		cert, _, _ := ca.issue(t, "p.test")
+		sc := tls.Server(c, &tls.Config{Certificates: []tls.Certificate{cert}})
+		cc := tls.Client(client, &tls.Config{ServerName: "p.test", RootCAs: ca.pool})
+		errc := make(chan error, 1)
+		go func() { errc <- sc.Handshake() }()
+		if err := cc.Handshake(); err != nil {
+			t.Fatal(err)
+		}
+		if err := <-errc; err != nil {
+			t.Fatal(err)
+		}
+		ps.client, ps.c = cc, sc
+	}
+	return ps
+}
+
+// run pumps in the background and returns the result channel.
+type pumpResult struct {
+	in, out int64
+	err     error
+}
+
+func (ps *pumpSetup) run(lim pumpLimits) <-chan pumpResult {
+	res := make(chan pumpResult, 1)
+	abort := func() {
+		for _, c := range []net.Conn{ps.c, ps.b} {
+			if tc, ok := c.(*tls.Conn); ok {
+				tc.NetConn().Close()
+			} else {
+				c.Close()
+			}
+		}
+	}
+	go func() {
+		in, out, err := pump(ps.c, ps.b, lim, &ps.in, &ps.out, abort)
+		res <- pumpResult{in, out, err}
+	}()
+	return res
+}
+
+func waitResult(t testing.TB, res <-chan pumpResult) pumpResult {
+	t.Helper()
+	select {
+	case r := <-res:
+		return r
+	case <-time.After(20 * time.Second):
+		t.Fatal("pump did not return")
+		return pumpResult{}
+	}
+}
+
+func TestPumpHalfClose(t *testing.T) {
+	for _, withTLS := range []bool{false, true} {
+		name := map[bool]string{false: "tcp", true: "tls"}[withTLS]
+		t.Run(name, func(t *testing.T) {
+			ps := newPumpSetup(t, withTLS)
+			res := ps.run(pumpLimits{idle: time.Hour, halfClosed: time.Hour})
+			request := bytes.Repeat([]byte("q"), 100000)
+			response := bytes.Repeat([]byte("r"), 300000)
+
+			// The client sends its request and closes its side; the
+			// backend reads it to EOF and only then answers.
+			mustWrite(t, ps.client, request)
+			if err := closeWrite(ps.client); err != nil {
+				t.Fatal(err)
+			}
+			got, err := io.ReadAll(ps.backend)
+			if err != nil || !bytes.Equal(got, request) {
+				t.Fatalf("backend read %d bytes, %v; want %d bytes then EOF", len(got), err, len(request))
+			}
+			mustWrite(t, ps.backend, response)
+			ps.backend.Close()
+			got, err = io.ReadAll(ps.client)
+			if err != nil || !bytes.Equal(got, response) {
+				t.Fatalf("client read %d bytes, %v; want %d bytes then EOF", len(got), err, len(response))
+			}
+			r := waitResult(t, res)
+			if r.err != nil || r.in != int64(len(request)) || r.out != int64(len(response)) {
+				t.Errorf("pump: got %d in, %d out, %v; want %d, %d, nil", r.in, r.out, r.err, len(request), len(response))
+			}
+			if ps.in.Load() != uint64(len(request)) || ps.out.Load() != uint64(len(response)) {
+				t.Errorf("counters: got %d in, %d out; want %d, %d", ps.in.Load(), ps.out.Load(), len(request), len(response))
+			}
+		})
+	}
+}
+
+func TestPumpIdle(t *testing.T) {
+	t.Run("silence ends the session", func(t *testing.T) {
+		ps := newPumpSetup(t, false)
+		res := ps.run(pumpLimits{idle: 200 * time.Millisecond})
+		r := waitResult(t, res)
+		if !errors.Is(r.err, errIdle) {
+			t.Fatalf("got %v, want the idle timeout", r.err)
+		}
+		// Both peers see the connection go.
+		ps.client.SetReadDeadline(time.Now().Add(10 * time.Second))
+		if _, err := ps.client.Read(make([]byte, 1)); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Errorf("client read: got %v, want the connection closed", err)
+		}
+	})
+	t.Run("traffic one way keeps it alive", func(t *testing.T) {
+		// Plain TCP both sides: the splice path, sampled by deadlines.
+		ps := newPumpSetup(t, false)
+		res := ps.run(pumpLimits{idle: time.Second})
+		go io.Copy(io.Discard, ps.backend)
+		for range 30 {
+			mustWrite(t, ps.client, []byte("tick"))
+			time.Sleep(100 * time.Millisecond)
+		}
+		select {
+		case r := <-res:
+			t.Fatalf("pump ended during traffic: %v", r.err)
+		default:
+		}
+		// The live counter catches up within a sampling round.
+		waitFor(t, "the counter to reach 120", func() bool { return ps.in.Load() == 120 })
+		r := waitResult(t, res) // silence now
+		if !errors.Is(r.err, errIdle) || r.in != 120 {
+			t.Errorf("got %d bytes, %v; want 120 and the idle timeout", r.in, r.err)
+		}
+	})
+	t.Run("half-closed session times out sooner", func(t *testing.T) {
+		ps := newPumpSetup(t, true)
+		res := ps.run(pumpLimits{idle: time.Hour, halfClosed: 200 * time.Millisecond})
+		ps.backend.Close() // the backend is gone; the client says nothing
+		r := waitResult(t, res)
+		if !errors.Is(r.err, errIdle) {
+			t.Fatalf("got %v, want the idle timeout", r.err)
+		}
+	})
+}
+
+func TestPumpErrorAborts(t *testing.T) {
+	ps := newPumpSetup(t, false)
+	res := ps.run(pumpLimits{})
+	// A reset from the backend ends both directions at once, even though
+	// the client keeps its side open.
+	ps.backend.(*net.TCPConn).SetLinger(0)
+	mustWrite(t, ps.client, []byte("x"))
+	ps.backend.Close()
+	r := waitResult(t, res)
+	if r.err == nil {
+		t.Fatal("got no error, want the reset")
+	}
+	ps.client.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.ReadAll(ps.client); errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Error("client side still open after the backend reset")
+	}
+}

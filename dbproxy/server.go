@@ -1,0 +1,441 @@
+package dbproxy
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Defaults for the zero values of Config.
+const (
+	DefaultHandshakeTimeout = 10 * time.Second
+	DefaultIdleTimeout      = time.Hour
+	DefaultMaxConns         = 1024
+	DefaultDialTimeout      = 10 * time.Second
+)
+
+const (
+	// lingerTimeout bounds how long a refused client has to read its error
+	// before the connection is closed; see lingerClose.
+	lingerTimeout = time.Second
+	// maxRefusing bounds the goroutines telling clients over MaxConns so;
+	// beyond it they are closed without a word.
+	maxRefusing = 16
+)
+
+var (
+	// ErrServerClosed is returned by Serve and ListenAndServe after
+	// Shutdown.
+	ErrServerClosed = errors.New("dbproxy: server closed")
+	// ErrTooManyConnections is the reason a Refuser is given for a client
+	// beyond Config.MaxConns.
+	ErrTooManyConnections = errors.New("dbproxy: too many connections")
+)
+
+// Config configures a Server. Zero values mean the documented defaults.
+type Config struct {
+	// Listen is the address ListenAndServe listens on, host:port.
+	Listen string
+	// Protocol speaks the clients' protocol; required. Give each Server
+	// its own value from Lookup.
+	Protocol Protocol
+	// Routes maps TLS server names to backends; at least one.
+	Routes []Route
+	// Default names the route, and the certificate, for clients that send
+	// no server name (libpq before 14, many drivers, plaintext clients);
+	// "" refuses them. A client whose server name matches no route gets the
+	// Default's certificate (the first route's when there is no Default),
+	// so that its handshake completes and it then reads, in its protocol,
+	// "no route for server name …"; it never reaches another route.
+	Default string
+	// GetCertificate returns the certificate for a TLS client hello, as in
+	// tls.Config; required. The Server calls it with ServerName set to the
+	// route's Host (lower case), or to the certificate's name as described
+	// for Default, and refuses clients
+	// that offer the ACME "acme-tls/1" protocol: a database port is no
+	// place for a tls-alpn-01 challenge.
+	GetCertificate func(*tls.ClientHelloInfo) (*tls.Certificate, error)
+	// HandshakeTimeout bounds everything before the byte pump: the
+	// protocol's pre-TLS exchange, the TLS handshake, the backend's dial
+	// and handshake and, for PostgreSQL, authentication. Default
+	// DefaultHandshakeTimeout.
+	HandshakeTimeout time.Duration
+	// IdleTimeout closes a session in which no byte moved either way for
+	// this long. A long query that sends nothing back for longer is cut
+	// too, so keep it generous. Default DefaultIdleTimeout; negative means
+	// none. Once one side has closed its direction, the session ends after
+	// 30 s without a byte whatever this says.
+	IdleTimeout time.Duration
+	// MaxConns caps concurrent client connections, handshakes included.
+	// A client beyond it is told, in its protocol when the Protocol is a
+	// Refuser (PostgreSQL: SQLSTATE 53300), and closed. Default
+	// DefaultMaxConns.
+	MaxConns int
+	// Dialer connects to backends; nil means a net.Dialer with
+	// DefaultDialTimeout.
+	Dialer func(ctx context.Context, network, addr string) (net.Conn, error)
+	// Logger receives one "session end" line (Info) per connection with
+	// the client address, server name, route, backend, bytes each way,
+	// duration and error; refusals over MaxConns (Warn); accept errors
+	// (Error); and what the Protocol logs itself (PostgreSQL: one line per
+	// cancel request, which has no session-end line). nil discards it all.
+	Logger *slog.Logger
+}
+
+// A Server serves one Protocol on one or more listeners. Create it with
+// New.
+type Server struct {
+	cfg       Config
+	proto     Protocol
+	alpn      []string
+	rt        atomic.Pointer[router] // swapped by SetRoutes
+	tlsConfig *tls.Config
+	dial      func(ctx context.Context, network, addr string) (net.Conn, error)
+	logger    *slog.Logger
+	limits    pumpLimits
+	sem       chan struct{} // one token per open connection
+	refusing  chan struct{} // one token per refusal in progress
+	stats     serverStats
+
+	ctx    context.Context // cancelled when Shutdown forces sessions closed
+	cancel context.CancelFunc
+
+	shutdownOnce sync.Once
+	done         chan struct{} // closed by Shutdown
+	wg           sync.WaitGroup
+
+	mu        sync.Mutex
+	closing   bool
+	listeners map[net.Listener]struct{}
+	sessions  map[*Session]struct{}
+	addr      net.Addr
+}
+
+// New checks cfg and returns a Server that has not started serving.
+func New(cfg Config) (*Server, error) {
+	if cfg.Protocol == nil {
+		return nil, errors.New("dbproxy: no protocol")
+	}
+	if cfg.GetCertificate == nil {
+		return nil, errors.New("dbproxy: no GetCertificate")
+	}
+	alpn := slices.Clone(cfg.Protocol.ALPN())
+	if slices.Contains(alpn, "h2") {
+		return nil, fmt.Errorf("dbproxy: protocol %s offers ALPN h2", cfg.Protocol.Name())
+	}
+	rt, err := newRouter(cfg.Routes, cfg.Default, alpn)
+	if err != nil {
+		return nil, fmt.Errorf("dbproxy: %s listener %s: %w", cfg.Protocol.Name(), cfg.Listen, err)
+	}
+	if cfg.HandshakeTimeout <= 0 {
+		cfg.HandshakeTimeout = DefaultHandshakeTimeout
+	}
+	if cfg.IdleTimeout == 0 {
+		cfg.IdleTimeout = DefaultIdleTimeout
+	}
+	if cfg.MaxConns <= 0 {
+		cfg.MaxConns = DefaultMaxConns
+	}
+	s := &Server{
+		cfg:       cfg,
+		proto:     cfg.Protocol,
+		alpn:      alpn,
+		dial:      cfg.Dialer,
+		logger:    cfg.Logger,
+		limits:    pumpLimits{idle: max(cfg.IdleTimeout, 0), halfClosed: halfClosedIdle},
+		sem:       make(chan struct{}, cfg.MaxConns),
+		refusing:  make(chan struct{}, maxRefusing),
+		done:      make(chan struct{}),
+		listeners: make(map[net.Listener]struct{}),
+		sessions:  make(map[*Session]struct{}),
+	}
+	s.rt.Store(rt)
+	if s.dial == nil {
+		d := &net.Dialer{Timeout: DefaultDialTimeout}
+		s.dial = d.DialContext
+	}
+	if s.logger == nil {
+		s.logger = slog.New(slog.DiscardHandler)
+	}
+	s.logger = s.logger.With("protocol", s.proto.Name())
+	s.tlsConfig = &tls.Config{
+		GetCertificate: s.getCertificate,
+		NextProtos:     alpn,
+		MinVersion:     tls.VersionTLS12,
+	}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
+	return s, nil
+}
+
+// getCertificate serves the certificate for the route of hello's server
+// name, or the default one; see Config.Default.
+func (s *Server) getCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
+	if slices.Contains(hello.SupportedProtos, "acme-tls/1") {
+		return nil, errors.New("dbproxy: acme-tls/1 is not served on a database listener")
+	}
+	if r, err := s.router().lookup(hello.ServerName); err == nil && hello.ServerName != "" {
+		hello.ServerName = r.Host
+	} else {
+		hello.ServerName = s.router().certName
+	}
+	return s.cfg.GetCertificate(hello)
+}
+
+// ListenAndServe listens on Config.Listen and serves; see Serve.
+func (s *Server) ListenAndServe() error {
+	if s.isClosing() {
+		return ErrServerClosed
+	}
+	if s.cfg.Listen == "" {
+		return errors.New("dbproxy: no listen address")
+	}
+	l, err := net.Listen("tcp", s.cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("dbproxy: %w", err)
+	}
+	return s.Serve(l)
+}
+
+// Serve accepts connections on l, each served in its own goroutine, until
+// Shutdown or a permanent accept error; it closes l before it returns. On
+// temporary accept errors (out of file descriptors…) it backs off from 5 ms
+// to 1 s, like net/http. After Shutdown it returns ErrServerClosed.
+func (s *Server) Serve(l net.Listener) error {
+	defer l.Close()
+	if !s.trackListener(l, true) {
+		return ErrServerClosed
+	}
+	defer s.trackListener(l, false)
+	logger := s.logger.With("listen", l.Addr().String())
+	var delay time.Duration
+	for {
+		conn, err := l.Accept()
+		if err != nil {
+			if s.isClosing() {
+				return ErrServerClosed
+			}
+			var te interface{ Temporary() bool }
+			if !errors.As(err, &te) || !te.Temporary() {
+				return fmt.Errorf("dbproxy: accepting: %w", err)
+			}
+			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+			logger.Error("accept error", "error", err, "retry_in", delay)
+			select {
+			case <-time.After(delay):
+			case <-s.done:
+			}
+			continue
+		}
+		delay = 0
+		s.stats.accepted.Add(1)
+		select {
+		case s.sem <- struct{}{}:
+		default:
+			s.refuse(conn, logger)
+			continue
+		}
+		sess := &Session{Logger: logger.With("client", conn.RemoteAddr().String()), srv: s, client: conn}
+		if !s.trackSession(sess, true) {
+			conn.Close()
+			<-s.sem
+			return ErrServerClosed
+		}
+		go s.serveSession(sess)
+	}
+}
+
+// Addr is the address of the first listener Serve was given, or nil.
+func (s *Server) Addr() net.Addr {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.addr
+}
+
+// Shutdown stops the Server: it closes the listeners, so Serve returns
+// ErrServerClosed, and waits for open sessions to end. When ctx is done
+// first it closes the sessions left, waits for their goroutines and
+// returns ctx's error. It may be called more than once, and concurrently.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.shutdownOnce.Do(func() {
+		s.mu.Lock()
+		s.closing = true
+		close(s.done)
+		for l := range s.listeners {
+			l.Close()
+		}
+		s.mu.Unlock()
+	})
+	finished := make(chan struct{})
+	go func() {
+		s.wg.Wait()
+		close(finished)
+	}()
+	select {
+	case <-finished:
+		return nil
+	case <-ctx.Done():
+	}
+	s.cancel()
+	s.mu.Lock()
+	for sess := range s.sessions {
+		sess.closeAll()
+	}
+	s.mu.Unlock()
+	<-finished
+	return ctx.Err()
+}
+
+func (s *Server) isClosing() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closing
+}
+
+// trackListener adds or removes l; adding fails once Shutdown has begun.
+func (s *Server) trackListener(l net.Listener, add bool) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !add {
+		delete(s.listeners, l)
+		return true
+	}
+	if s.closing {
+		return false
+	}
+	s.listeners[l] = struct{}{}
+	if s.addr == nil {
+		s.addr = l.Addr()
+	}
+	return true
+}
+
+// trackSession adds or removes sess and its goroutine in the WaitGroup;
+// adding fails once Shutdown has begun.
+func (s *Server) trackSession(sess *Session, add bool) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !add {
+		delete(s.sessions, sess)
+		s.wg.Done()
+		return true
+	}
+	if s.closing {
+		return false
+	}
+	s.sessions[sess] = struct{}{}
+	s.wg.Add(1)
+	return true
+}
+
+// serveSession runs one connection: handshake, pump, log line.
+func (s *Server) serveSession(sess *Session) {
+	defer func() { <-s.sem }()
+	defer s.trackSession(sess, false)
+	start := time.Now()
+	deadline := start.Add(s.cfg.HandshakeTimeout)
+	sess.client.SetDeadline(deadline)
+	ctx, cancel := context.WithDeadline(s.ctx, deadline)
+	c, b, err := s.proto.Handshake(ctx, sess.client, sess)
+	cancel()
+	if err == nil && c == nil && b == nil {
+		s.stats.handled.Add(1)
+		sess.closeAll()
+		sess.end()
+		return
+	}
+	if err == nil && (c == nil || b == nil || sess.route == nil) {
+		err = fmt.Errorf("protocol %s: handshake returned no connection or no route", s.proto.Name())
+	}
+	var in, out int64
+	if err != nil {
+		if b != nil {
+			b.Close()
+		}
+		sess.closeBackends()
+		lingerClose(sess.client)
+		if c != nil {
+			c.Close()
+		}
+	} else {
+		c.SetDeadline(time.Time{})
+		b.SetDeadline(time.Time{})
+		rs := sess.route.stats
+		rs.active.Add(1)
+		in, out, err = pump(c, b, s.limits, &rs.bytesIn, &rs.bytesOut, sess.closeAll)
+		rs.active.Add(-1)
+		c.Close()
+		b.Close()
+	}
+	sess.closeAll()
+	sess.end()
+	switch {
+	case err == nil:
+	case sess.route != nil:
+		sess.route.stats.errors.Add(1)
+	default:
+		s.stats.unrouted.Add(1)
+	}
+	sess.Logger.Info("session end",
+		"sni", sess.sni,
+		"route", sess.routeName(),
+		"backend", sess.backend(),
+		"bytes_in", in,
+		"bytes_out", out,
+		"duration", time.Since(start),
+		"error", err)
+}
+
+// refuse turns away a client beyond MaxConns: in its protocol when the
+// Protocol is a Refuser and fewer than maxRefusing refusals are under way,
+// otherwise by closing the connection.
+func (s *Server) refuse(conn net.Conn, logger *slog.Logger) {
+	s.stats.refused.Add(1)
+	logger.Warn("connection refused", "client", conn.RemoteAddr().String(), "error", ErrTooManyConnections, "max_conns", s.cfg.MaxConns)
+	r, ok := s.proto.(Refuser)
+	if !ok {
+		conn.Close()
+		return
+	}
+	select {
+	case s.refusing <- struct{}{}:
+	default:
+		conn.Close()
+		return
+	}
+	sess := &Session{srv: s, client: conn}
+	if !s.trackSession(sess, true) {
+		conn.Close()
+		<-s.refusing
+		return
+	}
+	go func() {
+		defer func() { <-s.refusing }()
+		defer s.trackSession(sess, false)
+		conn.SetDeadline(time.Now().Add(lingerTimeout))
+		r.Refuse(conn, ErrTooManyConnections)
+		lingerClose(conn)
+	}()
+}
+
+// lingerClose closes a connection to which an error was just written
+// without losing it: closing a socket with unread input makes the kernel
+// send a reset, which can destroy the error before the client reads it. So
+// it half-closes the TCP connection, reads and discards what the client
+// still sends for up to lingerTimeout, and then closes.
+func lingerClose(c net.Conn) {
+	defer c.Close()
+	cw, ok := c.(interface{ CloseWrite() error })
+	if !ok || cw.CloseWrite() != nil {
+		return
+	}
+	c.SetReadDeadline(time.Now().Add(lingerTimeout))
+	io.Copy(io.Discard, io.LimitReader(c, 64<<10))
+}

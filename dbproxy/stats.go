@@ -1,0 +1,73 @@
+package dbproxy
+
+import "sync/atomic"
+
+// Stats are a Server's counters since New. Counters only grow, except
+// RouteStats.Active.
+type Stats struct {
+	Accepted uint64 // client connections accepted, refused ones included
+	Refused  uint64 // connections refused because MaxConns were open
+	// Handled counts connections the protocol completed itself with
+	// nothing to pump, such as PostgreSQL cancel requests.
+	Handled uint64
+	// Unrouted counts connections that failed before reaching a route: a
+	// bad or timed-out handshake, an unknown server name, plaintext with
+	// no default route.
+	Unrouted uint64
+	Routes   []RouteStats // in Config order
+}
+
+// RouteStats are one route's counters.
+type RouteStats struct {
+	Host    string
+	Backend string
+	// Sessions counts connections routed here, whatever became of them.
+	Sessions uint64
+	// Active is the number of sessions piping bytes now.
+	Active int64
+	// BytesIn and BytesOut count bytes piped client→backend and
+	// backend→client after the handshake.
+	BytesIn  uint64
+	BytesOut uint64
+	// Errors counts routed sessions that ended with an error, the
+	// handshake's included (backend down, authentication refused…).
+	Errors uint64
+}
+
+type routeStats struct {
+	sessions atomic.Uint64
+	active   atomic.Int64
+	bytesIn  atomic.Uint64
+	bytesOut atomic.Uint64
+	errors   atomic.Uint64
+}
+
+type serverStats struct {
+	accepted atomic.Uint64
+	refused  atomic.Uint64
+	handled  atomic.Uint64
+	unrouted atomic.Uint64
+}
+
+// Stats returns a snapshot of the Server's counters.
+func (s *Server) Stats() Stats {
+	st := Stats{
+		Accepted: s.stats.accepted.Load(),
+		Refused:  s.stats.refused.Load(),
+		Handled:  s.stats.handled.Load(),
+		Unrouted: s.stats.unrouted.Load(),
+		Routes:   make([]RouteStats, 0, len(s.router().ordered)),
+	}
+	for _, r := range s.router().ordered {
+		st.Routes = append(st.Routes, RouteStats{
+			Host:     r.Host,
+			Backend:  r.Backend,
+			Sessions: r.stats.sessions.Load(),
+			Active:   r.stats.active.Load(),
+			BytesIn:  r.stats.bytesIn.Load(),
+			BytesOut: r.stats.bytesOut.Load(),
+			Errors:   r.stats.errors.Load(),
+		})
+	}
+	return st
+}

@@ -1,0 +1,80 @@
+package main
+
+import (
+	"flag"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/artyom/autoflags"
+)
+
+// runArgs holds every command-line flag; the literal in defaultArgs holds
+// the defaults.
+type runArgs struct {
+	Map      string `flag:"map,mapping file (YAML); empty runs the embedded demo on *.localhost names"`
+	Cache    string `flag:"cache,directory for the ACME account, certificates and the local CA (created 0700); empty means $XDG_CACHE_HOME/leproxy"`
+	Addr     string `flag:"addr,HTTPS address: serves the mapped hosts and ACME tls-alpn-01 (demo default :8443)"`
+	HTTP     string `flag:"http,plain HTTP address for ACME http-01 and redirects to https; empty disables (demo default :8080)"`
+	Email    string `flag:"email,contact address given to the ACME CA for expiry notices"`
+	ACME     string `flag:"acme,ACME directory URL, or letsencrypt, letsencrypt-staging, zerossl, local (local CA only)"`
+	ACMECA   string `flag:"acme-ca,PEM file of CA certificates to trust for the ACME server's own HTTPS (private CAs, Pebble)"`
+	EABKeyID string `flag:"eab-kid,External Account Binding key ID (required by ZeroSSL)"`
+	EABHMAC  string `flag:"eab-hmac,External Account Binding HMAC key, base64url"`
+	Watch    bool   `flag:"watch,reload the mapping when its file changes (SIGHUP always reloads)"`
+	HSTS     bool   `flag:"hsts,add Strict-Transport-Security to every HTTPS response"`
+
+	ReadTimeout  time.Duration `flag:"rto,maximum time to read a whole HTTP request, body included (0: no limit; headers always have 10s)"`
+	WriteTimeout time.Duration `flag:"wto,maximum time to write an HTTP response (0: no limit, so streams and long downloads work)"`
+	IdleTimeout  time.Duration `flag:"idle,how long an idle HTTP keep-alive connection is kept open"`
+
+	LogFormat string `flag:"log-format,log format: text or json"`
+	LogLevel  string `flag:"log-level,log level: debug, info, warn or error"`
+	Backup    string `flag:"backup,write the cache (ACME account, certificates, local CA) to this encrypted FILE and exit (- for stdout); passphrase from $LEPROXY_BACKUP_PASSPHRASE"`
+	Restore   string `flag:"restore,replace the cache with this encrypted backup FILE and exit (- for stdin); stop leproxy first; passphrase from $LEPROXY_BACKUP_PASSPHRASE"`
+	Check     bool   `flag:"check,validate the mapping, print a summary and exit (status 0 when valid, 1 when not)"`
+	Version   bool   `flag:"version,print the version and exit"`
+}
+
+func defaultArgs() runArgs {
+	return runArgs{
+		Addr:        ":https",
+		HTTP:        ":http",
+		ACME:        "letsencrypt",
+		IdleTimeout: 2 * time.Minute,
+		LogFormat:   "text",
+		LogLevel:    "info",
+	}
+}
+
+// parseArgs parses command-line arguments over the defaults. set reports
+// which flags were given explicitly.
+func parseArgs(args []string, output io.Writer) (a runArgs, set map[string]bool, err error) {
+	a = defaultArgs()
+	fs := flag.NewFlagSet("leproxy", flag.ContinueOnError)
+	fs.SetOutput(output)
+	autoflags.DefineFlagSet(fs, &a)
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), usageHeader)
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return a, nil, err
+	}
+	if fs.NArg() > 0 {
+		return a, nil, fmt.Errorf("unexpected argument %q (flags only; see leproxy -h)", fs.Arg(0))
+	}
+	set = make(map[string]bool)
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	return a, set, nil
+}
+
+const usageHeader = `leproxy puts publicly trusted TLS in front of web apps and databases.
+
+Usage:
+  leproxy -map mapping.yml -cache /var/cache/leproxy [flags]
+  leproxy                    (demo: local CA, *.localhost names, ports 8443 and 8080)
+  leproxy -check -map mapping.yml
+
+Flags:
+`

@@ -1,0 +1,452 @@
+package main
+
+import (
+	"context"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"runtime/debug"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/leproxy/leproxy/internal/backup"
+	"github.com/leproxy/leproxy/internal/certs"
+	"github.com/leproxy/leproxy/internal/config"
+	"github.com/leproxy/leproxy/internal/demo"
+	"github.com/leproxy/leproxy/internal/httpproxy"
+	"github.com/leproxy/leproxy/internal/sdnotify"
+)
+
+const (
+	// readHeaderTimeout bounds how long a client may take to send request
+	// headers, whatever -rto says: the slowloris guard.
+	readHeaderTimeout = 10 * time.Second
+	// drainTimeout bounds how long a stopping leproxy waits for in-flight
+	// requests and sessions.
+	drainTimeout = 15 * time.Second
+)
+
+// run is the whole program: it parses args, starts every listener and
+// serves until ctx is done, then drains. A clean stop returns nil.
+func run(ctx context.Context, args []string) error {
+	return runIO(ctx, args, os.Stdout, os.Stderr)
+}
+
+func runIO(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	a, set, err := parseArgs(args, stderr)
+	if err != nil {
+		return err
+	}
+	if a.Version {
+		fmt.Fprintln(stdout, "leproxy", version())
+		return nil
+	}
+	logger, err := newLogger(stderr, a.LogFormat, a.LogLevel)
+	if err != nil {
+		return err
+	}
+	if a.Cache == "" {
+		if a.Cache, err = defaultCacheDir(); err != nil {
+			return err
+		}
+	}
+
+	if a.Backup != "" || a.Restore != "" {
+		return backupOrRestore(a, stdout, logger)
+	}
+
+	// Reload signals are taken before anything listens, so that a HUP
+	// never kills a running leproxy.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var lv *live
+	var demoBackend *demoServer
+	var cfg *config.Config
+	if a.Map == "" {
+		if !set["addr"] {
+			a.Addr = ":8443"
+		}
+		if !set["http"] {
+			a.HTTP = ":8080"
+		}
+		if a.Check {
+			return errors.New("-check needs -map")
+		}
+		demoBackend, cfg, err = startDemo(a.Cache)
+		if err != nil {
+			return err
+		}
+		defer demoBackend.close()
+	} else {
+		if cfg, err = config.Load(a.Map); err != nil {
+			return err
+		}
+	}
+	if err := checkProtocols(cfg); err != nil {
+		return err
+	}
+	if a.Check {
+		cfg.Summary(stdout)
+		fmt.Fprintf(stdout, "%s: OK\n", cfg.File)
+		return nil
+	}
+
+	directory, local, err := certs.ResolveDirectory(a.ACME)
+	if err != nil {
+		return fmt.Errorf("-acme: %w", err)
+	}
+	var acmeRoots *x509.CertPool
+	if a.ACMECA != "" {
+		if acmeRoots, err = loadCertPool(a.ACMECA); err != nil {
+			return fmt.Errorf("-acme-ca: %w", err)
+		}
+	}
+	cm, err := certs.New(certs.Config{
+		CacheDir:     a.Cache,
+		DirectoryURL: directory,
+		Local:        local,
+		Email:        a.Email,
+		EABKeyID:     a.EABKeyID,
+		EABHMAC:      a.EABHMAC,
+		RootCAs:      acmeRoots,
+		Logger:       logger,
+	})
+	if err != nil {
+		return fmt.Errorf("certificate manager: %w", err)
+	}
+	defer cm.Close()
+	cm.SetHosts(cfg.Hostnames())
+	for _, name := range cfg.Hostnames() {
+		if cm.UsesLocalCA(name) {
+			if _, err := cm.EnsureLocalCA(); err != nil {
+				return fmt.Errorf("local CA: %w", err)
+			}
+			break
+		}
+	}
+
+	proxyOpts := httpproxy.Options{HSTS: a.HSTS, Logger: logger}
+	handler, err := httpproxy.New(cfg.Hosts, proxyOpts)
+	if err != nil {
+		return err
+	}
+
+	// Bind every address before serving any, so that a port in use is a
+	// start-up error and not a half-started daemon.
+	var ls listeners
+	defer ls.closeAll()
+	httpsLn, err := ls.listen("-addr", a.Addr)
+	if err != nil {
+		return err
+	}
+	var httpLn net.Listener
+	if a.HTTP != "" {
+		if httpLn, err = ls.listen("-http", a.HTTP); err != nil {
+			return err
+		}
+	}
+	tcpServers, err := newTCPServers(cfg, cm, logger)
+	if err != nil {
+		return err
+	}
+	for _, ts := range tcpServers {
+		if ts.ln, err = ls.listen(fmt.Sprintf("tcp listener %s:%d", cfg.File, ts.line), ts.addr); err != nil {
+			return err
+		}
+	}
+
+	g := newGroup(cancel)
+	lv = &live{mapFile: a.Map, opts: proxyOpts, cm: cm, logger: logger, g: g, stopCtx: ctx, cfg: cfg, tcp: tcpServers}
+	lv.handler.Store(handler)
+	defer func() { lv.handler.Load().Close() }()
+	httpsSrv := &http.Server{
+		Handler:           lv,
+		TLSConfig:         cm.TLSConfig("h2", "http/1.1"),
+		ReadHeaderTimeout: readHeaderTimeout,
+		ReadTimeout:       a.ReadTimeout,
+		WriteTimeout:      a.WriteTimeout,
+		IdleTimeout:       a.IdleTimeout,
+		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelDebug),
+	}
+	g.goServe("https", func() error { return httpsSrv.ServeTLS(httpsLn, "", "") })
+	var httpSrv *http.Server
+	if httpLn != nil {
+		httpSrv = &http.Server{
+			Handler:           cm.HTTPHandler(httpproxy.Redirect(lv.Known, portOf(httpsLn.Addr()))),
+			ReadHeaderTimeout: readHeaderTimeout,
+			ReadTimeout:       30 * time.Second,
+			WriteTimeout:      30 * time.Second,
+			IdleTimeout:       a.IdleTimeout,
+			ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelDebug),
+		}
+		g.goServe("http", func() error { return httpSrv.Serve(httpLn) })
+	}
+	for _, ts := range tcpServers {
+		g.goServe("tcp "+ts.addr, func() error { return ts.srv.Serve(ts.ln) })
+	}
+	if demoBackend != nil {
+		g.goServe("demo backend", demoBackend.serve)
+	}
+
+	logStart(logger, cfg, cm, httpsLn, httpLn, tcpServers, a.Map == "")
+	notifier := sdnotify.New()
+	if err := notifier.Ready(); err != nil {
+		logger.Warn("notifying systemd", "error", err)
+	}
+	reloads := make(chan struct{}, 1)
+	if a.Watch && a.Map != "" {
+		g.goServe("mapping watcher", func() error {
+			watchFile(ctx, a.Map, time.Second, func() {
+				select {
+				case reloads <- struct{}{}:
+				default:
+				}
+			})
+			return nil
+		})
+	}
+serve:
+	for {
+		select {
+		case <-ctx.Done():
+			break serve
+		case <-hup:
+		case <-reloads:
+		}
+		reload(lv, a.Map, notifier, logger)
+	}
+	logger.Info("stopping", "drain_timeout", drainTimeout)
+	if err := notifier.Stopping(); err != nil {
+		logger.Warn("notifying systemd", "error", err)
+	}
+
+	drainCtx, drainCancel := context.WithTimeout(context.Background(), drainTimeout)
+	defer drainCancel()
+	shutdown := []func(context.Context) error{httpsSrv.Shutdown}
+	if httpSrv != nil {
+		shutdown = append(shutdown, httpSrv.Shutdown)
+	}
+	_, tcpServers = lv.current()
+	for _, ts := range tcpServers {
+		shutdown = append(shutdown, ts.srv.Shutdown)
+	}
+	if demoBackend != nil {
+		shutdown = append(shutdown, demoBackend.srv.Shutdown)
+	}
+	var errs []error
+	for _, err := range parallel(drainCtx, shutdown) {
+		if err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if len(errs) > 0 {
+		logger.Warn("drain incomplete", "error", errors.Join(errs...))
+	}
+	lv.draining.Wait()
+	if err := g.wait(); err != nil {
+		return err
+	}
+	logger.Info("stopped")
+	return nil
+}
+
+// reload switches lv to the mapping file's current content, telling
+// systemd and the log how it went.
+func reload(lv *live, mapFile string, notifier *sdnotify.Notifier, logger *slog.Logger) {
+	if err := notifier.Reloading(); err != nil {
+		logger.Warn("notifying systemd", "error", err)
+	}
+	var err error
+	if mapFile == "" {
+		err = errNoMapFile
+	} else {
+		err = lv.reload()
+	}
+	if err != nil {
+		logger.Error("reload failed: still serving the previous mapping", "error", err)
+		notifier.Status("reload failed: " + err.Error())
+	} else {
+		cfg, tcp := lv.current()
+		logger.Info("mapping reloaded", "file", mapFile, "hosts", len(cfg.Hosts), "tcp_listeners", len(tcp))
+		notifier.Status(fmt.Sprintf("serving %d hosts, %d tcp listeners", len(cfg.Hosts), len(tcp)))
+	}
+	if err := notifier.Ready(); err != nil {
+		logger.Warn("notifying systemd", "error", err)
+	}
+}
+
+// backupOrRestore runs -backup or -restore on the cache directory.
+func backupOrRestore(a runArgs, stdout io.Writer, logger *slog.Logger) error {
+	if a.Backup != "" && a.Restore != "" {
+		return errors.New("-backup and -restore cannot be used together")
+	}
+	pass, err := backup.PassphraseFromEnv()
+	if err != nil {
+		return err
+	}
+	switch {
+	case a.Backup == "-":
+		err = backup.Write(stdout, a.Cache, pass)
+	case a.Backup != "":
+		err = backup.WriteFile(a.Backup, a.Cache, pass)
+	case a.Restore == "-":
+		err = backup.Restore(os.Stdin, a.Cache, pass)
+	default:
+		err = backup.RestoreFile(a.Restore, a.Cache, pass)
+	}
+	if err != nil {
+		return err
+	}
+	if a.Backup != "" {
+		logger.Info("cache backed up", "cache", a.Cache, "file", a.Backup)
+	} else {
+		logger.Info("cache restored", "cache", a.Cache, "file", a.Restore)
+	}
+	return nil
+}
+
+func newLogger(w io.Writer, format, level string) (*slog.Logger, error) {
+	var lvl slog.Level
+	if err := lvl.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("-log-level: %q is not one of debug, info, warn, error", level)
+	}
+	opts := &slog.HandlerOptions{Level: lvl}
+	switch format {
+	case "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	}
+	return nil, fmt.Errorf("-log-format: %q is not text or json", format)
+}
+
+func defaultCacheDir() (string, error) {
+	dir, err := os.UserCacheDir()
+	if err != nil {
+		return "", fmt.Errorf("-cache not given and no user cache directory: %w", err)
+	}
+	return filepath.Join(dir, "leproxy"), nil
+}
+
+func loadCertPool(file string) (*x509.CertPool, error) {
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return nil, err
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(b) {
+		return nil, fmt.Errorf("%s: no PEM certificates found", file)
+	}
+	return pool, nil
+}
+
+func version() string {
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return "unknown"
+	}
+	v := bi.Main.Version
+	for _, s := range bi.Settings {
+		if s.Key == "vcs.revision" {
+			v += " " + s.Value
+		}
+	}
+	return v + " " + bi.GoVersion
+}
+
+func portOf(a net.Addr) string {
+	if ta, ok := a.(*net.TCPAddr); ok {
+		return fmt.Sprint(ta.Port)
+	}
+	_, port, _ := net.SplitHostPort(a.String())
+	return port
+}
+
+// listeners owns every bound listener until the servers take them over.
+type listeners []net.Listener
+
+func (ls *listeners) listen(what, addr string) (net.Listener, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", what, err)
+	}
+	*ls = append(*ls, ln)
+	return ln, nil
+}
+
+func (ls listeners) closeAll() {
+	for _, ln := range ls {
+		ln.Close()
+	}
+}
+
+func logStart(logger *slog.Logger, cfg *config.Config, cm *certs.Manager, httpsLn, httpLn net.Listener, tcp []*tcpServer, demoMode bool) {
+	if demoMode {
+		logger.Info("no -map given: serving the embedded demo", "open", "https://www.localhost"+portSuffix(httpsLn.Addr()))
+	}
+	if p := cm.LocalRootPath(); p != "" && fileExists(p) {
+		logger.Info("local CA root certificate (trust it to use .localhost names)", "path", p)
+	}
+	logger.Info("listening", "proto", "https", "addr", httpsLn.Addr().String())
+	if httpLn != nil {
+		logger.Info("listening", "proto", "http", "addr", httpLn.Addr().String())
+	}
+	for _, h := range cfg.Hosts {
+		logger.Info("host", "host", h.Name, "backend", h.Backend.Raw)
+	}
+	for _, ts := range tcp {
+		logger.Info("listening", "proto", ts.protocol, "addr", ts.ln.Addr().String(), "routes", strings.Join(ts.routes, ","))
+	}
+}
+
+func fileExists(name string) bool {
+	_, err := os.Stat(name)
+	return err == nil
+}
+
+func portSuffix(a net.Addr) string {
+	if p := portOf(a); p != "443" {
+		return ":" + p
+	}
+	return ""
+}
+
+// startDemo writes the demo site into the cache directory, starts the demo
+// backend on a loopback port and returns the demo mapping.
+func startDemo(cacheDir string) (*demoServer, *config.Config, error) {
+	siteDir := filepath.Join(cacheDir, "demo", "www")
+	if err := demo.WriteSite(siteDir); err != nil {
+		return nil, nil, fmt.Errorf("writing demo site: %w", err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, nil, fmt.Errorf("demo backend: %w", err)
+	}
+	cfg, err := config.Parse("embedded demo mapping", demo.Mapping(siteDir+"/", ln.Addr().String()))
+	if err != nil {
+		ln.Close()
+		return nil, nil, err
+	}
+	d := &demoServer{ln: ln, srv: &http.Server{Handler: demo.Backend(), ReadHeaderTimeout: readHeaderTimeout}}
+	return d, cfg, nil
+}
+
+type demoServer struct {
+	ln  net.Listener
+	srv *http.Server
+}
+
+func (d *demoServer) serve() error { return d.srv.Serve(d.ln) }
+func (d *demoServer) close()       { d.srv.Close() }
