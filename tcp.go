@@ -85,7 +85,7 @@ func newTCPServer(file string, l config.Listener, cm *certs.Manager, logger *slo
 		GetCertificate: cm.GetCertificate,
 		IdleTimeout:    l.IdleTimeout,
 		MaxConns:       l.MaxConns,
-		Logger:         logger.With("listener", l.Listen, "protocol", l.Protocol),
+		Logger:         logger,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("%s:%d: tcp listener %s: %w", file, l.Line, l.Listen, err)
