@@ -1,0 +1,94 @@
+package certs
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"slices"
+	"strings"
+
+	"golang.org/x/net/idna"
+)
+
+// hostSet is an immutable allow-list of normalized host names.
+type hostSet map[string]struct{}
+
+// newHostSet normalizes names (see normalizeHost) into a hostSet; empty
+// names are dropped.
+func newHostSet(names []string) hostSet {
+	s := make(hostSet, len(names))
+	for _, n := range names {
+		if n = normalizeHost(n); n != "" {
+			s[n] = struct{}{}
+		}
+	}
+	return s
+}
+
+// sorted returns the names in s in order.
+func (s hostSet) sorted() []string {
+	names := make([]string, 0, len(s))
+	for n := range s {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	return names
+}
+
+// normalizeHost lower-cases name, drops one trailing dot and converts an
+// internationalized name to its ASCII (punycode) form, as autocert does with
+// a TLS server name, so a name matches however the client spells it.
+func normalizeHost(name string) string {
+	name = strings.TrimSuffix(strings.TrimSpace(name), ".")
+	if ascii, err := idna.Lookup.ToASCII(name); err == nil {
+		name = ascii
+	}
+	return strings.ToLower(name)
+}
+
+// stripPort returns the host part of an HTTP Host header value
+// ("example.com:8080" → "example.com"); a value without a port is
+// returned unchanged.
+func stripPort(hostport string) string {
+	if host, _, err := net.SplitHostPort(hostport); err == nil {
+		return host
+	}
+	return hostport
+}
+
+// isLocalhostName reports whether name is localhost or under .localhost
+// (RFC 6761): names that always get their certificate from the local CA.
+func isLocalhostName(name string) bool {
+	return name == "localhost" || strings.HasSuffix(name, ".localhost")
+}
+
+// SetHosts replaces the allow-list: the names, HTTP and tcp, for which the
+// Manager serves certificates. Names are compared case-insensitively. It is
+// safe to call while handshakes are running.
+func (m *Manager) SetHosts(names []string) {
+	s := newHostSet(names)
+	m.setMu.Lock()
+	defer m.setMu.Unlock()
+	m.hosts.Store(&s)
+	m.ca.forgetExcept(s)
+	m.status.forgetExcept(s)
+}
+
+// Allowed reports whether name is on the allow-list.
+func (m *Manager) Allowed(name string) bool {
+	s := m.hosts.Load()
+	if s == nil {
+		return false
+	}
+	_, ok := (*s)[normalizeHost(name)]
+	return ok
+}
+
+// hostPolicy is autocert's HostPolicy: only names on the allow-list ever
+// reach the ACME server.
+func (m *Manager) hostPolicy(_ context.Context, host string) error {
+	if !m.Allowed(host) {
+		return fmt.Errorf("certs: host %q is not in the mapping", host)
+	}
+	return nil
+}

@@ -1,0 +1,136 @@
+package certs
+
+import (
+	"crypto/x509"
+	"sync"
+	"time"
+)
+
+// failureLogInterval is how often an unchanged certificate failure for one
+// host is logged again; a test seam.
+var failureLogInterval = time.Minute
+
+// Status describes the certificate of one allowed host.
+type Status struct {
+	// Host is the name, as on the allow-list.
+	Host string
+	// Issuer is the common name (or full name) of the issuer of the
+	// certificate being served; empty if none is known yet.
+	Issuer string
+	// NotAfter is the expiry of that certificate; zero if none is known.
+	NotAfter time.Time
+	// Local reports that the certificate comes from the local CA.
+	Local bool
+	// LastError is the last error obtaining a certificate, cleared when
+	// one is obtained.
+	LastError string
+	// LastAttempt is when a certificate was last obtained or failed to be.
+	LastAttempt time.Time
+}
+
+// statusBook records per host what the Manager knows about certificates;
+// safe for concurrent use.
+type statusBook struct {
+	mu    sync.Mutex
+	hosts map[string]*hostStatus
+}
+
+type hostStatus struct {
+	leaf        *x509.Certificate // being served, or last obtained
+	local       bool
+	lastErr     string
+	lastAttempt time.Time
+	loggedErr   string    // last failure logged
+	loggedAt    time.Time // when it was logged
+}
+
+func (b *statusBook) get(host string) *hostStatus {
+	if b.hosts == nil {
+		b.hosts = make(map[string]*hostStatus)
+	}
+	h := b.hosts[host]
+	if h == nil {
+		h = &hostStatus{}
+		b.hosts[host] = h
+	}
+	return h
+}
+
+// obtained records a certificate newly obtained for host at time at.
+func (b *statusBook) obtained(host string, leaf *x509.Certificate, local bool, at time.Time) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	h := b.get(host)
+	h.leaf, h.local = leaf, local
+	h.lastErr, h.loggedErr = "", ""
+	h.lastAttempt = at
+}
+
+// serving records the certificate served for host; unlike obtained it is
+// not an attempt.
+func (b *statusBook) serving(host string, leaf *x509.Certificate, local bool) {
+	if leaf == nil {
+		return
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	h := b.get(host)
+	if h.leaf == leaf {
+		return
+	}
+	h.leaf, h.local = leaf, local
+}
+
+// failed records a failure for host at time at and reports whether it
+// should be logged: it differs from the last one logged, or that was logged
+// failureLogInterval ago or more.
+func (b *statusBook) failed(host, msg string, at time.Time) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	h := b.get(host)
+	h.lastErr, h.lastAttempt = msg, at
+	if msg == h.loggedErr && at.Sub(h.loggedAt) < failureLogInterval {
+		return false
+	}
+	h.loggedErr, h.loggedAt = msg, at
+	return true
+}
+
+// status returns what is known about host.
+func (b *statusBook) status(host string) Status {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	s := Status{Host: host}
+	h := b.hosts[host]
+	if h == nil {
+		return s
+	}
+	if h.leaf != nil {
+		s.Issuer = issuerName(h.leaf)
+		s.NotAfter = h.leaf.NotAfter
+	}
+	s.Local = h.local
+	s.LastError = h.lastErr
+	s.LastAttempt = h.lastAttempt
+	return s
+}
+
+// forgetExcept drops hosts no longer allowed.
+func (b *statusBook) forgetExcept(allowed hostSet) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for host := range b.hosts {
+		if _, ok := allowed[host]; !ok {
+			delete(b.hosts, host)
+		}
+	}
+}
+
+// issuerName returns the issuer's common name, or its full name when it has
+// none.
+func issuerName(c *x509.Certificate) string {
+	if c.Issuer.CommonName != "" {
+		return c.Issuer.CommonName
+	}
+	return c.Issuer.String()
+}

@@ -1,0 +1,238 @@
+// Package testenv holds test-only helpers: an in-process ACME server
+// (Pebble) and starters for real servers on free 127.0.0.1 ports.
+package testenv
+
+import (
+	"bytes"
+	"crypto/x509"
+	"encoding/pem"
+	"log"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/letsencrypt/challtestsrv"
+	"github.com/letsencrypt/pebble/v2/ca"
+	"github.com/letsencrypt/pebble/v2/db"
+	"github.com/letsencrypt/pebble/v2/va"
+	"github.com/letsencrypt/pebble/v2/wfe"
+)
+
+// pebbleNewOrderPath is the path of Pebble's newOrder endpoint
+// (wfe.newOrderPath, unexported there).
+const pebbleNewOrderPath = "/order-plz"
+
+// pebbleLogTail bounds how much of Pebble's log is kept for a failing test.
+const pebbleLogTail = 64 << 10
+
+// Pebble is an in-process ACME server (Pebble) with challtestsrv as its DNS
+// resolver; every name resolves to 127.0.0.1 (IPv4 only). It validates
+// http-01 on 127.0.0.1:httpPort and tls-alpn-01 on 127.0.0.1:tlsPort.
+type Pebble struct {
+	// DirectoryURL is the ACME directory, https://127.0.0.1:PORT/dir.
+	DirectoryURL string
+	// ServerRoots trusts Pebble's own HTTPS endpoint (the httptest
+	// certificate), for the ACME client's HTTP client.
+	ServerRoots *x509.CertPool
+	// ServerCAFile is ServerRoots as a PEM file (for the -acme-ca flag).
+	ServerCAFile string
+
+	ca     *ca.CAImpl
+	orders atomic.Int64
+}
+
+// StartPebble starts Pebble for the test and stops it in t.Cleanup. It sets
+// Pebble's environment knobs with t.Setenv (no random VA sleeps, no
+// rejected nonces, no authorization reuse), so it cannot be used from
+// parallel tests. Pebble's log is shown only when the test fails.
+//
+// Pebble's VA has no way to be stopped: one idle goroutine per call
+// outlives the test.
+func StartPebble(t testing.TB, httpPort, tlsPort int) *Pebble {
+	t.Helper()
+	t.Setenv("PEBBLE_VA_NOSLEEP", "1")
+	t.Setenv("PEBBLE_WFE_NONCEREJECT", "0")
+	t.Setenv("PEBBLE_AUTHZREUSE", "0")
+	t.Setenv("PEBBLE_VA_ALWAYS_VALID", "0")
+
+	logBuf := &tailBuffer{max: pebbleLogTail}
+	logger := log.New(logBuf, "pebble ", log.Lmicroseconds)
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("pebble log (tail):\n%s", logBuf.String())
+		}
+	})
+
+	dnsAddr := startDNS(t, logger)
+
+	store := db.NewMemoryStore()
+	authority := ca.New(logger, store, "", "ecdsa", 0, 1, map[string]ca.Profile{"default": {}})
+	validator := va.New(logger, httpPort, tlsPort, false, dnsAddr, store)
+	frontEnd := wfe.New(logger, store, validator, authority, nil, false, false, 0, 0)
+
+	p := &Pebble{ca: authority}
+	acmeHandler := frontEnd.Handler()
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodPost && r.URL.Path == pebbleNewOrderPath {
+			p.orders.Add(1)
+		}
+		acmeHandler.ServeHTTP(w, r)
+	}))
+	srv.Config.ErrorLog = logger
+	srv.StartTLS()
+	t.Cleanup(srv.Close)
+
+	p.DirectoryURL = srv.URL + wfe.DirectoryPath
+	p.ServerRoots = x509.NewCertPool()
+	p.ServerRoots.AddCert(srv.Certificate())
+	p.ServerCAFile = writePEM(t, "pebble-server-ca.pem", srv.Certificate())
+	return p
+}
+
+// IssuerRoots returns the roots of the certificates Pebble issues. Pebble
+// sends the intermediate with every certificate, so the roots suffice to
+// verify a served chain.
+func (p *Pebble) IssuerRoots(t testing.TB) *x509.CertPool {
+	t.Helper()
+	pool := x509.NewCertPool()
+	for _, c := range p.issuerRoots(t) {
+		pool.AddCert(c)
+	}
+	return pool
+}
+
+// IssuerRootFile writes the roots of the certificates Pebble issues to a PEM
+// file in a test temporary directory and returns its path (for clients that
+// take a CA file, such as psql's sslrootcert).
+func (p *Pebble) IssuerRootFile(t testing.TB) string {
+	t.Helper()
+	return writePEM(t, "pebble-issuer-roots.pem", p.issuerRoots(t)...)
+}
+
+func (p *Pebble) issuerRoots(t testing.TB) []*x509.Certificate {
+	t.Helper()
+	var roots []*x509.Certificate
+	for i := range p.ca.GetNumberOfRootCerts() {
+		root := p.ca.GetRootCert(i)
+		if root == nil || root.Cert == nil {
+			t.Fatalf("pebble: no root certificate %d", i)
+		}
+		roots = append(roots, root.Cert)
+	}
+	if len(roots) == 0 {
+		t.Fatal("pebble: no root certificates")
+	}
+	return roots
+}
+
+// Orders reports how many new-order requests Pebble has received.
+func (p *Pebble) Orders() int {
+	return int(p.orders.Load())
+}
+
+// FreePort returns a TCP port on 127.0.0.1 that was free a moment ago.
+func FreePort(t testing.TB) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("finding a free port: %v", err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// startDNS starts challtestsrv's DNS server (TCP and UDP) on a free
+// 127.0.0.1 port, answering 127.0.0.1 for every A query and nothing for
+// AAAA, and returns its address once it accepts TCP connections.
+func startDNS(t testing.TB, logger *log.Logger) string {
+	t.Helper()
+	addr := freeTCPAndUDP(t)
+	srv, err := challtestsrv.New(challtestsrv.Config{DNSAddrs: []string{addr}, Log: logger})
+	if err != nil {
+		t.Fatalf("creating challtestsrv: %v", err)
+	}
+	srv.SetDefaultDNSIPv4("127.0.0.1")
+	srv.SetDefaultDNSIPv6("")
+	srv.Run()
+	t.Cleanup(srv.Shutdown)
+
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		c, err := net.DialTimeout("tcp", addr, time.Second)
+		if err == nil {
+			c.Close()
+			return addr
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("challtestsrv DNS on %s not accepting connections: %v", addr, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// freeTCPAndUDP returns a 127.0.0.1 address whose port is free for both TCP
+// and UDP.
+func freeTCPAndUDP(t testing.TB) string {
+	t.Helper()
+	var lastErr error
+	for range 20 {
+		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(FreePort(t)))
+		pc, err := net.ListenPacket("udp", addr)
+		if err != nil {
+			lastErr = err
+			continue
+		}
+		pc.Close()
+		return addr
+	}
+	t.Fatalf("finding a port free for TCP and UDP: %v", lastErr)
+	return ""
+}
+
+// writePEM writes certs as one PEM file in a test temporary directory.
+func writePEM(t testing.TB, name string, certs ...*x509.Certificate) string {
+	t.Helper()
+	var buf bytes.Buffer
+	for _, c := range certs {
+		if err := pem.Encode(&buf, &pem.Block{Type: "CERTIFICATE", Bytes: c.Raw}); err != nil {
+			t.Fatalf("encoding %s: %v", name, err)
+		}
+	}
+	path := filepath.Join(t.TempDir(), name)
+	if err := os.WriteFile(path, buf.Bytes(), 0o644); err != nil {
+		t.Fatalf("writing %s: %v", name, err)
+	}
+	return path
+}
+
+// tailBuffer keeps the last max bytes written to it; safe for concurrent
+// use, and usable after the test has ended (Pebble's goroutines may still
+// log then, which t.Logf would not allow).
+type tailBuffer struct {
+	mu  sync.Mutex
+	max int
+	buf []byte
+}
+
+func (b *tailBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.buf = append(b.buf, p...)
+	if over := len(b.buf) - b.max; over > 0 {
+		b.buf = append(b.buf[:0], b.buf[over:]...)
+	}
+	return len(p), nil
+}
+
+func (b *tailBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return string(b.buf)
+}
