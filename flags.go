@@ -28,6 +28,8 @@ type runArgs struct {
 	WriteTimeout time.Duration `flag:"wto,maximum time to write an HTTP response (0: no limit, so streams and long downloads work)"`
 	IdleTimeout  time.Duration `flag:"idle,how long an idle HTTP keep-alive connection is kept open"`
 
+	Admin     string `flag:"admin,address for /health/live, /health/ready, /metrics and /certificates (empty: off; keep it on loopback)"`
+	AccessLog bool   `flag:"access-log,log one line per HTTPS request"`
 	LogFormat string `flag:"log-format,log format: text or json"`
 	LogLevel  string `flag:"log-level,log level: debug, info, warn or error"`
 	Backup    string `flag:"backup,write the cache (ACME account, certificates, local CA) to this encrypted FILE and exit (- for stdout); passphrase from $LEPROXY_BACKUP_PASSPHRASE"`
@@ -42,6 +44,7 @@ func defaultArgs() runArgs {
 		HTTP:        ":http",
 		ACME:        "letsencrypt",
 		IdleTimeout: 2 * time.Minute,
+		AccessLog:   true,
 		LogFormat:   "text",
 		LogLevel:    "info",
 	}

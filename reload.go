@@ -14,6 +14,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/leproxy/leproxy/internal/admin"
 	"github.com/leproxy/leproxy/internal/certs"
 	"github.com/leproxy/leproxy/internal/config"
 	"github.com/leproxy/leproxy/internal/httpproxy"
@@ -32,12 +33,44 @@ type live struct {
 	// background give up then.
 	stopCtx context.Context
 
-	handler atomic.Pointer[httpproxy.Handler]
+	handler  atomic.Pointer[httpproxy.Handler]
+	backends atomic.Pointer[map[string]string] // HTTP host → backend as written, for the access log
 
 	mu       sync.Mutex // serializes reloads and guards the fields below
 	cfg      *config.Config
 	tcp      []*tcpServer
+	drained  map[*tcpServer]bool // removed listeners still draining
 	draining sync.WaitGroup
+}
+
+// setBackends records cfg's HTTP hosts for backendOf.
+func (l *live) setBackends(cfg *config.Config) {
+	m := make(map[string]string, len(cfg.Hosts))
+	for _, h := range cfg.Hosts {
+		m[h.Name] = h.Backend.Raw
+	}
+	l.backends.Store(&m)
+}
+
+// backendOf returns the backend of an HTTP host of the current mapping.
+func (l *live) backendOf(host string) string { return (*l.backends.Load())[host] }
+
+// tcpStats returns the counters of every tcp listener, those draining
+// after a reload included.
+func (l *live) tcpStats() []admin.TCPListenerStats {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []admin.TCPListenerStats
+	add := func(ts *tcpServer) {
+		out = append(out, admin.TCPListenerStats{Listen: ts.addr, Protocol: ts.protocol, Stats: ts.srv.Stats()})
+	}
+	for _, ts := range l.tcp {
+		add(ts)
+	}
+	for ts := range l.drained {
+		add(ts)
+	}
+	return out
 }
 
 // ServeHTTP serves a request with the current mapping's handler.
@@ -129,6 +162,7 @@ func (l *live) reload() error {
 	if prev := l.handler.Swap(handler); prev != nil {
 		prev.Close()
 	}
+	l.setBackends(cfg)
 	for _, u := range updates {
 		routes, names, _ := dbRoutes(cfg.File, u.cfg)
 		if err := u.ts.srv.SetRoutes(routes, u.cfg.Default); err != nil {
@@ -145,12 +179,19 @@ func (l *live) reload() error {
 	}
 	for _, ts := range old {
 		l.logger.Info("tcp listener removed: draining", "addr", ts.addr, "proto", ts.protocol)
+		if l.drained == nil {
+			l.drained = make(map[*tcpServer]bool)
+		}
+		l.drained[ts] = true
 		l.draining.Add(1)
 		go func() {
 			defer l.draining.Done()
 			if err := ts.srv.Shutdown(l.stopCtx); err != nil {
 				l.logger.Warn("tcp listener drain cut short", "addr", ts.addr, "error", err)
 			}
+			l.mu.Lock()
+			delete(l.drained, ts)
+			l.mu.Unlock()
 		}()
 	}
 	l.cfg, l.tcp = cfg, keep

@@ -14,9 +14,11 @@ import (
 	"path/filepath"
 	"runtime/debug"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
+	"github.com/leproxy/leproxy/internal/admin"
 	"github.com/leproxy/leproxy/internal/backup"
 	"github.com/leproxy/leproxy/internal/certs"
 	"github.com/leproxy/leproxy/internal/config"
@@ -113,7 +115,12 @@ func runIO(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return fmt.Errorf("-acme-ca: %w", err)
 		}
 	}
+	var metrics *admin.Metrics // nil, a no-op, without -admin
+	if a.Admin != "" {
+		metrics = admin.NewMetrics()
+	}
 	cm, err := certs.New(certs.Config{
+		OnACMEOrder:  metrics.ACMEOrder,
 		CacheDir:     a.Cache,
 		DirectoryURL: directory,
 		Local:        local,
@@ -137,7 +144,7 @@ func runIO(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 	}
 
-	proxyOpts := httpproxy.Options{HSTS: a.HSTS, Logger: logger}
+	proxyOpts := httpproxy.Options{HSTS: a.HSTS, Logger: logger, OnBackendError: metrics.BackendError}
 	handler, err := httpproxy.New(cfg.Hosts, proxyOpts)
 	if err != nil {
 		return err
@@ -166,13 +173,22 @@ func runIO(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return err
 		}
 	}
+	var adminLn net.Listener
+	if a.Admin != "" {
+		admin.WarnIfPublic(a.Admin, logger)
+		if adminLn, err = ls.listen("-admin", a.Admin); err != nil {
+			return err
+		}
+	}
 
 	g := newGroup(cancel)
 	lv = &live{mapFile: a.Map, opts: proxyOpts, cm: cm, logger: logger, g: g, stopCtx: ctx, cfg: cfg, tcp: tcpServers}
 	lv.handler.Store(handler)
+	lv.setBackends(cfg)
 	defer func() { lv.handler.Load().Close() }()
 	httpsSrv := &http.Server{
-		Handler:           lv,
+		Handler:           metrics.InstrumentHTTP(lv, lv.Known, lv.backendOf, logger, a.AccessLog),
+		ConnState:         metrics.ConnState("https"),
 		TLSConfig:         cm.TLSConfig("h2", "http/1.1"),
 		ReadHeaderTimeout: readHeaderTimeout,
 		ReadTimeout:       a.ReadTimeout,
@@ -199,6 +215,37 @@ func runIO(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if demoBackend != nil {
 		g.goServe("demo backend", demoBackend.serve)
 	}
+	var serving atomic.Bool
+	var adminSrv *http.Server
+	if adminLn != nil {
+		metrics.SetCertStatus(cm.Status)
+		metrics.SetTCPStats(lv.tcpStats)
+		adminSrv = &http.Server{
+			Handler: admin.NewHandler(admin.HandlerOptions{
+				Metrics:      metrics,
+				Certificates: cm.Status,
+				Logger:       logger,
+				Ready: func() []admin.Problem {
+					var p []admin.Problem
+					if !serving.Load() {
+						p = append(p, admin.Problem{What: "listener", Detail: "listeners not serving yet"})
+					}
+					return append(p, admin.CertProblems(cm.Status(), time.Now(), admin.DefaultMinValidity)...)
+				},
+			}),
+			ReadHeaderTimeout: readHeaderTimeout,
+			ReadTimeout:       10 * time.Second,
+			WriteTimeout:      30 * time.Second,
+			IdleTimeout:       time.Minute,
+			ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelDebug),
+		}
+		g.goServe("admin", func() error { return adminSrv.Serve(adminLn) })
+		logger.Info("listening", "proto", "admin", "addr", adminLn.Addr().String())
+	}
+	serving.Store(true)
+	// Get every certificate now rather than at the first client, so that
+	// the first client doesn't wait and /health/ready tells the truth.
+	g.goServe("certificate prefetch", func() error { cm.Prefetch(ctx, cfg.Hostnames()); return nil })
 
 	logStart(logger, cfg, cm, httpsLn, httpLn, tcpServers, a.Map == "")
 	notifier := sdnotify.New()
@@ -225,7 +272,13 @@ serve:
 		case <-hup:
 		case <-reloads:
 		}
-		reload(lv, a.Map, notifier, logger)
+		if reload(lv, a.Map, notifier, logger) {
+			metrics.Reload(true)
+			newCfg, _ := lv.current()
+			g.goServe("certificate prefetch", func() error { cm.Prefetch(ctx, newCfg.Hostnames()); return nil })
+		} else {
+			metrics.Reload(false)
+		}
 	}
 	logger.Info("stopping", "drain_timeout", drainTimeout)
 	if err := notifier.Stopping(); err != nil {
@@ -244,6 +297,9 @@ serve:
 	}
 	if demoBackend != nil {
 		shutdown = append(shutdown, demoBackend.srv.Shutdown)
+	}
+	if adminSrv != nil {
+		shutdown = append(shutdown, adminSrv.Shutdown)
 	}
 	var errs []error
 	for _, err := range parallel(drainCtx, shutdown) {
@@ -264,7 +320,7 @@ serve:
 
 // reload switches lv to the mapping file's current content, telling
 // systemd and the log how it went.
-func reload(lv *live, mapFile string, notifier *sdnotify.Notifier, logger *slog.Logger) {
+func reload(lv *live, mapFile string, notifier *sdnotify.Notifier, logger *slog.Logger) bool {
 	if err := notifier.Reloading(); err != nil {
 		logger.Warn("notifying systemd", "error", err)
 	}
@@ -285,6 +341,7 @@ func reload(lv *live, mapFile string, notifier *sdnotify.Notifier, logger *slog.
 	if err := notifier.Ready(); err != nil {
 		logger.Warn("notifying systemd", "error", err)
 	}
+	return err == nil
 }
 
 // backupOrRestore runs -backup or -restore on the cache directory.

@@ -58,6 +58,9 @@ type Config struct {
 	// Logger receives a record for every certificate obtained, renewed or
 	// failed; nil discards them.
 	Logger *slog.Logger
+	// OnACMEOrder, if set, is called once for each certificate ACME
+	// issued (err nil) and each failed attempt (err set), for metrics.
+	OnACMEOrder func(host string, err error)
 }
 
 // Manager serves certificates for the names on its allow-list. Its methods
@@ -73,6 +76,8 @@ type Manager struct {
 	cache  *observedCache
 	ca     *localCA
 	status statusBook
+
+	onACMEOrder func(host string, err error)
 
 	close     context.CancelFunc // ends every ACME request
 	closeOnce sync.Once
@@ -102,6 +107,8 @@ func New(cfg Config) (*Manager, error) {
 		now:   time.Now,
 		ca:    newLocalCA(cfg.CacheDir),
 		close: cancel,
+
+		onACMEOrder: cfg.OnACMEOrder,
 	}
 	m.hosts.Store(&hostSet{})
 	m.ca.onIssue = m.localIssued
@@ -215,6 +222,9 @@ func (m *Manager) certificate(hello *tls.ClientHelloInfo) (*tls.Certificate, err
 	}
 	c, err := m.acme.GetCertificate(hello)
 	if err != nil {
+		if m.onACMEOrder != nil && err.Error() != autocertPendingRetry {
+			m.onACMEOrder(host, err)
+		}
 		m.failed(host, err)
 		return nil, fmt.Errorf("certs: certificate for %s: %w", host, err)
 	}
@@ -332,6 +342,9 @@ func (m *Manager) acmeStored(host string, rsa bool, leaf *x509.Certificate, err 
 		msg = "certificate renewed"
 	}
 	m.log.Info(msg, "host", host, "key", keyType, "issuer", issuerName(leaf), "not_after", leaf.NotAfter, "source", "acme")
+	if m.onACMEOrder != nil {
+		m.onACMEOrder(host, nil)
+	}
 	m.status.obtained(host, leaf, false, m.now())
 }
 

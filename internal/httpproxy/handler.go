@@ -45,6 +45,9 @@ type Options struct {
 	Logger *slog.Logger
 	// RootCAs verifies https URL backends; nil means the system roots.
 	RootCAs *x509.CertPool
+	// OnBackendError, if set, is called with the host's name for each
+	// request that failed at the backend (not for clients that went away).
+	OnBackendError func(host string)
 }
 
 // Handler routes requests by host name to the hosts' backends. It is safe
@@ -94,7 +97,7 @@ func New(hosts []config.Host, opts Options) (*Handler, error) {
 			transports[up.key] = tr
 			h.transports = append(h.transports, tr)
 		}
-		h.routes[name] = newProxy(host, up.target, tr, hsts, logger)
+		h.routes[name] = newProxy(host, up.target, tr, hsts, logger, opts.OnBackendError)
 	}
 	return h, nil
 }
@@ -182,7 +185,7 @@ func hasToken(values []string, token string) bool {
 }
 
 // newProxy returns the reverse proxy of one host to target over tr.
-func newProxy(host config.Host, target *url.URL, tr http.RoundTripper, hsts bool, logger *slog.Logger) *httputil.ReverseProxy {
+func newProxy(host config.Host, target *url.URL, tr http.RoundTripper, hsts bool, logger *slog.Logger, onBackendError func(string)) *httputil.ReverseProxy {
 	logger = logger.With("host", host.Name, "backend", host.Backend.Raw)
 	rewriteHost := host.RewriteHost
 	return &httputil.ReverseProxy{
@@ -215,6 +218,9 @@ func newProxy(host config.Host, target *url.URL, tr http.RoundTripper, hsts bool
 				logger.Debug("client went away", "error", err)
 			} else {
 				logger.Error("backend error", "error", err)
+				if onBackendError != nil {
+					onBackendError(host.Name)
+				}
 			}
 			if hsts && r.TLS != nil {
 				w.Header().Set("Strict-Transport-Security", hstsValue)

@@ -1,0 +1,263 @@
+// Package admin is leproxy's operations side, served on the -admin address:
+// liveness and readiness probes (/health/live, /health/ready), Prometheus
+// metrics (/metrics) and the state of every certificate (/certificates, as
+// JSON and as an HTML page). It also instruments the HTTPS handler: request
+// metrics and the access log.
+//
+// The package reads live state through functions main gives it (the
+// certificate manager's status, the tcp listeners' counters, readiness
+// problems), so it depends on internal/certs and dbproxy for their types
+// only, and nothing depends on it but main.
+package admin
+
+import (
+	"net/http"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/leproxy/leproxy/internal/certs"
+)
+
+// namespace prefixes every leproxy metric.
+const namespace = "leproxy"
+
+// httpDurationBuckets are the bounds, in seconds, of the request latency
+// histogram: from a cache hit on a near backend (1 ms) to a slow report or
+// a long poll (5 min).
+var httpDurationBuckets = []float64{
+	0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+	1, 2.5, 5, 10, 30, 60, 300,
+}
+
+// Metrics holds leproxy's Prometheus metrics in a registry of its own (the
+// global default registry is left alone), with the Go runtime and process
+// collectors. Its methods are safe for concurrent use. A nil *Metrics
+// records nothing: every method may be called on it, so main can leave it
+// nil when -admin is off.
+type Metrics struct {
+	reg     *prometheus.Registry
+	handler http.Handler
+	now     func() time.Time
+
+	httpRequests  *prometheus.CounterVec
+	httpDuration  *prometheus.HistogramVec
+	backendErrors *prometheus.CounterVec
+
+	reloads           *prometheus.CounterVec
+	lastReloadSuccess prometheus.Gauge
+	lastReloadOK      prometheus.Gauge
+
+	tlsHandshakes *prometheus.CounterVec
+	tlsFailures   *prometheus.CounterVec
+
+	acmeOrders   *prometheus.CounterVec
+	acmeFailures *prometheus.CounterVec
+
+	tcp   tcpCollector
+	certs certCollector
+}
+
+// NewMetrics returns Metrics with every collector registered. Call it once
+// the mapping has been loaded at start: that load counts as the last
+// successful one (leproxy_last_reload_successful 1, its time in
+// leproxy_last_reload_success_timestamp_seconds) but not as a reload.
+func NewMetrics() *Metrics {
+	return newMetrics(time.Now)
+}
+
+func newMetrics(now func() time.Time) *Metrics {
+	m := &Metrics{
+		reg: prometheus.NewRegistry(),
+		now: now,
+		httpRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace,
+			Name:      "http_requests_total",
+			Help:      `HTTPS requests served, by host ("other" for names not in the mapping), status code and method.`,
+		}, []string{"host", "code", "method"}),
+		httpDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: namespace,
+			Name:      "http_request_duration_seconds",
+			Help:      "Time from a request's arrival to the end of its response, by host and method; protocol upgrades (websockets) are not observed.",
+			Buckets:   httpDurationBuckets,
+		}, []string{"host", "method"}),
+		backendErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace,
+			Name:      "http_backend_errors_total",
+			Help:      "Requests whose backend could not be reached or failed, by host.",
+		}, []string{"host"}),
+		reloads: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace,
+			Name:      "reloads_total",
+			Help:      `Mapping reloads (SIGHUP or -watch), by result: "success" or "failure" (the old mapping kept serving).`,
+		}, []string{"result"}),
+		lastReloadSuccess: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: namespace,
+			Name:      "last_reload_success_timestamp_seconds",
+			Help:      "Unix time of the last successful load of the mapping, at start or by a reload.",
+		}),
+		lastReloadOK: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: namespace,
+			Name:      "last_reload_successful",
+			Help:      "1 if the last load of the mapping succeeded, 0 if it was refused.",
+		}),
+		tlsHandshakes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace,
+			Name:      "tls_handshakes_total",
+			Help:      "TLS handshakes attempted, failed ones included, by listener.",
+		}, []string{"listener"}),
+		tlsFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace,
+			Name:      "tls_handshake_failures_total",
+			Help:      "TLS handshakes that failed, by listener.",
+		}, []string{"listener"}),
+		acmeOrders: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace,
+			Name:      "acme_orders_total",
+			Help:      "ACME certificate orders completed or failed, by host.",
+		}, []string{"host"}),
+		acmeFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace,
+			Name:      "acme_order_failures_total",
+			Help:      "ACME certificate orders that failed, by host.",
+		}, []string{"host"}),
+	}
+	m.tcp.init()
+	m.certs.init()
+	for _, result := range []string{"success", "failure"} {
+		m.reloads.WithLabelValues(result)
+	}
+	m.lastReloadOK.Set(1)
+	m.lastReloadSuccess.Set(unixSeconds(now()))
+
+	m.reg.MustRegister(
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		m.httpRequests, m.httpDuration, m.backendErrors,
+		m.reloads, m.lastReloadSuccess, m.lastReloadOK,
+		m.tlsHandshakes, m.tlsFailures,
+		m.acmeOrders, m.acmeFailures,
+		&m.tcp, &m.certs,
+	)
+	m.handler = promhttp.InstrumentMetricHandler(m.reg, promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{
+		ErrorHandling: promhttp.ContinueOnError,
+		Registry:      m.reg,
+	}))
+	return m
+}
+
+// Handler serves the metrics in the Prometheus exposition formats (text by
+// default, OpenMetrics or protobuf when asked), compressed when the client
+// accepts it. On a nil *Metrics it answers 404.
+func (m *Metrics) Handler() http.Handler {
+	if m == nil {
+		return http.NotFoundHandler()
+	}
+	return m.handler
+}
+
+// Registry returns the registry behind Handler, for tests and for
+// collectors of other packages; nil on a nil *Metrics.
+func (m *Metrics) Registry() *prometheus.Registry {
+	if m == nil {
+		return nil
+	}
+	return m.reg
+}
+
+// BackendError counts a request to host whose backend failed
+// (leproxy_http_backend_errors_total). host is a mapped name.
+func (m *Metrics) BackendError(host string) {
+	if m == nil {
+		return
+	}
+	m.backendErrors.WithLabelValues(host).Inc()
+}
+
+// Reload counts a reload of the mapping and its result
+// (leproxy_reloads_total); a success also sets
+// leproxy_last_reload_success_timestamp_seconds to now, and
+// leproxy_last_reload_successful follows ok.
+func (m *Metrics) Reload(ok bool) {
+	if m == nil {
+		return
+	}
+	if !ok {
+		m.reloads.WithLabelValues("failure").Inc()
+		m.lastReloadOK.Set(0)
+		return
+	}
+	m.reloads.WithLabelValues("success").Inc()
+	m.lastReloadOK.Set(1)
+	m.lastReloadSuccess.Set(unixSeconds(m.now()))
+}
+
+// TLSHandshake counts one TLS handshake on listener (a name such as
+// "https" or a tcp listener's address) and, when err is not nil, its
+// failure. For the HTTPS server use ConnState, which calls it.
+func (m *Metrics) TLSHandshake(listener string, err error) {
+	m.handshake(listener, err == nil)
+}
+
+func (m *Metrics) handshake(listener string, ok bool) {
+	if m == nil {
+		return
+	}
+	m.tlsHandshakes.WithLabelValues(listener).Inc()
+	failures := m.tlsFailures.WithLabelValues(listener) // present at 0 too
+	if !ok {
+		failures.Inc()
+	}
+}
+
+// ACMEOrder counts one ACME certificate order for host and, when err is not
+// nil, its failure (leproxy_acme_orders_total,
+// leproxy_acme_order_failures_total). Certificates from the local CA are
+// not ACME orders.
+func (m *Metrics) ACMEOrder(host string, err error) {
+	if m == nil {
+		return
+	}
+	m.acmeOrders.WithLabelValues(host).Inc()
+	failures := m.acmeFailures.WithLabelValues(host)
+	if err != nil {
+		failures.Inc()
+	}
+}
+
+// SetTCPStats makes every scrape read the tcp listeners' counters from f
+// (see TCPListenerStats); nil stops it. f is called once per scrape and
+// must be safe to call from any goroutine.
+func (m *Metrics) SetTCPStats(f func() []TCPListenerStats) {
+	if m == nil {
+		return
+	}
+	m.tcp.stats.Store(&f)
+}
+
+// SetCertStatus makes every scrape read the certificates' state from f,
+// typically (*certs.Manager).Status; nil stops it. f is called once per
+// scrape and must be safe to call from any goroutine.
+func (m *Metrics) SetCertStatus(f func() []certs.Status) {
+	if m == nil {
+		return
+	}
+	m.certs.status.Store(&f)
+}
+
+// unixSeconds returns t as fractional seconds since the Unix epoch.
+func unixSeconds(t time.Time) float64 {
+	return float64(t.UnixNano()) / 1e9
+}
+
+// loadFunc returns the function in p, or nil.
+func loadFunc[F any](p *atomic.Pointer[F]) F {
+	var zero F
+	if f := p.Load(); f != nil {
+		return *f
+	}
+	return zero
+}

@@ -1,0 +1,82 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestAdminEndpoints runs leproxy with -admin and checks the wiring: the
+// access log, request and tcp-free metrics after known traffic, readiness
+// once the prefetched certificates are there, and /certificates.
+func TestAdminEndpoints(t *testing.T) {
+	addr, adminAddr := addrFor(t), addrFor(t)
+	mapping := writeFile(t, t.TempDir(), "mapping.yml", "a.localhost: "+backend(t, "a")+"\nb.localhost: 127.0.0.1:1\n")
+	d := startDaemon(t, addr, "-map", mapping, "-cache", t.TempDir(), "-addr", addr, "-http", "", "-admin", adminAddr)
+	c := clientFor(addr, loadPool(t, localRootFromLog(t, d.log.String())))
+	for i := 0; i < 3; i++ {
+		if resp, body := get(t, c, "https://a.localhost/path?secret=1"); resp.StatusCode != 200 {
+			t.Fatalf("got %d %q", resp.StatusCode, body)
+		}
+	}
+	if resp, _ := get(t, c, "https://b.localhost/"); resp.StatusCode != http.StatusBadGateway {
+		t.Fatalf("b.localhost: got %d, want 502", resp.StatusCode)
+	}
+
+	plain := &http.Client{Timeout: 10 * time.Second}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		resp, body := get(t, plain, "http://"+adminAddr+"/health/ready")
+		if resp.StatusCode == 200 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("/health/ready still %d after 20s: %s", resp.StatusCode, body)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if resp, _ := get(t, plain, "http://"+adminAddr+"/health/live"); resp.StatusCode != 200 {
+		t.Errorf("/health/live: %d", resp.StatusCode)
+	}
+
+	_, metrics := get(t, plain, "http://"+adminAddr+"/metrics")
+	for _, want := range []string{
+		`leproxy_http_requests_total{code="200",host="a.localhost",method="GET"} 3`,
+		`leproxy_http_requests_total{code="502",host="b.localhost",method="GET"} 1`,
+		`leproxy_http_backend_errors_total{host="b.localhost"} 1`,
+		`leproxy_certificate_not_after_seconds{host="a.localhost"}`,
+	} {
+		if !strings.Contains(metrics, want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+
+	req, _ := http.NewRequest("GET", "http://"+adminAddr+"/certificates", nil)
+	req.Header.Set("Accept", "application/json")
+	resp, err := plain.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var certsDoc struct {
+		Certificates []struct {
+			Host  string `json:"host"`
+			State string `json:"state"`
+		} `json:"certificates"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&certsDoc); err != nil {
+		t.Fatalf("/certificates JSON: %v", err)
+	}
+	got := fmt.Sprint(certsDoc.Certificates)
+	if len(certsDoc.Certificates) != 2 || !strings.Contains(got, "a.localhost ok") || !strings.Contains(got, "b.localhost ok") {
+		t.Errorf("/certificates: got %s, want a.localhost and b.localhost ok", got)
+	}
+
+	log := d.log.String()
+	if strings.Count(log, "msg=request") < 4 || !strings.Contains(log, "path=/path") || strings.Contains(log, "secret=1") {
+		t.Errorf("access log: want 4 request lines with path and without the query:\n%s", log)
+	}
+}
