@@ -18,5 +18,9 @@ USER 65532:65532
 VOLUME ["/var/cache/leproxy"]
 # Unprivileged ports inside the container; publish them as 443 and 80.
 EXPOSE 8443 8080
-ENTRYPOINT ["/usr/local/bin/leproxy", "-cache", "/var/cache/leproxy", "-addr", ":8443", "-http", ":8080"]
+ENTRYPOINT ["/usr/local/bin/leproxy", "-cache", "/var/cache/leproxy", "-addr", ":8443", "-http", ":8080", "-admin", "127.0.0.1:9090"]
+# Healthy when every listener serves and every mapped name has a valid
+# certificate; the image has no curl, leproxy probes itself.
+HEALTHCHECK --interval=30s --timeout=10s --start-period=2m --retries=3 \
+  CMD ["/usr/local/bin/leproxy", "-probe", "http://127.0.0.1:9090/health/ready"]
 CMD ["-map", "/etc/leproxy/mapping.yml"]

@@ -34,6 +34,7 @@ type runArgs struct {
 	LogLevel  string `flag:"log-level,log level: debug, info, warn or error"`
 	Backup    string `flag:"backup,write the cache (ACME account, certificates, local CA) to this encrypted FILE and exit (- for stdout); passphrase from $LEPROXY_BACKUP_PASSPHRASE"`
 	Restore   string `flag:"restore,replace the cache with this encrypted backup FILE and exit (- for stdin); stop leproxy first; passphrase from $LEPROXY_BACKUP_PASSPHRASE"`
+	Probe     string `flag:"probe,GET this URL (such as http://127.0.0.1:9090/health/ready) and exit 0 on 200, 1 otherwise: a health check for images without curl"`
 	Check     bool   `flag:"check,validate the mapping, print a summary and exit (status 0 when valid, 1 when not)"`
 	Version   bool   `flag:"version,print the version and exit"`
 }

@@ -1,8 +1,10 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"strings"
 	"testing"
@@ -40,6 +42,12 @@ func TestAdminEndpoints(t *testing.T) {
 	}
 	if resp, _ := get(t, plain, "http://"+adminAddr+"/health/live"); resp.StatusCode != 200 {
 		t.Errorf("/health/live: %d", resp.StatusCode)
+	}
+	if err := runIO(context.Background(), []string{"-probe", "http://" + adminAddr + "/health/ready"}, io.Discard, io.Discard); err != nil {
+		t.Errorf("-probe on a ready leproxy: %v", err)
+	}
+	if err := runIO(context.Background(), []string{"-probe", "http://" + adminAddr + "/nonexistent"}, io.Discard, io.Discard); err == nil {
+		t.Errorf("-probe on a 404: got nil, want an error")
 	}
 
 	_, metrics := get(t, plain, "http://"+adminAddr+"/metrics")

@@ -64,6 +64,9 @@ func runIO(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if a.Backup != "" || a.Restore != "" {
 		return backupOrRestore(a, stdout, logger)
 	}
+	if a.Probe != "" {
+		return probe(ctx, a.Probe, stdout)
+	}
 
 	// Reload signals are taken before anything listens, so that a HUP
 	// never kills a running leproxy.
@@ -342,6 +345,27 @@ func reload(lv *live, mapFile string, notifier *sdnotify.Notifier, logger *slog.
 		logger.Warn("notifying systemd", "error", err)
 	}
 	return err == nil
+}
+
+// probe is -probe: one GET with a short timeout, success only on 200.
+func probe(ctx context.Context, url string, stdout io.Writer) error {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return fmt.Errorf("-probe: %w", err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("-probe: %w", err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("-probe: %s: %s: %s", url, resp.Status, strings.TrimSpace(string(body)))
+	}
+	fmt.Fprintf(stdout, "%s: %s\n", url, resp.Status)
+	return nil
 }
 
 // backupOrRestore runs -backup or -restore on the cache directory.
