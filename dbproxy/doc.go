@@ -10,8 +10,9 @@
 // then copies bytes both ways with a pump that half-closes each direction and
 // lets io.Copy use splice(2) when both ends are plain TCP.
 //
-// Protocols register themselves by name (Register, Lookup); this package
-// ships "postgres". Clients that send no SNI use the Config's Default route;
+// Protocols register themselves by name (Register, Lookup, Protocols); one
+// file each: postgres.go, mysql.go, redis.go, memcached.go, mongodb.go,
+// amqp.go, elasticsearch.go and tlsproto.go (any TLS-first service). Clients that send no SNI use the Config's Default route;
 // a server name that matches no route gets a protocol-level error and never
 // reaches another host's backend.
 //
