@@ -25,7 +25,7 @@ var (
 	testStatuses = []certs.Status{
 		{Host: "a.example.test", Issuer: "Pebble Intermediate CA", NotAfter: testNow.Add(60*24*time.Hour + time.Hour), LastAttempt: testNow.Add(-30 * 24 * time.Hour)},
 		{Host: "b.example.test", LastError: `acme: <b>403</b> "unauthorized"`, LastAttempt: testNow.Add(-time.Minute)},
-		{Host: "app.localhost", Issuer: "leproxy local CA", Local: true, NotAfter: testNow.Add(3 * 24 * time.Hour), LastAttempt: testNow},
+		{Host: "app.localhost", Issuer: "leproxy local CA", Local: true, NotAfter: testNow.Add(12 * time.Hour), LastAttempt: testNow},
 		{Host: "old.example.test", Issuer: "Pebble Intermediate CA", NotAfter: testNow.Add(-36 * time.Hour)},
 	}
 )
@@ -77,7 +77,7 @@ func TestCertificatesJSON(t *testing.T) {
 		t.Fatalf("got %d rows, want %d", len(body.Certificates), len(testStatuses))
 	}
 	wantStates := []string{"ok", "missing", "expiring", "expired"}
-	wantDays := []int{60, 0, 3, -2}
+	wantDays := []int{60, 0, 0, -2}
 	for i, s := range testStatuses {
 		r := body.Certificates[i]
 		if r.Host != s.Host || r.Issuer != s.Issuer || r.Local != s.Local || r.LastError != s.LastError || r.State != wantStates[i] {
