@@ -75,7 +75,7 @@ func (p *mongodb) Handshake(ctx context.Context, client net.Conn, s *Session) (n
 		}
 		return nil, nil, p.answer(tc, nil, mongoCodeHostNotFound, msg, err)
 	}
-	b, err := mongoDialBackend(ctx, s, r)
+	b, err := dialTLSFirstBackend(ctx, s, r)
 	if err != nil {
 		return nil, nil, p.answer(tc, nil, mongoCodeHostUnreachable, "could not connect to the backend of "+r.Host, err)
 	}
@@ -94,7 +94,7 @@ func (p *mongodb) plaintext(ctx context.Context, client net.Conn, s *Session, st
 		}
 		return nil, nil, p.answer(client, start, mongoCodeUnauthorized, msg, errors.New("client did not start TLS"))
 	}
-	b, err := mongoDialBackend(ctx, s, r)
+	b, err := dialTLSFirstBackend(ctx, s, r)
 	if err != nil {
 		return nil, nil, p.answer(client, start, mongoCodeHostUnreachable, "could not connect to the backend of "+r.Host, err)
 	}
@@ -124,24 +124,6 @@ func (p *mongodb) answer(conn net.Conn, start []byte, code int32, msg string, ca
 		tc.CloseWrite()
 	}
 	return fmt.Errorf("%s: %w (answered %q)", msg, cause, cmd)
-}
-
-// mongoDialBackend connects to r's backend, over TLS when the route says
-// so.
-func mongoDialBackend(ctx context.Context, s *Session, r *Route) (net.Conn, error) {
-	b, err := s.Dial(ctx, r)
-	if err != nil {
-		return nil, err
-	}
-	cfg := s.BackendTLSConfig(r)
-	if cfg == nil {
-		return b, nil
-	}
-	tc := tls.Client(b, cfg)
-	if err := tc.HandshakeContext(ctx); err != nil {
-		return nil, fmt.Errorf("TLS handshake with backend %s: %w", r.Backend, err)
-	}
-	return tc, nil
 }
 
 // firstBytesTLS reports whether b, a connection's first three bytes,
