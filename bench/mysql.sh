@@ -1,0 +1,143 @@
+#!/usr/bin/env bash
+# bench/mysql.sh: a primary-key lookup workload (bench/mysqlbench, with
+# go-sql-driver/mysql) against a throwaway MariaDB
+#   1. directly, in plaintext;
+#   2. through leproxy (protocol mysql, local CA), TLS verified for the
+#      route's name, plaintext from leproxy to MariaDB;
+#   3. with MariaDB's own TLS (self-signed ECDSA P-256), verified;
+# and prints the three rates and their ratios.
+#
+# Usage: bench/mysql.sh            (from anywhere; builds leproxy from this checkout)
+# Knobs (environment): DURATION=10s CLIENTS=4 KEYS=1000
+#   CONNECT=1  a new connection for every query: measures the handshakes
+# Needs: MariaDB server (Debian: mariadb-server, mariadb-client), openssl, go.
+# Run as root (the server runs as the mysql user) or as an ordinary user.
+set -euo pipefail
+
+DURATION=${DURATION:-10s}
+CLIENTS=${CLIENTS:-4}
+KEYS=${KEYS:-1000}
+CONNECT=${CONNECT:-0}
+PROXY_HOST=db.localhost          # a .localhost name: leproxy's local CA issues it
+# Where leproxy keeps its local CA's root certificate, relative to -cache.
+LOCAL_CA_ROOT=${LOCAL_CA_ROOT:-local-ca/root.pem}
+
+REPO=$(cd "$(dirname "$0")/.." && pwd)
+PATH=$PATH:/usr/sbin
+for tool in mariadbd mariadb-install-db mariadb openssl go; do
+	command -v "$tool" >/dev/null || { echo "mysql.sh: $tool not found (Debian: mariadb-server, mariadb-client, openssl)" >&2; exit 1; }
+done
+
+WORK=$(mktemp -d /tmp/leproxy-bench.XXXXXX)
+chmod 755 "$WORK"
+DATA=$WORK/data
+CACHE=$WORK/cache
+SOCK=$WORK/my.sock
+MARIADB_PID=
+LEPROXY_PID=
+
+cleanup() {
+	[[ -n $LEPROXY_PID ]] && kill "$LEPROXY_PID" 2>/dev/null && wait "$LEPROXY_PID" 2>/dev/null
+	[[ -n $MARIADB_PID ]] && kill "$MARIADB_PID" 2>/dev/null && wait "$MARIADB_PID" 2>/dev/null
+	rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+free_port() {
+	if command -v python3 >/dev/null; then
+		python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+	else
+		shuf -i 20000-60000 -n 1
+	fi
+}
+DB_PORT=$(free_port)
+PROXY_PORT=$(free_port)
+HTTPS_PORT=$(free_port)
+
+user_args=()
+if [[ $(id -u) -eq 0 ]]; then
+	user_args=(--user=mysql)
+	chown mysql: "$WORK"
+fi
+common=(--datadir="$DATA" --skip-name-resolve --innodb-log-file-size=32M --innodb-buffer-pool-size=128M)
+
+echo "== MariaDB $(mariadbd --version | awk '{print $3}') on 127.0.0.1:$DB_PORT, work dir $WORK"
+mariadb-install-db --no-defaults "${user_args[@]}" "${common[@]}" --skip-test-db >"$WORK/install.log" 2>&1 ||
+	{ cat "$WORK/install.log" >&2; exit 1; }
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 \
+	-subj /CN=localhost -addext subjectAltName=DNS:localhost \
+	-keyout "$WORK/server.key" -out "$WORK/server.crt" 2>/dev/null
+[[ $(id -u) -eq 0 ]] && chown mysql: "$WORK/server.key" "$WORK/server.crt"
+mariadbd --no-defaults "${user_args[@]}" "${common[@]}" --bind-address=127.0.0.1 --port="$DB_PORT" \
+	--socket="$SOCK" --pid-file="$WORK/my.pid" --log-error="$WORK/mariadb.log" --max-connections=500 \
+	--ssl-cert="$WORK/server.crt" --ssl-key="$WORK/server.key" 2>>"$WORK/mariadb.log" &
+MARIADB_PID=$!
+sql() { mariadb --no-defaults --socket="$SOCK" --user=root --batch --skip-column-names -e "$1"; }
+for _ in $(seq 300); do
+	sql 'SELECT 1' >/dev/null 2>&1 && break
+	kill -0 "$MARIADB_PID" 2>/dev/null || { cat "$WORK/mariadb.log" >&2; exit 1; }
+	sleep 0.1
+done
+sql "CREATE DATABASE bench;
+CREATE USER bench@'%' IDENTIFIED BY 'bench';
+GRANT ALL ON bench.* TO bench@'%';
+CREATE TABLE bench.kv (k INT PRIMARY KEY, v VARCHAR(64));
+INSERT INTO bench.kv SELECT seq, CONCAT('value ', seq) FROM bench.seq_1_to_$KEYS;"
+
+echo "== leproxy on 127.0.0.1:$PROXY_PORT -> 127.0.0.1:$DB_PORT"
+(cd "$REPO" && go build -o "$WORK/leproxy" . && go build -o "$WORK/mysqlbench" ./bench/mysqlbench)
+cat >"$WORK/mapping.yml" <<YAML
+tcp:
+  - listen: "127.0.0.1:$PROXY_PORT"
+    protocol: mysql
+    default: $PROXY_HOST
+    routes:
+      $PROXY_HOST: "127.0.0.1:$DB_PORT"
+YAML
+"$WORK/leproxy" -map "$WORK/mapping.yml" -cache "$CACHE" -acme local \
+	-addr "127.0.0.1:$HTTPS_PORT" -http "" -log-level warn 2>"$WORK/leproxy.log" &
+LEPROXY_PID=$!
+
+bench() { # name, then mysqlbench flags
+	local name=$1
+	shift
+	local flags=(-clients "$CLIENTS" -keys "$KEYS" -duration "$DURATION")
+	[[ $CONNECT == 1 ]] && flags+=(-connect)
+	local out
+	out=$("$WORK/mysqlbench" "${flags[@]}" "$@" 2>&1) || { echo "mysqlbench $name failed: $out" >&2; exit 1; }
+	echo "$out"
+}
+DIRECT=(-addr "127.0.0.1:$DB_PORT")
+PROXY=(-addr "127.0.0.1:$PROXY_PORT" -ca "$CACHE/$LOCAL_CA_ROOT" -server-name "$PROXY_HOST")
+NATIVE=(-addr "127.0.0.1:$DB_PORT" -ca "$WORK/server.crt" -server-name localhost)
+
+ready=
+for _ in $(seq 100); do
+	if [[ -f $CACHE/$LOCAL_CA_ROOT ]] && "$WORK/mysqlbench" "${PROXY[@]}" -duration 100ms -clients 1 >/dev/null 2>&1; then
+		ready=1
+		break
+	fi
+	kill -0 "$LEPROXY_PID" 2>/dev/null || break
+	sleep 0.1
+done
+if [[ -z $ready ]]; then
+	echo "leproxy did not come up; its log:" >&2
+	cat "$WORK/leproxy.log" >&2
+	exit 1
+fi
+
+mode="primary-key lookups, $CLIENTS clients, $DURATION"
+[[ $CONNECT == 1 ]] && mode+=", new connection per query"
+echo "== mysqlbench ($mode)"
+QPS_DIRECT=$(bench direct "${DIRECT[@]}")
+echo "direct (plaintext)          $QPS_DIRECT queries/s"
+QPS_PROXY=$(bench leproxy "${PROXY[@]}")
+echo "leproxy (TLS, verified)     $QPS_PROXY queries/s"
+QPS_NATIVE=$(bench native "${NATIVE[@]}")
+echo "MariaDB TLS (verified)      $QPS_NATIVE queries/s"
+
+awk -v d="$QPS_DIRECT" -v p="$QPS_PROXY" -v n="$QPS_NATIVE" 'BEGIN {
+	printf "leproxy / direct            %.3f\n", p / d
+	printf "MariaDB TLS / direct        %.3f\n", n / d
+	printf "leproxy / MariaDB TLS       %.3f\n", p / n
+}'

@@ -1,0 +1,338 @@
+package dbproxy
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net"
+	"sync/atomic"
+)
+
+// MySQL and MariaDB. The server speaks first, before the client has said
+// which host it wants, and the password exchange is bound to the server's
+// nonce. So leproxy greets the client itself (Initial Handshake v10 with
+// CLIENT_SSL), answers the client's SSLRequest with TLS (certificate and
+// route by SNI, or the default), reads the HandshakeResponse41 and only
+// then dials the route's backend (plainly, or with its own SSLRequest and
+// TLS when the route says tls: verify or insecure). It sends the backend a
+// HandshakeResponse41 with the client's user, database, connection
+// attributes and capabilities but naming an authentication plugin no
+// server has ("leproxy_auth_relay") and no data, so that the backend
+// answers with an AuthSwitchRequest carrying its own nonce and the user's
+// real plugin. That request goes to the client, and from there on
+// authentication packets are relayed both ways, sequence ids rewritten for
+// each side, until the backend's OK or ERR: the backend checks the
+// password, never leproxy. mysql_native_password, MariaDB's client_ed25519,
+// caching_sha2_password and sha256_password all pass; the client's answer
+// to leproxy's own nonce is discarded.
+//
+// A client on TLS believes its link secure and answers caching_sha2_password
+// full authentication (and sha256_password) with its password in
+// cleartext. When the link to the backend is plain, leproxy does not pass
+// that on: it fetches the backend's RSA public key and sends the password
+// encrypted with it, as a client on a plain link does. Plugins that only
+// ever send a cleartext password (mysql_clear_password, MariaDB's dialog
+// for PAM) are refused on such routes before the client sends anything.
+//
+// The client is offered the capabilities leproxy can relay: protocol 4.1,
+// pluggable authentication, connection attributes, connect-with-database,
+// multi-statements and multi-results, LOAD DATA LOCAL, session tracking
+// and deprecated EOF. Compression (CLIENT_COMPRESS, zstd) is not offered,
+// nor are MariaDB's extended capabilities or MySQL's query attributes and
+// optional metadata. A capability the client takes that changes the wire
+// format (deprecated EOF, session tracking) must be the backend's too, or
+// the session is refused. After authentication packets are relayed as
+// they are (multi-statements, LOAD DATA LOCAL, COM_RESET_CONNECTION…),
+// except COM_CHANGE_USER, which authenticates again: see mysqlcmd.go.
+// (libmariadb answers COM_CHANGE_USER to a mysql_native_password account
+// with the nonce of its last mysql_native_password exchange whatever the
+// server asks; after a login with another plugin that nonce is leproxy's,
+// and the change is refused.) The command phase is relayed by packet
+// streams rather than spliced, even between plain connections.
+//
+// The greeting announces the server version and character set of the
+// backend this listener reached last (clients adapt their behaviour to
+// MySQL's or MariaDB's version), "5.5.5-10.11.0-MariaDB-leproxy" until one
+// has been reached, and connection id 0: the id of the backend session is
+// not known yet, so clients that KILL by the greeting's id (the mariadb
+// client's Ctrl-C) are refused harmlessly rather than killing someone
+// else's query.
+//
+// Errors leproxy reports, as ERR packets before it closes the connection:
+//
+//	1040 08004  too many connections (Config.MaxConns)
+//	1043 08S01  malformed packet, a second SSLRequest, a client taking
+//	            compression or another capability it was not offered
+//	1130 HY000  no route for the client's server name
+//	1156 08S01  packets out of order
+//	1251 08004  a client without pluggable authentication, or a cleartext
+//	            plugin on a plain backend link
+//	3159 HY000  the client did not ask for TLS and the default route does
+//	            not allow plaintext ("TLS is required for db.example.com")
+//	2003 HY000  the route's backend is down
+//	2013 HY000  the backend went away during authentication
+//	2026 HY000  TLS with the backend failed or the backend has none
+//	2027 HY000  the backend sent a malformed packet, or lacks a capability
+//
+// Errors of the backend itself (access denied, unknown database) reach the
+// client verbatim.
+
+func init() {
+	Register("mysql", func() Protocol { return new(mysqlProtocol) })
+}
+
+const (
+	// mySwitchPlugin is the authentication plugin leproxy names to the
+	// backend: no server knows it, so every server answers with an
+	// AuthSwitchRequest for the user's own plugin.
+	mySwitchPlugin = "leproxy_auth_relay"
+	// myGreetingPlugin is the plugin of leproxy's own greeting; the
+	// client's answer to it is discarded.
+	myGreetingPlugin = "mysql_native_password"
+	// myFallbackVersion is the version leproxy announces before any
+	// backend has been reached.
+	myFallbackVersion = "5.5.5-10.11.0-MariaDB-leproxy"
+	// myFallbackCharset is utf8mb4_general_ci.
+	myFallbackCharset = 45
+)
+
+// Capabilities offered to clients and how they are passed to backends.
+const (
+	// myOffered are the capabilities leproxy's greeting offers: those it
+	// can relay. CLIENT_LONG_PASSWORD (CLIENT_MYSQL to MariaDB clients)
+	// keeps MariaDB's extended capabilities out of the session.
+	myOffered = capLongPassword | capFoundRows | capLongFlag | capConnectWithDB |
+		capLocalFiles | capIgnoreSpace | capProtocol41 | capInteractive | capSSL |
+		capIgnoreSigpipe | capTransactions | capReserved | capSecureConnection |
+		capMultiStatements | capMultiResults | capPSMultiResults | capPluginAuth |
+		capConnectAttrs | capPluginAuthLenencData | capCanHandleExpiredPasswords |
+		capSessionTrack | capDeprecateEOF
+	// myRequired are the capabilities a client and a backend must have.
+	myRequired = capProtocol41 | capSecureConnection | capPluginAuth
+	// myMustMatch are capabilities that change the wire format after
+	// authentication: one the client takes must be the backend's too.
+	myMustMatch = capDeprecateEOF | capSessionTrack
+	// myRefused are wire-format capabilities leproxy does not offer; a
+	// client that takes one anyway is refused.
+	myRefused = capCompress | capZstdCompression | capOptionalResultsetMetadata |
+		capQueryAttributes | capMultiFactorAuth
+)
+
+// mysqlProtocol is the MySQL Protocol ("mysql"; the configuration's alias
+// "mariadb"). One value serves one Server and remembers the version of
+// the backend it reached last.
+type mysqlProtocol struct {
+	server atomic.Pointer[myServerInfo]
+}
+
+// myServerInfo is what the greeting of a backend said about it.
+type myServerInfo struct {
+	version string
+	charset byte
+}
+
+var (
+	_ Protocol = (*mysqlProtocol)(nil)
+	_ Refuser  = (*mysqlProtocol)(nil)
+)
+
+func (*mysqlProtocol) Name() string   { return "mysql" }
+func (*mysqlProtocol) ALPN() []string { return nil }
+
+// Refuse sends the ERR packet MySQL sends in place of its greeting when it
+// is full.
+func (*mysqlProtocol) Refuse(client net.Conn, reason error) {
+	code, state, msg := uint16(erHandshake), stateCommLinkFailure, "leproxy: "+reason.Error()
+	if errors.Is(reason, ErrTooManyConnections) {
+		code, state, msg = erConCount, stateConnRejected, mysqlTooManyConnsText
+	}
+	writeMyPacket(client, 0, appendMyERR(nil, code, state, msg))
+}
+
+// Handshake implements Protocol.
+func (p *mysqlProtocol) Handshake(ctx context.Context, client net.Conn, s *Session) (net.Conn, net.Conn, error) {
+	h := &myClient{raw: client, conn: client}
+	first, err := h.negotiate(ctx, p, s)
+	if err != nil {
+		return nil, nil, h.tell(err)
+	}
+	r, err := h.route(s)
+	if err != nil {
+		return nil, nil, h.tell(err)
+	}
+	resp, err := h.checkResponse(first, r)
+	if err != nil {
+		return nil, nil, h.tell(err)
+	}
+	s.Logger = s.Logger.With("user", resp.user, "database", resp.database)
+
+	bk, err := p.connectBackend(ctx, s, r, resp)
+	if err != nil {
+		return nil, nil, h.tell(err)
+	}
+	if err := relayMyAuth(h, bk, r); err != nil {
+		return nil, nil, err
+	}
+	c, b := myCommandConns(h.conn, bk.conn, r, resp.charset, h.tls != nil && !bk.tls)
+	return c, b, nil
+}
+
+// myClient is the client side of one MySQL handshake.
+type myClient struct {
+	raw  net.Conn  // as accepted
+	conn net.Conn  // raw, or TLS over it
+	tls  *tls.Conn // nil until TLS is up
+	seq  byte      // sequence id of the next packet to the client
+}
+
+// read reads the client's next packet, which must have the next sequence
+// id, and makes the id after it the next one to send.
+func (h *myClient) read() ([]byte, error) {
+	want := h.seq
+	pkt, seq, err := readMyPacket(h.conn, myMaxHandshakePacket)
+	// An answer, ERR included, follows the packet it answers, even one
+	// out of order.
+	h.seq = seq + 1
+	if err != nil {
+		if errors.Is(err, errMalformed) {
+			return nil, badHandshake("%v", err)
+		}
+		return nil, fmt.Errorf("reading from client: %w", err)
+	}
+	if seq != want {
+		return nil, &myError{code: erPacketsOutOfOrder, state: stateCommLinkFailure,
+			msg: fmt.Sprintf("leproxy: got packets out of order (sequence id %d, want %d)", seq, want)}
+	}
+	return pkt, nil
+}
+
+// write sends one packet to the client with the next sequence id.
+func (h *myClient) write(payload []byte) error {
+	err := writeMyPacket(h.conn, h.seq, payload)
+	h.seq++
+	if err != nil {
+		return fmt.Errorf("writing to client: %w", err)
+	}
+	return nil
+}
+
+// tell sends err to the client as an ERR packet when it is a *myError,
+// or the backend's own ERR packet when it is a *myBackendError, and
+// returns err.
+func (h *myClient) tell(err error) error {
+	if me, ok := errors.AsType[*myError](err); ok {
+		writeMyPacket(h.conn, h.seq, appendMyERR(nil, me.code, me.state, me.msg))
+	} else if be, ok := errors.AsType[*myBackendError](err); ok {
+		writeMyPacket(h.conn, h.seq, be.payload)
+	}
+	return err
+}
+
+// greeting returns leproxy's greeting with a fresh nonce.
+func (p *mysqlProtocol) greeting() (*myGreeting, error) {
+	info := p.server.Load()
+	if info == nil {
+		info = &myServerInfo{version: myFallbackVersion, charset: myFallbackCharset}
+	}
+	nonce := make([]byte, myScrambleLen)
+	if _, err := rand.Read(nonce); err != nil {
+		return nil, err
+	}
+	// Printable bytes without NUL, as servers make them: some clients
+	// treat the scramble as a C string.
+	for i := range nonce {
+		nonce[i] = nonce[i]%94 + 33
+	}
+	return &myGreeting{
+		version:  info.version,
+		caps:     myOffered,
+		charset:  info.charset,
+		status:   statusAutocommit,
+		authData: nonce,
+		plugin:   myGreetingPlugin,
+	}, nil
+}
+
+// negotiate greets the client, runs TLS if it asks for it and returns its
+// HandshakeResponse41, unparsed.
+func (h *myClient) negotiate(ctx context.Context, p *mysqlProtocol, s *Session) ([]byte, error) {
+	g, err := p.greeting()
+	if err != nil {
+		return nil, fmt.Errorf("making greeting: %w", err)
+	}
+	if err := h.write(g.append(nil)); err != nil {
+		return nil, err
+	}
+	pkt, err := h.read()
+	if err != nil {
+		return nil, err
+	}
+	if !isMySSLRequest(pkt) {
+		if len(pkt) >= 4 && len(pkt) < mySSLRequestLen && binary.LittleEndian.Uint32(pkt)&capSSL != 0 {
+			return nil, badHandshake("SSL request of %d bytes, want %d", len(pkt), mySSLRequestLen)
+		}
+		return pkt, nil
+	}
+	// A MySQL client starts TLS right after its SSLRequest, without an
+	// answer: bytes behind it are its ClientHello. Anything else fails
+	// the TLS handshake, so nothing sent in plaintext can pass for part
+	// of the encrypted stream.
+	tc := tls.Server(h.raw, s.TLSConfig())
+	if err := tc.HandshakeContext(ctx); err != nil {
+		return nil, fmt.Errorf("TLS handshake: %w", err)
+	}
+	h.tls, h.conn = tc, tc
+	if pkt, err = h.read(); err != nil {
+		return nil, err
+	}
+	if isMySSLRequest(pkt) {
+		return nil, badHandshake("received more than one SSL request")
+	}
+	return pkt, nil
+}
+
+// route resolves the session's route: by SNI for a TLS client, the
+// default route for a plaintext one, which must allow plaintext.
+func (h *myClient) route(s *Session) (*Route, error) {
+	if h.tls == nil {
+		r, err := s.Route("")
+		if err != nil || !r.AllowPlaintext {
+			msg := "leproxy: TLS is required"
+			if r != nil {
+				msg += " for " + r.Host
+			}
+			return nil, &myError{code: erSecureTransport, state: stateGeneral, msg: msg, err: err}
+		}
+		return r, nil
+	}
+	sni := h.tls.ConnectionState().ServerName
+	r, err := s.Route(sni)
+	if err != nil {
+		msg := "leproxy: no route for clients that send no server name (SNI)"
+		if sni != "" {
+			msg = "leproxy: no route for server name " + sni
+		}
+		return nil, &myError{code: erHostNotPrivileged, state: stateGeneral, msg: msg, err: err}
+	}
+	return r, nil
+}
+
+// checkResponse parses the client's HandshakeResponse41 and checks that
+// leproxy can relay the session it asks for.
+func (h *myClient) checkResponse(pkt []byte, r *Route) (*myHandshakeResponse, error) {
+	resp, err := parseMyHandshakeResponse(pkt)
+	if err != nil {
+		return nil, badHandshake("route %s: %v", r.Host, err)
+	}
+	if missing := myRequired &^ resp.caps; missing != 0 {
+		return nil, &myError{code: erNotSupportedAuth, state: stateConnRejected,
+			msg: fmt.Sprintf("leproxy: route %s: client does not support authentication protocol requested by server (capabilities %#x missing); consider upgrading the client", r.Host, missing)}
+	}
+	if refused := resp.caps & myRefused; refused != 0 {
+		return nil, badHandshake("route %s: client asked for capabilities %#x (compression or other wire formats) that leproxy does not offer", r.Host, refused)
+	}
+	return resp, nil
+}
