@@ -399,39 +399,7 @@ func startFakeBackend(t testing.TB, fb *fakeBackend) *fakeBackend {
 	fb.addr = l.Addr().String()
 	fb.cancels = make(chan cancelKey, 16)
 	fb.startups = make(chan map[string]string, 64)
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	conns := map[net.Conn]bool{}
-	t.Cleanup(func() {
-		l.Close()
-		mu.Lock()
-		for c := range conns {
-			c.Close()
-		}
-		mu.Unlock()
-		wg.Wait()
-	})
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			fb.accepted.Add(1)
-			mu.Lock()
-			conns[c] = true
-			mu.Unlock()
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer c.Close()
-				c.SetDeadline(time.Now().Add(30 * time.Second))
-				fb.serve(c)
-			}()
-		}
-	}()
+	serveFake(t, l, 30*time.Second, func() { fb.accepted.Add(1) }, fb.serve)
 	return fb
 }
 
@@ -524,4 +492,46 @@ func (fb *fakeBackend) serve(c net.Conn) {
 // route is the Route to this backend for host.
 func (fb *fakeBackend) route(host string) Route {
 	return Route{Host: host, Backend: fb.addr}
+}
+
+// serveFake accepts connections on l until the test ends and serves each in
+// its own goroutine under a deadline of d; onAccept, if not nil, runs for
+// each accepted connection. Cleanup closes l and every open connection and
+// waits for the goroutines.
+func serveFake(t testing.TB, l net.Listener, d time.Duration, onAccept func(), serve func(net.Conn)) {
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	conns := map[net.Conn]bool{}
+	t.Cleanup(func() {
+		l.Close()
+		mu.Lock()
+		for c := range conns {
+			c.Close()
+		}
+		mu.Unlock()
+		wg.Wait()
+	})
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			if onAccept != nil {
+				onAccept()
+			}
+			mu.Lock()
+			conns[c] = true
+			mu.Unlock()
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer c.Close()
+				c.SetDeadline(time.Now().Add(d))
+				serve(c)
+			}()
+		}
+	}()
 }

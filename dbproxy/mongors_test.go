@@ -50,38 +50,7 @@ func startFakeMongoMember(t *testing.T, name string) *fakeMongoMember {
 		t.Fatal(err)
 	}
 	m := &fakeMongoMember{name: name, addr: l.Addr().String()}
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	conns := map[net.Conn]bool{}
-	t.Cleanup(func() {
-		l.Close()
-		mu.Lock()
-		for c := range conns {
-			c.Close()
-		}
-		mu.Unlock()
-		wg.Wait()
-	})
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			conns[c] = true
-			mu.Unlock()
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer c.Close()
-				c.SetDeadline(time.Now().Add(time.Minute))
-				m.serve(c)
-			}()
-		}
-	}()
+	serveFake(t, l, time.Minute, nil, m.serve)
 	return m
 }
 

@@ -226,39 +226,7 @@ func startFakeMySQL(t testing.TB, fm *fakeMySQL) *fakeMySQL {
 		t.Fatal(err)
 	}
 	fm.addr = l.Addr().String()
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	conns := map[net.Conn]bool{}
-	t.Cleanup(func() {
-		l.Close()
-		mu.Lock()
-		for c := range conns {
-			c.Close()
-		}
-		mu.Unlock()
-		wg.Wait()
-	})
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			fm.accepted.Add(1)
-			mu.Lock()
-			conns[c] = true
-			mu.Unlock()
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer c.Close()
-				c.SetDeadline(time.Now().Add(30 * time.Second))
-				fm.serve(c)
-			}()
-		}
-	}()
+	serveFake(t, l, 30*time.Second, func() { fm.accepted.Add(1) }, fm.serve)
 	return fm
 }
 

@@ -7,7 +7,6 @@ import (
 	"io"
 	"net"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 )
@@ -28,64 +27,33 @@ func startFakeRESP(t testing.TB, name string, reply func(name, sub string) strin
 		t.Fatal(err)
 	}
 	f := &fakeRESP{name: name, addr: l.Addr().String(), reply: reply}
-	var (
-		wg    sync.WaitGroup
-		mu    sync.Mutex
-		conns = map[net.Conn]bool{}
-	)
-	t.Cleanup(func() {
-		l.Close()
-		mu.Lock()
-		for c := range conns {
-			c.Close()
-		}
-		mu.Unlock()
-		wg.Wait()
-	})
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
+	serveFake(t, l, 30*time.Second, nil, func(c net.Conn) {
+		var out []byte
+		cmds := newRESPCommands(func(name, sub []byte) {
+			r := ""
+			if f.reply != nil {
+				r = f.reply(string(name), string(sub))
+			}
+			if r == "" {
+				r = "+" + string(name) + "@" + f.name + "\r\n"
+			}
+			out = append(out, r...)
+		})
+		buf := make([]byte, 4096)
 		for {
-			c, err := l.Accept()
-			if err != nil {
+			n, err := c.Read(buf)
+			cmds.feed(buf[:n])
+			if len(out) > 0 {
+				if _, err := c.Write(out); err != nil {
+					return
+				}
+				out = out[:0]
+			}
+			if err != nil || cmds.lost {
 				return
 			}
-			mu.Lock()
-			conns[c] = true
-			mu.Unlock()
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer c.Close()
-				c.SetDeadline(time.Now().Add(30 * time.Second))
-				var out []byte
-				cmds := newRESPCommands(func(name, sub []byte) {
-					r := ""
-					if f.reply != nil {
-						r = f.reply(string(name), string(sub))
-					}
-					if r == "" {
-						r = "+" + string(name) + "@" + f.name + "\r\n"
-					}
-					out = append(out, r...)
-				})
-				buf := make([]byte, 4096)
-				for {
-					n, err := c.Read(buf)
-					cmds.feed(buf[:n])
-					if len(out) > 0 {
-						if _, err := c.Write(out); err != nil {
-							return
-						}
-						out = out[:0]
-					}
-					if err != nil || cmds.lost {
-						return
-					}
-				}
-			}()
 		}
-	}()
+	})
 	return f
 }
 

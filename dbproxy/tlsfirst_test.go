@@ -7,7 +7,6 @@ import (
 	"io"
 	"net"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 )
@@ -92,49 +91,18 @@ func tfStartEcho(t testing.TB, name string, cert *tls.Certificate) *tfEcho {
 		l = tls.NewListener(l, &tls.Config{Certificates: []tls.Certificate{*cert}})
 	}
 	e := &tfEcho{name: name, addr: l.Addr().String()}
-	var (
-		wg    sync.WaitGroup
-		mu    sync.Mutex
-		conns = map[net.Conn]bool{}
-	)
-	t.Cleanup(func() {
-		l.Close()
-		mu.Lock()
-		for c := range conns {
-			c.Close()
-		}
-		mu.Unlock()
-		wg.Wait()
-	})
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
+	serveFake(t, l, 30*time.Second, nil, func(c net.Conn) {
+		br := bufio.NewReader(c)
 		for {
-			c, err := l.Accept()
+			line, err := br.ReadString('\n')
 			if err != nil {
 				return
 			}
-			mu.Lock()
-			conns[c] = true
-			mu.Unlock()
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer c.Close()
-				c.SetDeadline(time.Now().Add(30 * time.Second))
-				br := bufio.NewReader(c)
-				for {
-					line, err := br.ReadString('\n')
-					if err != nil {
-						return
-					}
-					if _, err := io.WriteString(c, e.name+":"+line); err != nil {
-						return
-					}
-				}
-			}()
+			if _, err := io.WriteString(c, e.name+":"+line); err != nil {
+				return
+			}
 		}
-	}()
+	})
 	return e
 }
 
