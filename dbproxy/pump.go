@@ -8,6 +8,7 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -162,7 +163,9 @@ func (cp *copier) run(fail func(error)) {
 		}
 		switch {
 		case err == nil:
-			if err := closeWrite(cp.dst); err != nil {
+			// ENOTCONN: the peer has closed its whole connection already;
+			// there is nothing left to half-close, and nothing went wrong.
+			if err := closeWrite(cp.dst); err != nil && !errors.Is(err, syscall.ENOTCONN) {
 				fail(err)
 			}
 			return
