@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -15,10 +16,22 @@ import (
 // access log, request and tcp-free metrics after known traffic, readiness
 // once the prefetched certificates are there, and /certificates.
 func TestAdminEndpoints(t *testing.T) {
-	addr, adminAddr := addrFor(t), addrFor(t)
-	mapping := writeFile(t, t.TempDir(), "mapping.yml", "a.localhost: "+backend(t, "a")+"\nb.localhost: 127.0.0.1:1\n")
+	addr, adminAddr, tlsAddr := addrFor(t), addrFor(t), addrFor(t)
+	mapping := writeFile(t, t.TempDir(), "mapping.yml", "a.localhost: "+backend(t, "a")+"\nb.localhost: 127.0.0.1:1\n"+
+		fmt.Sprintf("tcp:\n  - listen: %q\n    protocol: tls\n    routes:\n      t.localhost: %s\n", tlsAddr, backend(t, "t")))
 	d := startDaemon(t, addr, "-map", mapping, "-cache", t.TempDir(), "-addr", addr, "-http", "", "-admin", adminAddr)
-	c := clientFor(addr, loadPool(t, localRootFromLog(t, d.log.String())))
+	roots := loadPool(t, localRootFromLog(t, d.log.String()))
+	c := clientFor(addr, roots)
+	// One good handshake on the tcp listener, one refused by the client.
+	if tc, err := tls.Dial("tcp", tlsAddr, &tls.Config{ServerName: "t.localhost", RootCAs: roots}); err != nil {
+		t.Fatalf("tls listener: %v", err)
+	} else {
+		tc.Close()
+	}
+	if tc, err := tls.Dial("tcp", tlsAddr, &tls.Config{ServerName: "t.localhost"}); err == nil {
+		tc.Close()
+		t.Fatal("handshake without the local CA succeeded")
+	}
 	for i := 0; i < 3; i++ {
 		if resp, body := get(t, c, "https://a.localhost/path?secret=1"); resp.StatusCode != 200 {
 			t.Fatalf("got %d %q", resp.StatusCode, body)
@@ -56,6 +69,8 @@ func TestAdminEndpoints(t *testing.T) {
 		`leproxy_http_requests_total{code="502",host="b.localhost",method="GET"} 1`,
 		`leproxy_http_backend_errors_total{host="b.localhost"} 1`,
 		`leproxy_certificate_not_after_seconds{host="a.localhost"}`,
+		fmt.Sprintf(`leproxy_tls_handshakes_total{listener=%q} 2`, tlsAddr),
+		fmt.Sprintf(`leproxy_tls_handshake_failures_total{listener=%q} 1`, tlsAddr),
 	} {
 		if !strings.Contains(metrics, want) {
 			t.Errorf("/metrics lacks %s", want)
@@ -79,8 +94,8 @@ func TestAdminEndpoints(t *testing.T) {
 		t.Fatalf("/certificates JSON: %v", err)
 	}
 	got := fmt.Sprint(certsDoc.Certificates)
-	if len(certsDoc.Certificates) != 2 || !strings.Contains(got, "a.localhost ok") || !strings.Contains(got, "b.localhost ok") {
-		t.Errorf("/certificates: got %s, want a.localhost and b.localhost ok", got)
+	if len(certsDoc.Certificates) != 3 || !strings.Contains(got, "a.localhost ok") || !strings.Contains(got, "t.localhost ok") {
+		t.Errorf("/certificates: got %s, want a, b and t.localhost ok", got)
 	}
 
 	log := d.log.String()

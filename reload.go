@@ -27,6 +27,7 @@ type live struct {
 	mapFile string
 	opts    httpproxy.Options
 	cm      *certs.Manager
+	metrics *admin.Metrics
 	logger  *slog.Logger
 	g       *group
 	// stopCtx ends when leproxy stops: removed listeners draining in the
@@ -143,7 +144,7 @@ func (l *live) reload() error {
 			delete(old, lc.Listen)
 			continue
 		}
-		ts, err := newTCPServer(cfg.File, lc, l.cm, l.logger)
+		ts, err := newTCPServer(cfg.File, lc, l.cm, l.metrics, l.logger)
 		if err == nil {
 			ts.ln, err = net.Listen("tcp", lc.Listen)
 			if err != nil {

@@ -167,7 +167,7 @@ func runIO(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return err
 		}
 	}
-	tcpServers, err := newTCPServers(cfg, cm, logger)
+	tcpServers, err := newTCPServers(cfg, cm, metrics, logger)
 	if err != nil {
 		return err
 	}
@@ -185,7 +185,7 @@ func runIO(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 
 	g := newGroup(cancel)
-	lv = &live{mapFile: a.Map, opts: proxyOpts, cm: cm, logger: logger, g: g, stopCtx: ctx, cfg: cfg, tcp: tcpServers}
+	lv = &live{mapFile: a.Map, opts: proxyOpts, cm: cm, metrics: metrics, logger: logger, g: g, stopCtx: ctx, cfg: cfg, tcp: tcpServers}
 	lv.handler.Store(handler)
 	lv.setBackends(cfg)
 	defer func() { lv.handler.Load().Close() }()

@@ -6,6 +6,7 @@ import (
 	"net"
 
 	"github.com/leproxy/leproxy/dbproxy"
+	"github.com/leproxy/leproxy/internal/admin"
 	"github.com/leproxy/leproxy/internal/certs"
 	"github.com/leproxy/leproxy/internal/config"
 )
@@ -32,10 +33,10 @@ func checkProtocols(cfg *config.Config) error {
 	return nil
 }
 
-func newTCPServers(cfg *config.Config, cm *certs.Manager, logger *slog.Logger) ([]*tcpServer, error) {
+func newTCPServers(cfg *config.Config, cm *certs.Manager, metrics *admin.Metrics, logger *slog.Logger) ([]*tcpServer, error) {
 	var out []*tcpServer
 	for _, l := range cfg.TCP {
-		ts, err := newTCPServer(cfg.File, l, cm, logger)
+		ts, err := newTCPServer(cfg.File, l, cm, metrics, logger)
 		if err != nil {
 			return nil, err
 		}
@@ -68,7 +69,7 @@ func dbRoutes(file string, l config.Listener) ([]dbproxy.Route, []string, error)
 	return routes, names, nil
 }
 
-func newTCPServer(file string, l config.Listener, cm *certs.Manager, logger *slog.Logger) (*tcpServer, error) {
+func newTCPServer(file string, l config.Listener, cm *certs.Manager, metrics *admin.Metrics, logger *slog.Logger) (*tcpServer, error) {
 	p, ok := dbproxy.Lookup(l.Protocol)
 	if !ok {
 		return nil, fmt.Errorf("%s:%d: protocol %q not supported", file, l.Line, l.Protocol)
@@ -86,6 +87,7 @@ func newTCPServer(file string, l config.Listener, cm *certs.Manager, logger *slo
 		IdleTimeout:    l.IdleTimeout,
 		MaxConns:       l.MaxConns,
 		Logger:         logger,
+		OnTLSHandshake: func(err error) { metrics.TLSHandshake(l.Listen, err) },
 	})
 	if err != nil {
 		return nil, fmt.Errorf("%s:%d: tcp listener %s: %w", file, l.Line, l.Listen, err)

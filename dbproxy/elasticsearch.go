@@ -98,9 +98,9 @@ func (p *esProtocol) Handshake(ctx context.Context, client net.Conn, s *Session)
 		err    error
 	)
 	if secure {
-		tc := tls.Server(conn, s.TLSConfig())
-		if err := tc.HandshakeContext(ctx); err != nil {
-			return nil, nil, fmt.Errorf("TLS handshake: %w", err)
+		tc, herr := s.ServerHandshake(ctx, conn)
+		if herr != nil {
+			return nil, nil, fmt.Errorf("TLS handshake: %w", herr)
 		}
 		conn, sni = tc, tc.ConnectionState().ServerName
 		r, err = s.Route(sni)

@@ -62,9 +62,9 @@ func (p *mongodb) Handshake(ctx context.Context, client net.Conn, s *Session) (n
 	if !firstBytesTLS(start) {
 		return p.plaintext(ctx, client, s, start[:])
 	}
-	tc := tls.Server(&prefixConn{Conn: client, prefix: start[:]}, s.TLSConfig())
-	if err := tc.HandshakeContext(ctx); err != nil {
-		return nil, nil, fmt.Errorf("TLS handshake: %w", err)
+	tc, herr := s.ServerHandshake(ctx, &prefixConn{Conn: client, prefix: start[:]})
+	if herr != nil {
+		return nil, nil, fmt.Errorf("TLS handshake: %w", herr)
 	}
 	sni := tc.ConnectionState().ServerName
 	r, err := s.Route(sni)

@@ -280,9 +280,9 @@ func (h *myClient) negotiate(ctx context.Context, p *mysqlProtocol, s *Session) 
 	// answer: bytes behind it are its ClientHello. Anything else fails
 	// the TLS handshake, so nothing sent in plaintext can pass for part
 	// of the encrypted stream.
-	tc := tls.Server(h.raw, s.TLSConfig())
-	if err := tc.HandshakeContext(ctx); err != nil {
-		return nil, fmt.Errorf("TLS handshake: %w", err)
+	tc, herr := s.ServerHandshake(ctx, h.raw)
+	if herr != nil {
+		return nil, fmt.Errorf("TLS handshake: %w", herr)
 	}
 	h.tls, h.conn = tc, tc
 	if pkt, err = h.read(); err != nil {

@@ -191,9 +191,9 @@ func (h *pgClient) negotiate(ctx context.Context, s *Session) (*startupPacket, e
 
 // startTLS runs the server side of the TLS handshake over conn.
 func (h *pgClient) startTLS(ctx context.Context, conn net.Conn, s *Session) error {
-	tc := tls.Server(conn, s.TLSConfig())
-	if err := tc.HandshakeContext(ctx); err != nil {
-		return fmt.Errorf("TLS handshake: %w", err)
+	tc, herr := s.ServerHandshake(ctx, conn)
+	if herr != nil {
+		return fmt.Errorf("TLS handshake: %w", herr)
 	}
 	h.tls, h.conn = tc, tc
 	return nil

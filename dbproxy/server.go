@@ -88,6 +88,9 @@ type Config struct {
 	// (Error); and what the Protocol logs itself (PostgreSQL: one line per
 	// cancel request, which has no session-end line). nil discards it all.
 	Logger *slog.Logger
+	// OnTLSHandshake, if set, is called once for each TLS handshake with a
+	// client, with its error (nil on success), for metrics.
+	OnTLSHandshake func(err error)
 }
 
 // A Server serves one Protocol on one or more listeners. Create it with

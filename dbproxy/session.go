@@ -148,3 +148,15 @@ func (s *Session) backend() string {
 	}
 	return s.route.Backend
 }
+
+// ServerHandshake runs the TLS handshake with the client over conn (the
+// client connection, or a wrapper replaying bytes already read) with the
+// Server's TLS config, and reports the outcome to Config.OnTLSHandshake.
+func (s *Session) ServerHandshake(ctx context.Context, conn net.Conn) (*tls.Conn, error) {
+	tc := tls.Server(conn, s.TLSConfig())
+	err := tc.HandshakeContext(ctx)
+	if f := s.srv.cfg.OnTLSHandshake; f != nil {
+		f(err)
+	}
+	return tc, err
+}

@@ -70,9 +70,9 @@ func (tf *tlsFirst) handshake(ctx context.Context, client net.Conn, s *Session) 
 	if first[0] != tlsHandshakeRecord {
 		return tf.plaintextClient(ctx, raw, first[0], s)
 	}
-	tc := tls.Server(raw, s.TLSConfig())
-	if err := tc.HandshakeContext(ctx); err != nil {
-		return nil, nil, fmt.Errorf("TLS handshake: %w", err)
+	tc, herr := s.ServerHandshake(ctx, raw)
+	if herr != nil {
+		return nil, nil, fmt.Errorf("TLS handshake: %w", herr)
 	}
 	sni := tc.ConnectionState().ServerName
 	r, err := s.Route(sni)
