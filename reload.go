@@ -14,6 +14,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/leproxy/leproxy/dbproxy"
 	"github.com/leproxy/leproxy/internal/admin"
 	"github.com/leproxy/leproxy/internal/certs"
 	"github.com/leproxy/leproxy/internal/config"
@@ -114,8 +115,10 @@ func (l *live) reload() error {
 		old[ts.addr] = ts
 	}
 	type update struct {
-		ts  *tcpServer
-		cfg config.Listener
+		ts     *tcpServer
+		cfg    config.Listener
+		routes []dbproxy.Route
+		names  []string
 	}
 	var updates []update
 	var added []*tcpServer
@@ -132,7 +135,7 @@ func (l *live) reload() error {
 				return fmt.Errorf("%s:%d: tcp listener %s: changing its protocol from %s to %s needs a restart",
 					cfg.File, lc.Line, lc.Listen, ts.protocol, lc.Protocol)
 			}
-			routes, _, err := dbRoutes(cfg.File, lc)
+			routes, names, err := dbRoutes(cfg.File, lc)
 			if err == nil {
 				err = ts.srv.CheckRoutes(routes, lc.Default)
 			}
@@ -140,7 +143,7 @@ func (l *live) reload() error {
 				undo()
 				return fmt.Errorf("%s:%d: tcp listener %s: %w", cfg.File, lc.Line, lc.Listen, err)
 			}
-			updates = append(updates, update{ts, lc})
+			updates = append(updates, update{ts, lc, routes, names})
 			delete(old, lc.Listen)
 			continue
 		}
@@ -165,12 +168,11 @@ func (l *live) reload() error {
 	}
 	l.setBackends(cfg)
 	for _, u := range updates {
-		routes, names, _ := dbRoutes(cfg.File, u.cfg)
-		if err := u.ts.srv.SetRoutes(routes, u.cfg.Default); err != nil {
+		if err := u.ts.srv.SetRoutes(u.routes, u.cfg.Default); err != nil {
 			// CheckRoutes accepted the same routes a moment ago.
 			l.logger.Error("updating tcp routes", "listener", u.ts.addr, "error", err)
 		}
-		u.ts.routes, u.ts.line = names, u.cfg.Line
+		u.ts.routes, u.ts.line = u.names, u.cfg.Line
 		keep = append(keep, u.ts)
 	}
 	for _, ts := range added {
