@@ -23,6 +23,7 @@ PROXY_HOST=db.localhost          # a .localhost name: leproxy's local CA issues 
 LOCAL_CA_ROOT=${LOCAL_CA_ROOT:-local-ca/root.pem}
 
 REPO=$(cd "$(dirname "$0")/.." && pwd)
+. "$REPO/bench/lib.sh"
 PATH=$PATH:/usr/sbin
 for tool in mariadbd mariadb-install-db mariadb openssl go; do
 	command -v "$tool" >/dev/null || { echo "mysql.sh: $tool not found (Debian: mariadb-server, mariadb-client, openssl)" >&2; exit 1; }
@@ -43,13 +44,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-free_port() {
-	if command -v python3 >/dev/null; then
-		python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-	else
-		shuf -i 20000-60000 -n 1
-	fi
-}
 DB_PORT=$(free_port)
 PROXY_PORT=$(free_port)
 HTTPS_PORT=$(free_port)
@@ -64,9 +58,7 @@ common=(--datadir="$DATA" --skip-name-resolve --innodb-log-file-size=32M --innod
 echo "== MariaDB $(mariadbd --version | awk '{print $3}') on 127.0.0.1:$DB_PORT, work dir $WORK"
 mariadb-install-db --no-defaults "${user_args[@]}" "${common[@]}" --skip-test-db >"$WORK/install.log" 2>&1 ||
 	{ cat "$WORK/install.log" >&2; exit 1; }
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 \
-	-subj /CN=localhost -addext subjectAltName=DNS:localhost \
-	-keyout "$WORK/server.key" -out "$WORK/server.crt" 2>/dev/null
+self_signed "$WORK/server.key" "$WORK/server.crt" DNS:localhost
 [[ $(id -u) -eq 0 ]] && chown mysql: "$WORK/server.key" "$WORK/server.crt"
 mariadbd --no-defaults "${user_args[@]}" "${common[@]}" --bind-address=127.0.0.1 --port="$DB_PORT" \
 	--socket="$SOCK" --pid-file="$WORK/my.pid" --log-error="$WORK/mariadb.log" --max-connections=500 \

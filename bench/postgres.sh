@@ -23,6 +23,7 @@ PROXY_HOST=db.localhost          # a .localhost name: leproxy's local CA issues 
 LOCAL_CA_ROOT=${LOCAL_CA_ROOT:-local-ca/root.pem}
 
 REPO=$(cd "$(dirname "$0")/.." && pwd)
+. "$REPO/bench/lib.sh"
 if [[ -z ${PGBIN:-} ]]; then
 	PGBIN=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1 || true)
 	[[ -n $PGBIN ]] || PGBIN=$(dirname "$(command -v initdb 2>/dev/null || echo /nonexistent/initdb)")
@@ -51,13 +52,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-free_port() {
-	if command -v python3 >/dev/null; then
-		python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-	else
-		shuf -i 20000-60000 -n 1
-	fi
-}
 PG_PORT=$(free_port)
 PROXY_PORT=$(free_port)
 HTTPS_PORT=$(free_port)
@@ -65,9 +59,7 @@ HTTPS_PORT=$(free_port)
 echo "== PostgreSQL $(basename "$(dirname "$PGBIN")") on 127.0.0.1:$PG_PORT, work dir $WORK"
 [[ $(id -u) -eq 0 ]] && chown postgres: "$WORK"
 (cd "$WORK" && as_pg "$PGBIN/initdb" -D "$PGDATA" -U postgres --auth=trust --no-sync -E UTF8 >/dev/null)
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 \
-	-subj /CN=localhost -addext subjectAltName=DNS:localhost \
-	-keyout "$PGDATA/server.key" -out "$PGDATA/server.crt" 2>/dev/null
+self_signed "$PGDATA/server.key" "$PGDATA/server.crt" DNS:localhost
 chmod 600 "$PGDATA/server.key"
 cp "$PGDATA/server.crt" "$WORK/pg-root.pem"
 [[ $(id -u) -eq 0 ]] && chown postgres: "$PGDATA/server.key" "$PGDATA/server.crt"

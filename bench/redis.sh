@@ -17,6 +17,7 @@
 #     N=200000 C=100 P=16 bench/redis.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 
 N=${N:-100000}
 C=${C:-50}
@@ -37,18 +38,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# free_port prints a TCP port on 127.0.0.1 that nothing listens on.
-free_port() {
-	local p
-	while :; do
-		p=$((20000 + RANDOM % 40000))
-		if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
-			echo "$p"
-			return
-		fi
-	done
-}
-
 # wait_port waits for a listener on 127.0.0.1:$1.
 wait_port() {
 	for _ in $(seq 100); do
@@ -68,9 +57,7 @@ echo "building leproxy"
 go build -o "$work/leproxy" .
 
 # Redis's own TLS uses a P-256 certificate, as leproxy's does.
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 \
-	-subj /CN=127.0.0.1 -addext subjectAltName=IP:127.0.0.1 \
-	-keyout "$work/redis.key" -out "$work/redis.crt" 2>/dev/null
+self_signed "$work/redis.key" "$work/redis.crt" IP:127.0.0.1
 
 redis-server --bind 127.0.0.1 --port "$redis_port" --save '' --appendonly no \
 	--tls-port "$redis_tls_port" --tls-cert-file "$work/redis.crt" --tls-key-file "$work/redis.key" \
