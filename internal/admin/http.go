@@ -2,11 +2,11 @@ package admin
 
 import (
 	"log/slog"
-	"net"
 	"net/http"
 	"strconv"
-	"strings"
 	"time"
+
+	"github.com/leproxy/leproxy/internal/hostname"
 )
 
 // otherHost is the host label of requests for names not in the mapping:
@@ -84,7 +84,7 @@ func (h *instrumented) done(r *http.Request, rec *responseRecorder, start time.T
 	default:
 		status = http.StatusOK // what net/http sends for a handler that wrote nothing
 	}
-	host := canonicalHost(r.Host)
+	host := hostname.FromHostHeader(r.Host)
 	if h.m != nil {
 		label := otherHost
 		if h.known != nil && host != "" && h.known(host) {
@@ -120,15 +120,4 @@ func (h *instrumented) done(r *http.Request, rec *responseRecorder, start time.T
 		attrs = append(attrs, slog.Bool("aborted", true))
 	}
 	h.logger.LogAttrs(r.Context(), slog.LevelInfo, "request", attrs...)
-}
-
-// canonicalHost returns host without port, brackets or trailing dot, in
-// lower case.
-func canonicalHost(host string) string {
-	if h, _, err := net.SplitHostPort(host); err == nil {
-		host = h
-	} else {
-		host = strings.TrimSuffix(strings.TrimPrefix(host, "["), "]")
-	}
-	return strings.ToLower(strings.TrimSuffix(host, "."))
 }

@@ -539,22 +539,3 @@ func TestInstrumentHTTPResponseController(t *testing.T) {
 		})
 	}
 }
-
-func TestCanonicalHost(t *testing.T) {
-	tests := []struct{ in, want string }{
-		{"a.example.test", "a.example.test"},
-		{"A.Example.Test", "a.example.test"},
-		{"a.example.test:8443", "a.example.test"},
-		{"a.example.test.", "a.example.test"},
-		{"a.example.test.:443", "a.example.test"},
-		{"[::1]:443", "::1"},
-		{"[::1]", "::1"},
-		{"127.0.0.1:80", "127.0.0.1"},
-		{"", ""},
-	}
-	for _, tt := range tests {
-		if got := canonicalHost(tt.in); got != tt.want {
-			t.Errorf("canonicalHost(%q): got %q, want %q", tt.in, got, tt.want)
-		}
-	}
-}

@@ -23,6 +23,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/leproxy/leproxy/internal/hostname"
 	"golang.org/x/crypto/acme"
 	"golang.org/x/crypto/acme/autocert"
 )
@@ -208,7 +209,7 @@ func (m *Manager) GetCertificateFor(name string, hello *tls.ClientHelloInfo) (*t
 
 // certificate serves the certificate for hello.ServerName.
 func (m *Manager) certificate(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
-	host := normalizeHost(hello.ServerName)
+	host := hostname.Normalize(hello.ServerName)
 	if !m.Allowed(host) {
 		return nil, fmt.Errorf("certs: no certificate for %q: host is not in the mapping", hello.ServerName)
 	}

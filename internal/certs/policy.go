@@ -7,18 +7,18 @@ import (
 	"slices"
 	"strings"
 
-	"golang.org/x/net/idna"
+	"github.com/leproxy/leproxy/internal/hostname"
 )
 
 // hostSet is an immutable allow-list of normalized host names.
 type hostSet map[string]struct{}
 
-// newHostSet normalizes names (see normalizeHost) into a hostSet; empty
+// newHostSet normalizes names (see hostname.Normalize) into a hostSet; empty
 // names are dropped.
 func newHostSet(names []string) hostSet {
 	s := make(hostSet, len(names))
 	for _, n := range names {
-		if n = normalizeHost(n); n != "" {
+		if n = hostname.Normalize(n); n != "" {
 			s[n] = struct{}{}
 		}
 	}
@@ -33,17 +33,6 @@ func (s hostSet) sorted() []string {
 	}
 	slices.Sort(names)
 	return names
-}
-
-// normalizeHost lower-cases name, drops one trailing dot and converts an
-// internationalized name to its ASCII (punycode) form, as autocert does with
-// a TLS server name, so a name matches however the client spells it.
-func normalizeHost(name string) string {
-	name = strings.TrimSuffix(strings.TrimSpace(name), ".")
-	if ascii, err := idna.Lookup.ToASCII(name); err == nil {
-		name = ascii
-	}
-	return strings.ToLower(name)
 }
 
 // stripPort returns the host part of an HTTP Host header value
@@ -80,7 +69,7 @@ func (m *Manager) Allowed(name string) bool {
 	if s == nil {
 		return false
 	}
-	_, ok := (*s)[normalizeHost(name)]
+	_, ok := (*s)[hostname.Normalize(name)]
 	return ok
 }
 

@@ -6,23 +6,6 @@ import (
 	"testing"
 )
 
-func TestNormalizeHost(t *testing.T) {
-	tests := []struct{ in, want string }{
-		{in: "www.example.com", want: "www.example.com"},
-		{in: "WWW.Example.COM", want: "www.example.com"},
-		{in: "www.example.com.", want: "www.example.com"},
-		{in: " www.example.com ", want: "www.example.com"},
-		{in: "bücher.example", want: "xn--bcher-kva.example"},
-		{in: "BÜCHER.example", want: "xn--bcher-kva.example"},
-		{in: "", want: ""},
-	}
-	for _, tt := range tests {
-		if got := normalizeHost(tt.in); got != tt.want {
-			t.Errorf("normalizeHost(%q) = %q, want %q", tt.in, got, tt.want)
-		}
-	}
-}
-
 func TestStripPort(t *testing.T) {
 	tests := []struct{ in, want string }{
 		{in: "www.example.com:8080", want: "www.example.com"},

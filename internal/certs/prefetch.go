@@ -4,6 +4,8 @@ import (
 	"context"
 	"crypto/tls"
 	"time"
+
+	"github.com/leproxy/leproxy/internal/hostname"
 )
 
 // prefetchHello is the ClientHello of a modern client, so that a prefetch
@@ -32,7 +34,7 @@ func (m *Manager) Prefetch(ctx context.Context, names []string) {
 		if !m.Allowed(name) {
 			continue
 		}
-		hello := prefetchHello(normalizeHost(name))
+		hello := prefetchHello(hostname.Normalize(name))
 		done := make(chan struct{})
 		go func() {
 			defer close(done)

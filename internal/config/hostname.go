@@ -6,6 +6,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/leproxy/leproxy/internal/hostname"
 )
 
 // Hostnames returns every hostname of the mapping, HTTP hosts and tcp
@@ -52,7 +54,7 @@ func normalizeHostname(s string) (string, error) {
 			return "", errors.New("non-ASCII hostname; write it in its punycode (xn--) form")
 		}
 	}
-	name := strings.ToLower(strings.TrimSuffix(s, "."))
+	name := hostname.Normalize(s)
 	if len(name) > 253 {
 		return "", errors.New("hostname longer than 253 characters")
 	}

@@ -18,13 +18,13 @@ import (
 	"fmt"
 	"log"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/http/httputil"
 	"net/url"
 	"strings"
 
 	"github.com/leproxy/leproxy/internal/config"
+	"github.com/leproxy/leproxy/internal/hostname"
 )
 
 // hstsValue is the Strict-Transport-Security header leproxy sends: one
@@ -71,7 +71,7 @@ func New(hosts []config.Host, opts Options) (*Handler, error) {
 	h := &Handler{routes: make(map[string]http.Handler, len(hosts))}
 	transports := make(map[string]*http.Transport)
 	for _, host := range hosts {
-		name := canonicalHost(host.Name)
+		name := hostname.FromHostHeader(host.Name)
 		if name == "" {
 			return nil, fmt.Errorf("setting up host %q: empty host name", host.Name)
 		}
@@ -107,7 +107,7 @@ func New(hosts []config.Host, opts Options) (*Handler, error) {
 // and any protocol upgrade other than websocket with 400, before any
 // backend sees the request.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	route, ok := h.routes[canonicalHost(r.Host)]
+	route, ok := h.routes[hostname.FromHostHeader(r.Host)]
 	if !ok {
 		http.Error(w, "unknown host", http.StatusNotFound)
 		return
@@ -126,7 +126,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // Known reports whether host (which may carry a port) is served by h. It
 // suits Redirect's known argument.
 func (h *Handler) Known(host string) bool {
-	_, ok := h.routes[canonicalHost(host)]
+	_, ok := h.routes[hostname.FromHostHeader(host)]
 	return ok
 }
 
@@ -136,17 +136,6 @@ func (h *Handler) Close() {
 	for _, t := range h.transports {
 		t.CloseIdleConnections()
 	}
-}
-
-// canonicalHost returns host without port, brackets or trailing dot, in
-// lower case.
-func canonicalHost(host string) string {
-	if hostOnly, _, err := net.SplitHostPort(host); err == nil {
-		host = hostOnly
-	} else if len(host) > 1 && host[0] == '[' && host[len(host)-1] == ']' {
-		host = host[1 : len(host)-1]
-	}
-	return strings.ToLower(strings.TrimSuffix(host, "."))
 }
 
 // upgradeAllowed reports whether h asks for no protocol upgrade or for a

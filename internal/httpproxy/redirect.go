@@ -4,6 +4,8 @@ import (
 	"net"
 	"net/http"
 	"strings"
+
+	"github.com/leproxy/leproxy/internal/hostname"
 )
 
 // Redirect returns the handler of the plain-HTTP listener. A request for a
@@ -27,7 +29,7 @@ type redirectHandler struct {
 }
 
 func (h redirectHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	host := canonicalHost(r.Host)
+	host := hostname.FromHostHeader(r.Host)
 	if host == "" || h.known == nil || !h.known(host) {
 		http.Error(w, "unknown host", http.StatusNotFound)
 		return

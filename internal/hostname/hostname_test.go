@@ -1,0 +1,36 @@
+package hostname
+
+import "testing"
+
+func TestNormalize(t *testing.T) {
+	for _, tc := range []struct{ in, want string }{
+		{"db.example.com", "db.example.com"},
+		{"DB.Example.COM.", "db.example.com"},
+		{" db.example.com ", "db.example.com"},
+		{"bücher.example", "xn--bcher-kva.example"},
+		{"XN--BCHER-KVA.example", "xn--bcher-kva.example"},
+		{"BÜCHER.example", "xn--bcher-kva.example"},
+		{"", ""},
+		{"under_score.example", "under_score.example"},
+	} {
+		if got := Normalize(tc.in); got != tc.want {
+			t.Errorf("Normalize(%q) = %q, want %q", tc.in, got, tc.want)
+		}
+	}
+}
+
+func TestFromHostHeader(t *testing.T) {
+	for _, tc := range []struct{ in, want string }{
+		{"www.example.com", "www.example.com"},
+		{"WWW.Example.com.:8443", "www.example.com"},
+		{"[::1]:443", "::1"},
+		{"[::1]", "::1"},
+		{"a.example.test.:443", "a.example.test"},
+		{"", ""},
+		{"127.0.0.1:80", "127.0.0.1"},
+	} {
+		if got := FromHostHeader(tc.in); got != tc.want {
+			t.Errorf("FromHostHeader(%q) = %q, want %q", tc.in, got, tc.want)
+		}
+	}
+}
