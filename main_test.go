@@ -64,7 +64,9 @@ func startDaemon(t *testing.T, addr string, args ...string) *daemon {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	d := &daemon{cancel: cancel, done: make(chan error, 1), log: new(syncBuffer)}
-	go func() { d.done <- runIO(ctx, args, io.Discard, d.log) }()
+	ready := make(chan struct{})
+	env := runEnv{stdout: io.Discard, stderr: d.log, ready: func() { close(ready) }}
+	go func() { d.done <- env.run(ctx, args) }()
 	t.Cleanup(func() {
 		if err := d.stop(); err != nil {
 			t.Errorf("leproxy run: %v", err)
@@ -73,24 +75,18 @@ func startDaemon(t *testing.T, addr string, args ...string) *daemon {
 			t.Logf("leproxy log:\n%s", d.log)
 		}
 	})
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		c, err := net.DialTimeout("tcp", addr, time.Second)
-		if err == nil {
-			c.Close()
-			return d
-		}
-		select {
-		case err := <-d.done:
-			d.done <- err
-			t.Fatalf("leproxy exited before listening on %s: %v\nlog:\n%s", addr, err, d.log)
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("leproxy not listening on %s after 10s\nlog:\n%s", addr, d.log)
-		}
-		time.Sleep(20 * time.Millisecond)
+	// Wait for run to say it serves, not for the port: the port accepts
+	// before the start-up lines are logged.
+	select {
+	case <-ready:
+		return d
+	case err := <-d.done:
+		d.done <- err
+		t.Fatalf("leproxy exited before serving on %s: %v\nlog:\n%s", addr, err, d.log)
+	case <-time.After(30 * time.Second):
+		t.Fatalf("leproxy not serving on %s after 30s\nlog:\n%s", addr, d.log)
 	}
+	return nil
 }
 
 // stop cancels the run and returns its result; safe to call twice.

@@ -31,9 +31,6 @@ const (
 	// readHeaderTimeout bounds how long a client may take to send request
 	// headers, whatever -rto says: the slowloris guard.
 	readHeaderTimeout = 10 * time.Second
-	// drainTimeout bounds how long a stopping leproxy waits for in-flight
-	// requests and sessions.
-	drainTimeout = 15 * time.Second
 )
 
 // run is the whole program: it parses args, starts every listener and
@@ -43,6 +40,19 @@ func run(ctx context.Context, args []string) error {
 }
 
 func runIO(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	return runEnv{stdout: stdout, stderr: stderr}.run(ctx, args)
+}
+
+// runEnv is where run writes, and what it tells a caller that waits for it.
+type runEnv struct {
+	stdout, stderr io.Writer
+	// ready, if set, is called once every listener serves and the start-up
+	// lines are logged: the moment a test may talk to the daemon.
+	ready func()
+}
+
+func (env runEnv) run(ctx context.Context, args []string) error {
+	stdout, stderr := env.stdout, env.stderr
 	a, set, err := parseArgs(args, stderr)
 	if err != nil {
 		return err
@@ -99,9 +109,6 @@ func runIO(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return err
 		}
 	}
-	if err := checkProtocols(cfg); err != nil {
-		return err
-	}
 	if a.Check {
 		cfg.Summary(stdout)
 		fmt.Fprintf(stdout, "%s: OK\n", cfg.File)
@@ -147,14 +154,22 @@ func runIO(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 	}
 
+	// The first generation: the same builder a reload uses. It binds the
+	// tcp listeners; every other address is bound before anything serves,
+	// so that a port in use is a start-up error and not a half-started
+	// daemon.
 	proxyOpts := httpproxy.Options{HSTS: a.HSTS, Logger: logger, OnBackendError: metrics.BackendError}
-	handler, err := httpproxy.New(cfg.Hosts, proxyOpts)
+	deps := tcpDeps{getCertificate: cm.GetCertificate, metrics: metrics, logger: logger}
+	gen, err := prepare(cfg, nil, proxyOpts, deps)
 	if err != nil {
 		return err
 	}
-
-	// Bind every address before serving any, so that a port in use is a
-	// start-up error and not a half-started daemon.
+	committed := false
+	defer func() {
+		if !committed {
+			gen.abort()
+		}
+	}()
 	var ls listeners
 	defer ls.closeAll()
 	httpsLn, err := ls.listen("-addr", a.Addr)
@@ -167,15 +182,6 @@ func runIO(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return err
 		}
 	}
-	tcpServers, err := newTCPServers(cfg, cm, metrics, logger)
-	if err != nil {
-		return err
-	}
-	for _, ts := range tcpServers {
-		if ts.ln, err = ls.listen(fmt.Sprintf("tcp listener %s:%d", cfg.File, ts.line), ts.addr); err != nil {
-			return err
-		}
-	}
 	var adminLn net.Listener
 	if a.Admin != "" {
 		admin.WarnIfPublic(a.Admin, logger)
@@ -185,9 +191,9 @@ func runIO(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 
 	g := newGroup(cancel)
-	lv = &live{mapFile: a.Map, opts: proxyOpts, cm: cm, metrics: metrics, logger: logger, g: g, stopCtx: ctx, cfg: cfg, tcp: tcpServers}
-	lv.handler.Store(handler)
-	lv.setBackends(cfg)
+	lv = &live{mapFile: a.Map, opts: proxyOpts, deps: deps, cm: cm, logger: logger, g: g, stopCtx: ctx, drainTimeout: drainTimeout}
+	lv.commit(gen) // the tcp listeners serve from here
+	committed = true
 	defer func() { lv.handler.Load().Close() }()
 	httpsSrv := &http.Server{
 		Handler:           metrics.InstrumentHTTP(lv, lv.Known, lv.backendOf, logger, a.AccessLog),
@@ -211,9 +217,6 @@ func runIO(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelDebug),
 		}
 		g.goServe("http", func() error { return httpSrv.Serve(httpLn) })
-	}
-	for _, ts := range tcpServers {
-		g.goServe("tcp "+ts.addr, func() error { return ts.srv.Serve(ts.ln) })
 	}
 	if demoBackend != nil {
 		g.goServe("demo backend", demoBackend.serve)
@@ -250,10 +253,14 @@ func runIO(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	// the first client doesn't wait and /health/ready tells the truth.
 	g.goServe("certificate prefetch", func() error { cm.Prefetch(ctx, cfg.Hostnames()); return nil })
 
+	_, tcpServers := lv.current()
 	logStart(logger, cfg, cm, httpsLn, httpLn, tcpServers, a.Map == "")
 	notifier := sdnotify.New()
 	if err := notifier.Ready(); err != nil {
 		logger.Warn("notifying systemd", "error", err)
+	}
+	if env.ready != nil {
+		env.ready()
 	}
 	reloads := make(chan struct{}, 1)
 	if a.Watch && a.Map != "" {

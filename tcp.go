@@ -1,19 +1,22 @@
 package main
 
 import (
+	"crypto/tls"
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 
 	"github.com/leproxy/leproxy/dbproxy"
+	_ "github.com/leproxy/leproxy/dbproxy/all" // every protocol registers itself
 	"github.com/leproxy/leproxy/internal/admin"
-	"github.com/leproxy/leproxy/internal/certs"
 	"github.com/leproxy/leproxy/internal/config"
 )
 
 // tcpServer is one protocol-aware listener of the mapping's tcp section.
 type tcpServer struct {
-	addr     string // as written in the mapping: the key reloads match on
+	addr     string // as written in the mapping
+	key      string // the address resolved: what reloads match listeners on
 	line     int
 	protocol string
 	routes   []string // "host→backend", for the start-up log
@@ -21,76 +24,69 @@ type tcpServer struct {
 	ln       net.Listener
 }
 
-// checkProtocols reports tcp listeners whose protocol the mapping accepts
-// but this build of leproxy does not serve yet.
-func checkProtocols(cfg *config.Config) error {
-	for _, l := range cfg.TCP {
-		if _, ok := dbproxy.Lookup(l.Protocol); !ok {
-			return fmt.Errorf("%s:%d: tcp listener %s: protocol %q is not supported by this version of leproxy (supported: %v)",
-				cfg.File, l.Line, l.Listen, l.Protocol, dbproxy.Protocols())
-		}
-	}
-	return nil
+// tcpDeps is what the tcp servers take from the rest of leproxy.
+type tcpDeps struct {
+	getCertificate func(*tls.ClientHelloInfo) (*tls.Certificate, error)
+	metrics        *admin.Metrics // nil: no metrics
+	logger         *slog.Logger
 }
 
-func newTCPServers(cfg *config.Config, cm *certs.Manager, metrics *admin.Metrics, logger *slog.Logger) ([]*tcpServer, error) {
-	var out []*tcpServer
-	for _, l := range cfg.TCP {
-		ts, err := newTCPServer(cfg.File, l, cm, metrics, logger)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, ts)
+// listenKey is the address a listener binds, for matching the listeners of
+// two mappings: ":5432", "0.0.0.0:5432" and "[::]:5432" all bind every
+// address, "localhost:5432" binds what localhost resolves to. An address
+// that does not resolve is its own key.
+func listenKey(addr string) string {
+	ta, err := net.ResolveTCPAddr("tcp", addr)
+	if err != nil {
+		return addr
 	}
-	return out, nil
+	ip, ok := netip.AddrFromSlice(ta.IP)
+	if ip = ip.Unmap(); !ok || ip.IsUnspecified() {
+		return fmt.Sprintf("*:%d", ta.Port)
+	}
+	return netip.AddrPortFrom(ip, uint16(ta.Port)).String()
 }
 
-// dbRoutes translates a listener's routes for dbproxy, loading CA files.
-func dbRoutes(file string, l config.Listener) ([]dbproxy.Route, []string, error) {
+// dbRoutes translates a listener's routes for dbproxy.
+func dbRoutes(l config.Listener) ([]dbproxy.Route, []string) {
 	var routes []dbproxy.Route
 	var names []string
 	for _, r := range l.Routes {
-		route := dbproxy.Route{
+		routes = append(routes, dbproxy.Route{
 			Host:           r.Host,
 			Backend:        r.Backend,
-			TLS:            dbproxy.TLSMode(r.TLS),
+			TLS:            r.TLS,
+			RootCAs:        r.RootCAs,
 			AllowPlaintext: r.AllowPlaintext,
-		}
-		if r.CA != "" {
-			pool, err := loadCertPool(r.CA)
-			if err != nil {
-				return nil, nil, fmt.Errorf("%s:%d: route %s: ca: %w", file, r.Line, r.Host, err)
-			}
-			route.RootCAs = pool
-		}
-		routes = append(routes, route)
+		})
 		names = append(names, r.Host+"→"+r.Backend)
 	}
-	return routes, names, nil
+	return routes, names
 }
 
-func newTCPServer(file string, l config.Listener, cm *certs.Manager, metrics *admin.Metrics, logger *slog.Logger) (*tcpServer, error) {
+// newTCPServer makes the server of listener l of the mapping in file; it
+// does not bind.
+func newTCPServer(file string, l config.Listener, deps tcpDeps) (*tcpServer, error) {
 	p, ok := dbproxy.Lookup(l.Protocol)
 	if !ok {
-		return nil, fmt.Errorf("%s:%d: protocol %q not supported", file, l.Line, l.Protocol)
+		// config.Load knows the same registry: not reached.
+		return nil, fmt.Errorf("%s:%d: tcp listener %s: protocol %q is not registered", file, l.Line, l.Listen, l.Protocol)
 	}
-	routes, names, err := dbRoutes(file, l)
-	if err != nil {
-		return nil, err
-	}
+	routes, names := dbRoutes(l)
+	metrics := deps.metrics
 	srv, err := dbproxy.New(dbproxy.Config{
 		Listen:         l.Listen,
 		Protocol:       p,
 		Routes:         routes,
 		Default:        l.Default,
-		GetCertificate: cm.GetCertificate,
+		GetCertificate: deps.getCertificate,
 		IdleTimeout:    l.IdleTimeout,
 		MaxConns:       l.MaxConns,
-		Logger:         logger,
+		Logger:         deps.logger,
 		OnTLSHandshake: func(err error) { metrics.TLSHandshake(l.Listen, err) },
 	})
 	if err != nil {
 		return nil, fmt.Errorf("%s:%d: tcp listener %s: %w", file, l.Line, l.Listen, err)
 	}
-	return &tcpServer{addr: l.Listen, line: l.Line, protocol: l.Protocol, routes: names, srv: srv}, nil
+	return &tcpServer{addr: l.Listen, key: listenKey(l.Listen), line: l.Line, protocol: l.Protocol, routes: names, srv: srv}, nil
 }

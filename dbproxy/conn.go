@@ -2,10 +2,15 @@ package dbproxy
 
 import "net"
 
-// prefixConn is a connection whose first bytes were already read: Read
-// returns prefix before reading on. It lets a Protocol look at the first
-// byte of a connection (a TLS record, or the protocol's own first message)
-// and then hand the whole stream to crypto/tls.
+// NewPrefixConn returns c with prefix, bytes already read from it, put
+// back: Read returns prefix before reading on. It lets a Protocol look at
+// the first bytes of a connection (a TLS record, or the protocol's own
+// first message) and then hand the whole stream to crypto/tls. The
+// connection half-closes (CloseWrite) when c can.
+func NewPrefixConn(c net.Conn, prefix []byte) net.Conn {
+	return &prefixConn{Conn: c, prefix: prefix}
+}
+
 type prefixConn struct {
 	net.Conn
 	prefix []byte

@@ -4,7 +4,7 @@ package dbproxy
 
 import "net"
 
-// pendingInput cannot peek at sockets on this platform and reports false;
+// PendingInput cannot peek at sockets on this platform and reports false;
 // bytes pipelined behind a TLS request then make the TLS handshake fail
 // instead of being refused with a clear error.
-func pendingInput(c net.Conn) (bool, error) { return false, nil }
+func PendingInput(c net.Conn) (bool, error) { return false, nil }

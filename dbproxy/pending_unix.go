@@ -8,13 +8,16 @@ import (
 	"syscall"
 )
 
-// pendingInput reports whether bytes have arrived on c that nobody has
+// PendingInput reports whether bytes have arrived on c that nobody has
 // read yet, without reading them and without waiting: recv(2) with
 // MSG_PEEK|MSG_DONTWAIT. It answers false for connections that are not
 // sockets. Protocols use it to refuse bytes pipelined behind a request to
 // start TLS: those were sent in plaintext, possibly by a man in the middle,
-// and must not be taken for part of the encrypted stream.
-func pendingInput(c net.Conn) (bool, error) {
+// and must not be taken for part of the encrypted stream. It peeks under
+// RawConn.Control, which takes no lock on the connection, so it also
+// answers while another goroutine is blocked reading c (an HTTP server
+// waiting for the next request).
+func PendingInput(c net.Conn) (bool, error) {
 	sc, ok := c.(syscall.Conn)
 	if !ok {
 		return false, nil
@@ -28,9 +31,8 @@ func pendingInput(c net.Conn) (bool, error) {
 		rerr error
 		buf  [1]byte
 	)
-	err = rc.Read(func(fd uintptr) bool {
+	err = rc.Control(func(fd uintptr) {
 		n, _, rerr = syscall.Recvfrom(int(fd), buf[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
-		return true
 	})
 	if err != nil {
 		return false, err

@@ -3,8 +3,10 @@ package dbproxy
 import (
 	"context"
 	"fmt"
+	"maps"
 	"net"
 	"slices"
+	"strings"
 	"sync"
 )
 
@@ -47,47 +49,91 @@ type Refuser interface {
 	Refuse(client net.Conn, reason error)
 }
 
-var registry = struct {
-	sync.RWMutex
-	m map[string]func() Protocol
-}{m: make(map[string]func() Protocol)}
-
-// Register makes a protocol available to Lookup under name. newProtocol
-// returns a fresh Protocol value each time, so that each Server has its own
-// protocol state. Register panics if name is empty or already registered;
-// it is meant to be called from init functions.
-func Register(name string, newProtocol func() Protocol) {
-	registry.Lock()
-	defer registry.Unlock()
-	if name == "" || newProtocol == nil {
-		panic("dbproxy: Register with an empty name or a nil function")
-	}
-	if _, dup := registry.m[name]; dup {
-		panic(fmt.Sprintf("dbproxy: protocol %q registered twice", name))
-	}
-	registry.m[name] = newProtocol
+// A RoutesWatcher is a Protocol that keeps state derived from the
+// Server's routes (Redis Cluster's node map). RoutesChanged is called with
+// the route table when the Server is created and again after every
+// SetRoutes, just after the new routes took effect: a session that began
+// in between may still see state built from the old routes, and sessions
+// call the Protocol concurrently.
+type RoutesWatcher interface {
+	RoutesChanged(routes []Route)
 }
 
-// Lookup returns a new value of the protocol registered under name, for
-// one Server. Names are canonical ("postgres"); aliases are the caller's.
+type registration struct {
+	name        string
+	newProtocol func() Protocol
+}
+
+var registry = struct {
+	sync.RWMutex
+	m       map[string]registration // canonical names and aliases
+	names   []string                // canonical names, sorted
+	aliases map[string]string       // alias → canonical name
+}{m: make(map[string]registration), aliases: make(map[string]string)}
+
+// Register makes a protocol available to Lookup under name and under each
+// of aliases (alternative spellings a mapping may use, such as "mariadb"
+// for "mysql"). Names are lower case. newProtocol returns a fresh Protocol
+// value each time, so that each Server has its own protocol state.
+// Register panics if a name is empty, not lower case or already taken; it
+// is meant to be called from init functions.
+func Register(name string, newProtocol func() Protocol, aliases ...string) {
+	registry.Lock()
+	defer registry.Unlock()
+	if newProtocol == nil {
+		panic("dbproxy: Register with a nil function")
+	}
+	names := append([]string{name}, aliases...)
+	for _, n := range names {
+		if n == "" || n != strings.ToLower(n) {
+			panic(fmt.Sprintf("dbproxy: Register: protocol name %q is empty or not lower case", n))
+		}
+		if _, dup := registry.m[n]; dup {
+			panic(fmt.Sprintf("dbproxy: protocol %q registered twice", n))
+		}
+	}
+	reg := registration{name: name, newProtocol: newProtocol}
+	for _, n := range names {
+		registry.m[n] = reg
+	}
+	for _, a := range aliases {
+		registry.aliases[a] = name
+	}
+	registry.names = append(registry.names, name)
+	slices.Sort(registry.names)
+}
+
+// Lookup returns a new value of the protocol registered under name, an
+// alias or the canonical name in any case, for one Server.
 func Lookup(name string) (Protocol, bool) {
 	registry.RLock()
-	f, ok := registry.m[name]
+	reg, ok := registry.m[strings.ToLower(name)]
 	registry.RUnlock()
 	if !ok {
 		return nil, false
 	}
-	return f(), true
+	return reg.newProtocol(), true
 }
 
-// Protocols lists the registered protocol names, sorted.
+// Canonical returns the canonical name of the protocol registered under
+// name (an alias or the canonical name, in any case).
+func Canonical(name string) (string, bool) {
+	registry.RLock()
+	defer registry.RUnlock()
+	reg, ok := registry.m[strings.ToLower(name)]
+	return reg.name, ok
+}
+
+// Protocols lists the registered canonical protocol names, sorted.
 func Protocols() []string {
 	registry.RLock()
 	defer registry.RUnlock()
-	names := make([]string, 0, len(registry.m))
-	for name := range registry.m {
-		names = append(names, name)
-	}
-	slices.Sort(names)
-	return names
+	return slices.Clone(registry.names)
+}
+
+// Aliases maps each registered alias to its canonical name.
+func Aliases() map[string]string {
+	registry.RLock()
+	defer registry.RUnlock()
+	return maps.Clone(registry.aliases)
 }

@@ -54,7 +54,8 @@ func (l pumpLimits) tick() time.Duration {
 // keep moving (lim.halfClosed). An error in either direction, or no byte
 // moving either way for lim.idle, calls abort, which must close the
 // connections under c and b so that everything stops. in and out, when not
-// nil, are added to as bytes move.
+// nil, are added to as bytes move. last, when not nil, is the activity
+// clock to keep (UnixNano of the last byte), shared with the caller.
 //
 // Each direction is a copier goroutine running plain io.Copy on the
 // connections as given, so when both are *net.TCPConn the kernel splices
@@ -72,9 +73,14 @@ func (l pumpLimits) tick() time.Duration {
 // to a peer that stopped reading. (A write in progress is not sampled, so
 // a peer that reads less than one 32 KiB buffer or one splice chunk per
 // timeout counts as stalled.)
-func pump(c, b net.Conn, lim pumpLimits, in, out *atomic.Uint64, abort func()) (nIn, nOut int64, err error) {
-	var last atomic.Int64
+func pump(c, b net.Conn, lim pumpLimits, in, out *atomic.Uint64, last *atomic.Int64, abort func()) (nIn, nOut int64, err error) {
+	if last == nil {
+		last = new(atomic.Int64)
+	}
 	last.Store(time.Now().UnixNano())
+	// Backend connections from Session.Dial are wrapped; copy on what is
+	// underneath, so that two TCP connections still splice.
+	c, b = unwrapConn(c), unwrapConn(b)
 	tick := lim.tick()
 	var (
 		once  sync.Once
@@ -86,8 +92,8 @@ func pump(c, b net.Conn, lim pumpLimits, in, out *atomic.Uint64, abort func()) (
 			abort()
 		})
 	}
-	up := &copier{dst: b, src: c, tick: tick, last: &last, counter: in, done: make(chan struct{})}
-	down := &copier{dst: c, src: b, tick: tick, last: &last, counter: out, done: make(chan struct{})}
+	up := &copier{dst: b, src: c, tick: tick, last: last, counter: in, done: make(chan struct{})}
+	down := &copier{dst: c, src: b, tick: tick, last: last, counter: out, done: make(chan struct{})}
 	go up.run(fail)
 	go down.run(fail)
 
@@ -165,7 +171,7 @@ func (cp *copier) run(fail func(error)) {
 		case err == nil:
 			// ENOTCONN: the peer has closed its whole connection already;
 			// there is nothing left to half-close, and nothing went wrong.
-			if err := closeWrite(cp.dst); err != nil && !errors.Is(err, syscall.ENOTCONN) {
+			if err := CloseWrite(cp.dst); err != nil && !errors.Is(err, syscall.ENOTCONN) {
 				fail(err)
 			}
 			return
@@ -184,6 +190,15 @@ var copyBuffers = sync.Pool{New: func() any {
 	return &b
 }}
 
+// unwrapConn returns the connection under a backend connection from
+// Session.Dial, c itself otherwise.
+func unwrapConn(c net.Conn) net.Conn {
+	if tc, ok := c.(*trackedConn); ok {
+		return tc.Conn
+	}
+	return c
+}
+
 // spliceable reports whether io.Copy(dst, src) can use splice(2): both
 // ends plain TCP.
 func spliceable(dst, src net.Conn) bool {
@@ -192,16 +207,18 @@ func spliceable(dst, src net.Conn) bool {
 	return d && s
 }
 
-// closeWrite half-closes c: a TLS close_notify and then a TCP FIN, so the
+// CloseWrite half-closes c: a TLS close_notify and then a TCP FIN, so the
 // peer reads EOF while it can still send. A connection that cannot
-// half-close is left open; the session's end closes it.
-func closeWrite(c io.Writer) error {
+// half-close is left open (nil error); the session's end closes it.
+// Protocols that wrap a session's connections call it from their
+// wrappers' CloseWrite, so the pump's half-close reaches the wire.
+func CloseWrite(c io.Writer) error {
 	switch c := c.(type) {
 	case *tls.Conn:
 		if err := c.CloseWrite(); err != nil {
 			return err
 		}
-		return closeWrite(c.NetConn())
+		return CloseWrite(c.NetConn())
 	case interface{ CloseWrite() error }:
 		return c.CloseWrite()
 	}

@@ -2,9 +2,14 @@ package dbproxy
 
 import (
 	"bytes"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"io"
+	"math/big"
 	"net"
 	"os"
 	"sync/atomic"
@@ -52,10 +57,9 @@ func newPumpSetup(t testing.TB, withTLS bool) *pumpSetup {
 	b, backend := tcpPair(t)
 	ps.client, ps.c, ps.b, ps.backend = client, c, b, backend
 	if withTLS {
-		ca := newTestCA(t)
-		cert, _, _ := ca.issue(t, "p.test")
+		cert, pool := selfSigned(t, "p.test")
 		sc := tls.Server(c, &tls.Config{Certificates: []tls.Certificate{cert}})
-		cc := tls.Client(client, &tls.Config{ServerName: "p.test", RootCAs: ca.pool})
+		cc := tls.Client(client, &tls.Config{ServerName: "p.test", RootCAs: pool})
 		errc := make(chan error, 1)
 		go func() { errc <- sc.Handshake() }()
 		if err := cc.Handshake(); err != nil {
@@ -87,7 +91,7 @@ func (ps *pumpSetup) run(lim pumpLimits) <-chan pumpResult {
 		}
 	}
 	go func() {
-		in, out, err := pump(ps.c, ps.b, lim, &ps.in, &ps.out, abort)
+		in, out, err := pump(ps.c, ps.b, lim, &ps.in, &ps.out, nil, abort)
 		res <- pumpResult{in, out, err}
 	}()
 	return res
@@ -115,15 +119,15 @@ func TestPumpHalfClose(t *testing.T) {
 
 			// The client sends its request and closes its side; the
 			// backend reads it to EOF and only then answers.
-			mustWrite(t, ps.client, request)
-			if err := closeWrite(ps.client); err != nil {
+			write(t, ps.client, request)
+			if err := CloseWrite(ps.client); err != nil {
 				t.Fatal(err)
 			}
 			got, err := io.ReadAll(ps.backend)
 			if err != nil || !bytes.Equal(got, request) {
 				t.Fatalf("backend read %d bytes, %v; want %d bytes then EOF", len(got), err, len(request))
 			}
-			mustWrite(t, ps.backend, response)
+			write(t, ps.backend, response)
 			ps.backend.Close()
 			got, err = io.ReadAll(ps.client)
 			if err != nil || !bytes.Equal(got, response) {
@@ -160,7 +164,7 @@ func TestPumpIdle(t *testing.T) {
 		res := ps.run(pumpLimits{idle: time.Second})
 		go io.Copy(io.Discard, ps.backend)
 		for range 30 {
-			mustWrite(t, ps.client, []byte("tick"))
+			write(t, ps.client, []byte("tick"))
 			time.Sleep(100 * time.Millisecond)
 		}
 		select {
@@ -169,7 +173,7 @@ func TestPumpIdle(t *testing.T) {
 		default:
 		}
 		// The live counter catches up within a sampling round.
-		waitFor(t, "the counter to reach 120", func() bool { return ps.in.Load() == 120 })
+		poll(t, "the counter to reach 120", func() bool { return ps.in.Load() == 120 })
 		r := waitResult(t, res) // silence now
 		if !errors.Is(r.err, errIdle) || r.in != 120 {
 			t.Errorf("got %d bytes, %v; want 120 and the idle timeout", r.in, r.err)
@@ -192,7 +196,7 @@ func TestPumpErrorAborts(t *testing.T) {
 	// A reset from the backend ends both directions at once, even though
 	// the client keeps its side open.
 	ps.backend.(*net.TCPConn).SetLinger(0)
-	mustWrite(t, ps.client, []byte("x"))
+	write(t, ps.client, []byte("x"))
 	ps.backend.Close()
 	r := waitResult(t, res)
 	if r.err == nil {
@@ -201,5 +205,102 @@ func TestPumpErrorAborts(t *testing.T) {
 	ps.client.SetReadDeadline(time.Now().Add(10 * time.Second))
 	if _, err := io.ReadAll(ps.client); errors.Is(err, os.ErrDeadlineExceeded) {
 		t.Error("client side still open after the backend reset")
+	}
+}
+
+// selfSigned is a certificate for name and a pool that trusts it. (The
+// in-package tests cannot use dbtest, which imports this package.)
+func selfSigned(t testing.TB, name string) (tls.Certificate, *x509.CertPool) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1),
+		DNSNames:     []string{name},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(time.Hour),
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AddCert(leaf)
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}, pool
+}
+
+func write(t testing.TB, w io.Writer, b []byte) {
+	t.Helper()
+	if _, err := w.Write(b); err != nil {
+		t.Fatalf("write: %v", err)
+	}
+}
+
+// poll waits for cond for up to 10 s.
+func poll(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); !cond(); time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+	}
+}
+
+// TestTrackedConnSplices checks that a backend connection from
+// Session.Dial, which the session wraps to track it, still lets the pump
+// splice.
+func TestTrackedConnSplices(t *testing.T) {
+	a, b := tcpPair(t)
+	tc := &trackedConn{Conn: b}
+	if !spliceable(unwrapConn(a), unwrapConn(tc)) {
+		t.Error("a tracked TCP connection is not spliceable")
+	}
+	if spliceable(a, tc) {
+		t.Error("spliceable saw through the wrapper by itself; the test checks nothing")
+	}
+}
+
+// BenchmarkPump measures bulk throughput one way: straight over loopback
+// TCP, through the pump with TCP on both sides (splice), and through the
+// pump with TLS on the client side.
+func BenchmarkPump(b *testing.B) {
+	const chunk = 256 << 10
+	buf := make([]byte, chunk)
+	run := func(b *testing.B, client net.Conn, sink net.Conn) {
+		done := make(chan int64, 1)
+		go func() {
+			n, _ := io.Copy(io.Discard, sink)
+			done <- n
+		}()
+		b.SetBytes(chunk)
+		for b.Loop() {
+			if _, err := client.Write(buf); err != nil {
+				b.Fatal(err)
+			}
+		}
+		CloseWrite(client)
+		if n := <-done; n != int64(b.N)*chunk {
+			b.Fatalf("sink got %d bytes, want %d", n, int64(b.N)*chunk)
+		}
+	}
+	b.Run("direct", func(b *testing.B) {
+		client, sink := tcpPair(b)
+		run(b, client, sink)
+	})
+	for _, withTLS := range []bool{false, true} {
+		name := map[bool]string{false: "pump-tcp", true: "pump-tls"}[withTLS]
+		b.Run(name, func(b *testing.B) {
+			ps := newPumpSetup(b, withTLS)
+			res := ps.run(pumpLimits{idle: DefaultIdleTimeout, halfClosed: halfClosedIdle})
+			run(b, ps.client, ps.backend)
+			ps.backend.Close()
+			waitResult(b, res)
+		})
 	}
 }

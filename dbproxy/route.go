@@ -6,7 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"strings"
+
+	"github.com/leproxy/leproxy/internal/hostname"
 )
 
 // TLSMode says how the Server connects to a route's backend.
@@ -23,6 +24,9 @@ const (
 	// certificate: the link is encrypted, not authenticated.
 	TLSInsecure TLSMode = "insecure"
 )
+
+// Enabled reports whether m asks for TLS to the backend.
+func (m TLSMode) Enabled() bool { return m == TLSVerify || m == TLSInsecure }
 
 // ErrNoRoute is the error Session.Route wraps when a server name matches no
 // route, or when a client sends no server name and there is no default.
@@ -53,6 +57,9 @@ type route struct {
 	Route
 	backendTLS *tls.Config // nil for TLSNone
 	stats      *routeStats // shared with the route of the same host after SetRoutes
+	// finalReported is set, under Server.mu, once Stats has reported a
+	// removed route after its last session.
+	finalReported bool
 }
 
 // router resolves server names to routes.
@@ -69,7 +76,7 @@ func newRouter(routes []Route, def string, alpn []string) (*router, error) {
 	}
 	rt := &router{byHost: make(map[string]*route, len(routes))}
 	for i, r := range routes {
-		host := normalizeHost(r.Host)
+		host := hostname.Normalize(r.Host)
 		if host == "" {
 			return nil, fmt.Errorf("route %d: empty host", i)
 		}
@@ -93,7 +100,7 @@ func newRouter(routes []Route, def string, alpn []string) (*router, error) {
 	}
 	rt.certName = rt.ordered[0].Host
 	if def != "" {
-		rt.def = rt.byHost[normalizeHost(def)]
+		rt.def = rt.byHost[hostname.Normalize(def)]
 		if rt.def == nil {
 			return nil, fmt.Errorf("default %q is not one of the routes", def)
 		}
@@ -105,7 +112,7 @@ func newRouter(routes []Route, def string, alpn []string) (*router, error) {
 // backendTLSConfig is the client TLS config for r's backend, whose host
 // part is bhost; nil for TLSNone.
 func backendTLSConfig(r Route, bhost string, alpn []string) *tls.Config {
-	if r.TLS != TLSVerify && r.TLS != TLSInsecure {
+	if !r.TLS.Enabled() {
 		return nil
 	}
 	return &tls.Config{
@@ -126,13 +133,17 @@ func (rt *router) lookup(serverName string) (*route, error) {
 		}
 		return rt.def, nil
 	}
-	if r := rt.byHost[normalizeHost(serverName)]; r != nil {
+	if r := rt.byHost[hostname.Normalize(serverName)]; r != nil {
 		return r, nil
 	}
 	return nil, fmt.Errorf("%w for server name %q", ErrNoRoute, serverName)
 }
 
-// normalizeHost lower-cases a host name and drops a trailing dot.
-func normalizeHost(h string) string {
-	return strings.TrimSuffix(strings.ToLower(h), ".")
+// routes returns copies of the routes in Config order.
+func (rt *router) routes() []Route {
+	out := make([]Route, len(rt.ordered))
+	for i, r := range rt.ordered {
+		out[i] = r.Route
+	}
+	return out
 }

@@ -103,13 +103,17 @@ type Server struct {
 	tlsConfig *tls.Config
 	dial      func(ctx context.Context, network, addr string) (net.Conn, error)
 	logger    *slog.Logger
-	limits    pumpLimits
-	sem       chan struct{} // one token per open connection
-	refusing  chan struct{} // one token per refusal in progress
+	limits    atomic.Pointer[serverLimits] // swapped by SetLimits
+	open      atomic.Int64                 // open client connections, refusals excluded
+	refusing  chan struct{}                // one token per refusal in progress
 	stats     serverStats
 
 	ctx    context.Context // cancelled when Shutdown forces sessions closed
 	cancel context.CancelFunc
+	// drainCtx is cancelled when Shutdown begins: sessions that Serve
+	// runs finish what they are doing and end.
+	drainCtx    context.Context
+	drainCancel context.CancelFunc
 
 	shutdownOnce sync.Once
 	done         chan struct{} // closed by Shutdown
@@ -120,6 +124,15 @@ type Server struct {
 	listeners map[net.Listener]struct{}
 	sessions  map[*Session]struct{}
 	addr      net.Addr
+	// retired holds the routes SetRoutes removed while sessions still
+	// used them: their counters stay in Stats until the last one ends.
+	retired []*route
+}
+
+// serverLimits are the limits SetLimits may change.
+type serverLimits struct {
+	maxConns int
+	pump     pumpLimits
 }
 
 // New checks cfg and returns a Server that has not started serving.
@@ -141,26 +154,22 @@ func New(cfg Config) (*Server, error) {
 	if cfg.HandshakeTimeout <= 0 {
 		cfg.HandshakeTimeout = DefaultHandshakeTimeout
 	}
-	if cfg.IdleTimeout == 0 {
-		cfg.IdleTimeout = DefaultIdleTimeout
-	}
-	if cfg.MaxConns <= 0 {
-		cfg.MaxConns = DefaultMaxConns
-	}
 	s := &Server{
 		cfg:       cfg,
 		proto:     cfg.Protocol,
 		alpn:      alpn,
 		dial:      cfg.Dialer,
 		logger:    cfg.Logger,
-		limits:    pumpLimits{idle: max(cfg.IdleTimeout, 0), halfClosed: halfClosedIdle},
-		sem:       make(chan struct{}, cfg.MaxConns),
 		refusing:  make(chan struct{}, maxRefusing),
 		done:      make(chan struct{}),
 		listeners: make(map[net.Listener]struct{}),
 		sessions:  make(map[*Session]struct{}),
 	}
+	s.SetLimits(cfg.MaxConns, cfg.IdleTimeout)
 	s.rt.Store(rt)
+	if w, ok := s.proto.(RoutesWatcher); ok {
+		w.RoutesChanged(rt.routes())
+	}
 	if s.dial == nil {
 		d := &net.Dialer{Timeout: DefaultDialTimeout}
 		s.dial = d.DialContext
@@ -175,7 +184,37 @@ func New(cfg Config) (*Server, error) {
 		MinVersion:     tls.VersionTLS12,
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
+	s.drainCtx, s.drainCancel = context.WithCancel(s.ctx)
 	return s, nil
+}
+
+// SetLimits changes the Server's MaxConns and IdleTimeout, for a reload;
+// zero values mean the defaults, as in Config. Connections accepted from
+// now on get the new idle timeout, sessions in flight keep theirs. A lower
+// MaxConns refuses new clients until enough sessions have ended; none is
+// closed for it.
+func (s *Server) SetLimits(maxConns int, idleTimeout time.Duration) {
+	if maxConns <= 0 {
+		maxConns = DefaultMaxConns
+	}
+	if idleTimeout == 0 {
+		idleTimeout = DefaultIdleTimeout
+	}
+	s.limits.Store(&serverLimits{
+		maxConns: maxConns,
+		pump:     pumpLimits{idle: max(idleTimeout, 0), halfClosed: halfClosedIdle},
+	})
+}
+
+// Limits returns the Server's MaxConns and IdleTimeout (negative for
+// none), defaults filled in.
+func (s *Server) Limits() (maxConns int, idleTimeout time.Duration) {
+	l := s.limits.Load()
+	idle := l.pump.idle
+	if idle == 0 {
+		idle = -1
+	}
+	return l.maxConns, idle
 }
 
 // getCertificate serves the certificate for the route of hello's server
@@ -239,16 +278,16 @@ func (s *Server) Serve(l net.Listener) error {
 		}
 		delay = 0
 		s.stats.accepted.Add(1)
-		select {
-		case s.sem <- struct{}{}:
-		default:
-			s.refuse(conn, logger)
+		lim := s.limits.Load()
+		if s.open.Add(1) > int64(lim.maxConns) {
+			s.open.Add(-1)
+			s.refuse(conn, logger, lim.maxConns)
 			continue
 		}
-		sess := &Session{Logger: logger.With("client", conn.RemoteAddr().String()), srv: s, client: conn}
+		sess := &Session{Logger: logger.With("client", conn.RemoteAddr().String()), srv: s, client: conn, limits: lim.pump}
 		if !s.trackSession(sess, true) {
 			conn.Close()
-			<-s.sem
+			s.open.Add(-1)
 			return ErrServerClosed
 		}
 		go s.serveSession(sess)
@@ -268,6 +307,7 @@ func (s *Server) Addr() net.Addr {
 // returns ctx's error. It may be called more than once, and concurrently.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.shutdownOnce.Do(func() {
+		s.drainCancel()
 		s.mu.Lock()
 		s.closing = true
 		close(s.done)
@@ -340,7 +380,7 @@ func (s *Server) trackSession(sess *Session, add bool) bool {
 
 // serveSession runs one connection: handshake, pump, log line.
 func (s *Server) serveSession(sess *Session) {
-	defer func() { <-s.sem }()
+	defer s.open.Add(-1)
 	defer s.trackSession(sess, false)
 	start := time.Now()
 	deadline := start.Add(s.cfg.HandshakeTimeout)
@@ -348,17 +388,26 @@ func (s *Server) serveSession(sess *Session) {
 	ctx, cancel := context.WithDeadline(s.ctx, deadline)
 	c, b, err := s.proto.Handshake(ctx, sess.client, sess)
 	cancel()
-	if err == nil && c == nil && b == nil {
+	var in, out int64
+	switch {
+	case sess.served:
+		// The Protocol served the session itself (Session.Serve); its
+		// error is the session's.
+		in, out = sess.in.Load(), sess.out.Load()
+		for _, conn := range []net.Conn{c, b} {
+			if conn != nil {
+				conn.Close()
+			}
+		}
+	case err == nil && c == nil && b == nil:
 		s.stats.handled.Add(1)
 		sess.closeAll()
 		sess.end()
 		return
-	}
-	if err == nil && (c == nil || b == nil || sess.route == nil) {
+	case err == nil && (c == nil || b == nil || sess.route == nil):
 		err = fmt.Errorf("protocol %s: handshake returned no connection or no route", s.proto.Name())
-	}
-	var in, out int64
-	if err != nil {
+		fallthrough
+	case err != nil:
 		if b != nil {
 			b.Close()
 		}
@@ -367,12 +416,12 @@ func (s *Server) serveSession(sess *Session) {
 		if c != nil {
 			c.Close()
 		}
-	} else {
+	default:
 		c.SetDeadline(time.Time{})
 		b.SetDeadline(time.Time{})
 		rs := sess.route.stats
 		rs.active.Add(1)
-		in, out, err = pump(c, b, s.limits, &rs.bytesIn, &rs.bytesOut, sess.closeAll)
+		in, out, err = pump(c, b, sess.limits, &rs.bytesIn, &rs.bytesOut, nil, sess.closeAll)
 		rs.active.Add(-1)
 		c.Close()
 		b.Close()
@@ -386,22 +435,27 @@ func (s *Server) serveSession(sess *Session) {
 	default:
 		s.stats.unrouted.Add(1)
 	}
-	sess.Logger.Info("session end",
+	attrs := []any{
 		"sni", sess.sni,
 		"route", sess.routeName(),
 		"backend", sess.backend(),
+	}
+	sess.mu.Lock()
+	attrs = append(attrs, sess.endAttrs...)
+	sess.mu.Unlock()
+	sess.Logger.Info("session end", append(attrs,
 		"bytes_in", in,
 		"bytes_out", out,
 		"duration", time.Since(start),
-		"error", err)
+		"error", err)...)
 }
 
 // refuse turns away a client beyond MaxConns: in its protocol when the
 // Protocol is a Refuser and fewer than maxRefusing refusals are under way,
 // otherwise by closing the connection.
-func (s *Server) refuse(conn net.Conn, logger *slog.Logger) {
+func (s *Server) refuse(conn net.Conn, logger *slog.Logger, maxConns int) {
 	s.stats.refused.Add(1)
-	logger.Warn("connection refused", "client", conn.RemoteAddr().String(), "error", ErrTooManyConnections, "max_conns", s.cfg.MaxConns)
+	logger.Warn("connection refused", "client", conn.RemoteAddr().String(), "error", ErrTooManyConnections, "max_conns", maxConns)
 	r, ok := s.proto.(Refuser)
 	if !ok {
 		conn.Close()
@@ -413,7 +467,7 @@ func (s *Server) refuse(conn net.Conn, logger *slog.Logger) {
 		conn.Close()
 		return
 	}
-	sess := &Session{srv: s, client: conn}
+	sess := &Session{srv: s, client: conn, Logger: logger}
 	if !s.trackSession(sess, true) {
 		conn.Close()
 		<-s.refusing

@@ -1,4 +1,4 @@
-package dbproxy
+package dbproxy_test
 
 import (
 	"context"
@@ -14,31 +14,62 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgproto3"
+	"github.com/leproxy/leproxy/dbproxy"
+	"github.com/leproxy/leproxy/dbproxy/dbtest"
+	_ "github.com/leproxy/leproxy/dbproxy/tlsproxy" // the "tls" protocol the core is tested through
 )
 
+// The core is tested through the protocol-agnostic "tls" protocol in front
+// of line echo backends, and through a test protocol that serves its
+// sessions itself (servedProtocol).
+
+func tlsProto(t testing.TB) dbproxy.Protocol {
+	t.Helper()
+	p, ok := dbproxy.Lookup("tls")
+	if !ok {
+		t.Fatal("tls is not registered")
+	}
+	return p
+}
+
+// twoEchoes starts echo backends a and b behind a tls proxy with routes
+// a.test and b.test, a.test the default; mod adjusts the Config.
+func twoEchoes(t *testing.T, mod func(*dbproxy.Config)) (*dbtest.Proxy, *dbtest.Echo, *dbtest.Echo) {
+	t.Helper()
+	a, b := dbtest.StartEcho(t, "a", nil), dbtest.StartEcho(t, "b", nil)
+	cfg := dbproxy.Config{
+		Protocol: tlsProto(t),
+		Routes:   []dbproxy.Route{{Host: "a.test", Backend: a.Addr}, {Host: "b.test", Backend: b.Addr}},
+		Default:  "a.test",
+	}
+	if mod != nil {
+		mod(&cfg)
+	}
+	return dbtest.StartProxy(t, dbtest.NewCA(t), cfg), a, b
+}
+
 func TestNewChecksConfig(t *testing.T) {
-	proto, _ := Lookup("postgres")
+	proto := tlsProto(t)
 	getCert := func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return nil, errors.New("none") }
-	good := Route{Host: "a.test", Backend: "127.0.0.1:5432"}
+	good := dbproxy.Route{Host: "a.test", Backend: "127.0.0.1:5432"}
 	tests := []struct {
 		name    string
-		cfg     Config
+		cfg     dbproxy.Config
 		wantErr string
 	}{
-		{"ok", Config{Protocol: proto, GetCertificate: getCert, Routes: []Route{good}}, ""},
-		{"no protocol", Config{GetCertificate: getCert, Routes: []Route{good}}, "no protocol"},
-		{"no certificates", Config{Protocol: proto, Routes: []Route{good}}, "no GetCertificate"},
-		{"no routes", Config{Protocol: proto, GetCertificate: getCert}, "no routes"},
-		{"duplicate host", Config{Protocol: proto, GetCertificate: getCert, Routes: []Route{good, {Host: "A.test", Backend: "127.0.0.1:1"}}}, "duplicate host"},
-		{"bad backend", Config{Protocol: proto, GetCertificate: getCert, Routes: []Route{{Host: "a.test", Backend: "nowhere"}}}, "backend"},
-		{"bad tls mode", Config{Protocol: proto, GetCertificate: getCert, Routes: []Route{{Host: "a.test", Backend: "127.0.0.1:1", TLS: "maybe"}}}, "tls mode"},
-		{"unknown default", Config{Protocol: proto, GetCertificate: getCert, Routes: []Route{good}, Default: "b.test"}, "default"},
-		{"h2", Config{Protocol: h2Protocol{}, GetCertificate: getCert, Routes: []Route{good}}, "h2"},
+		{"ok", dbproxy.Config{Protocol: proto, GetCertificate: getCert, Routes: []dbproxy.Route{good}}, ""},
+		{"no protocol", dbproxy.Config{GetCertificate: getCert, Routes: []dbproxy.Route{good}}, "no protocol"},
+		{"no certificates", dbproxy.Config{Protocol: proto, Routes: []dbproxy.Route{good}}, "no GetCertificate"},
+		{"no routes", dbproxy.Config{Protocol: proto, GetCertificate: getCert}, "no routes"},
+		{"duplicate host", dbproxy.Config{Protocol: proto, GetCertificate: getCert, Routes: []dbproxy.Route{good, {Host: "A.test.", Backend: "127.0.0.1:1"}}}, "duplicate host"},
+		{"bad backend", dbproxy.Config{Protocol: proto, GetCertificate: getCert, Routes: []dbproxy.Route{{Host: "a.test", Backend: "nowhere"}}}, "backend"},
+		{"bad tls mode", dbproxy.Config{Protocol: proto, GetCertificate: getCert, Routes: []dbproxy.Route{{Host: "a.test", Backend: "127.0.0.1:1", TLS: "maybe"}}}, "tls mode"},
+		{"unknown default", dbproxy.Config{Protocol: proto, GetCertificate: getCert, Routes: []dbproxy.Route{good}, Default: "b.test"}, "default"},
+		{"h2", dbproxy.Config{Protocol: h2Protocol{proto}, GetCertificate: getCert, Routes: []dbproxy.Route{good}}, "h2"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			_, err := New(tt.cfg)
+			_, err := dbproxy.New(tt.cfg)
 			switch {
 			case tt.wantErr == "" && err != nil:
 				t.Fatalf("got %v, want no error", err)
@@ -49,45 +80,69 @@ func TestNewChecksConfig(t *testing.T) {
 	}
 }
 
-type h2Protocol struct{ Protocol }
+var registerOnce sync.Once // -count=N runs TestRegistry N times
+
+type h2Protocol struct{ dbproxy.Protocol }
 
 func (h2Protocol) Name() string   { return "web" }
 func (h2Protocol) ALPN() []string { return []string{"h2"} }
 
 func TestRegistry(t *testing.T) {
-	a, ok := Lookup("postgres")
+	a, ok := dbproxy.Lookup("tls")
 	if !ok {
-		t.Fatal("postgres is not registered")
+		t.Fatal("tls is not registered")
 	}
-	b, _ := Lookup("postgres")
+	b, _ := dbproxy.Lookup("TLS")
 	if a == b {
 		t.Error("Lookup returned the same value twice; each Server needs its own")
 	}
-	if a.Name() != "postgres" || !slices.Equal(a.ALPN(), []string{"postgresql"}) {
-		t.Errorf("got %s %v, want postgres [postgresql]", a.Name(), a.ALPN())
+	if a.Name() != "tls" || a.ALPN() != nil {
+		t.Errorf("got %s %v, want tls []", a.Name(), a.ALPN())
 	}
-	if _, ok := Lookup("postgresql"); ok {
-		t.Error("Lookup resolved an alias; aliases are the caller's")
+	registerOnce.Do(func() {
+		dbproxy.Register("test-registry", func() dbproxy.Protocol { return h2Protocol{} }, "test-registry-alias")
+	})
+	if _, ok := dbproxy.Lookup("Test-Registry-Alias"); !ok {
+		t.Error("Lookup did not resolve an alias")
 	}
-	if !slices.Contains(Protocols(), "postgres") {
-		t.Errorf("Protocols() = %v, want postgres in it", Protocols())
+	if c, ok := dbproxy.Canonical("test-registry-alias"); !ok || c != "test-registry" {
+		t.Errorf("Canonical(alias) = %q, %v; want test-registry", c, ok)
+	}
+	if _, ok := dbproxy.Canonical("nonesuch"); ok {
+		t.Error("Canonical resolved an unknown name")
+	}
+	if got := dbproxy.Aliases()["test-registry-alias"]; got != "test-registry" {
+		t.Errorf("Aliases()[alias] = %q", got)
+	}
+	names := dbproxy.Protocols()
+	if !slices.Contains(names, "tls") || !slices.Contains(names, "test-registry") || slices.Contains(names, "test-registry-alias") || !slices.IsSorted(names) {
+		t.Errorf("Protocols() = %v, want sorted canonical names only", names)
+	}
+	for _, name := range []string{"tls", "test-registry-alias", "", "Upper"} {
+		func() {
+			defer func() {
+				if recover() == nil {
+					t.Errorf("Register(%q) did not panic", name)
+				}
+			}()
+			dbproxy.Register(name, func() dbproxy.Protocol { return h2Protocol{} })
+		}()
 	}
 }
 
 func TestGetCertificate(t *testing.T) {
-	ca := newTestCA(t)
+	ca := dbtest.NewCA(t)
 	var asked []string
 	var mu sync.Mutex
-	proto, _ := Lookup("postgres")
-	srv, err := New(Config{
-		Protocol: proto,
-		Routes:   []Route{{Host: "a.test", Backend: "127.0.0.1:1"}, {Host: "b.test", Backend: "127.0.0.1:2"}},
+	srv, err := dbproxy.New(dbproxy.Config{
+		Protocol: tlsProto(t),
+		Routes:   []dbproxy.Route{{Host: "a.test", Backend: "127.0.0.1:1"}, {Host: "b.test", Backend: "127.0.0.1:2"}},
 		Default:  "b.test",
 		GetCertificate: func(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
 			mu.Lock()
 			asked = append(asked, hello.ServerName)
 			mu.Unlock()
-			c, _, _ := ca.issue(t, hello.ServerName)
+			c, _, _ := ca.Issue(t, hello.ServerName)
 			return &c, nil
 		},
 	})
@@ -95,10 +150,9 @@ func TestGetCertificate(t *testing.T) {
 		t.Fatal(err)
 	}
 	tests := []struct {
-		sni   string
-		alpn  []string
-		want  string // the name GetCertificate is asked for; "" for a refusal
-		wants string
+		sni  string
+		alpn []string
+		want string // the name GetCertificate is asked for; "" for a refusal
 	}{
 		{sni: "a.test", want: "a.test"},
 		{sni: "A.TEST.", want: "a.test"},
@@ -108,7 +162,7 @@ func TestGetCertificate(t *testing.T) {
 	}
 	for _, tt := range tests {
 		asked = nil
-		_, err := srv.getCertificate(&tls.ClientHelloInfo{ServerName: tt.sni, SupportedProtos: tt.alpn})
+		_, err := srv.GetCertificate(&tls.ClientHelloInfo{ServerName: tt.sni, SupportedProtos: tt.alpn})
 		if tt.want == "" {
 			if err == nil || len(asked) != 0 {
 				t.Errorf("SNI %q ALPN %v: got %v, asked %v; want a refusal", tt.sni, tt.alpn, err, asked)
@@ -122,32 +176,19 @@ func TestGetCertificate(t *testing.T) {
 }
 
 func TestSessionEndLogAndStats(t *testing.T) {
-	p, a, _ := twoBackends(t, nil)
-	conn := sslRequest(t, p.dial(t), p.ca, "a.test", "a.test")
-	mustWrite(t, conn, startupBytes(3, 0, "user", "alice", "database", "app"))
-	fe := pgproto3.NewFrontend(conn, conn)
-	if res := readStartup(t, fe); res.err != nil || res.readErr != nil {
-		t.Fatalf("startup: %+v", res)
+	p, a, _ := twoEchoes(t, nil)
+	conn := p.DialTLS(t, "a.test", "a.test")
+	if got := dbtest.EchoLine(t, conn, "hello"); got != "a:hello" {
+		t.Fatalf("got %q", got)
 	}
-	waitFor(t, "an active session", func() bool { return p.srv.Stats().Routes[0].Active == 1 })
-	query(t, fe, "select 1")
-	fe.Send(&pgproto3.Terminate{})
-	fe.Flush()
-	io.Copy(io.Discard, conn) // the backend closes; the proxy passes it on
+	dbtest.WaitFor(t, "an active session", func() bool { return p.Srv.Stats().Routes[0].Active == 1 })
 	conn.Close()
+	wantIn, wantOut := len("hello\n"), len("a:hello\n")
 
-	// Bytes after the handshake: the Query and the Terminate in; the
-	// CommandComplete and ReadyForQuery out.
-	q, _ := (&pgproto3.Query{String: "select 1"}).Encode(nil)
-	x, _ := (&pgproto3.Terminate{}).Encode(nil)
-	cc, _ := (&pgproto3.CommandComplete{CommandTag: []byte("a:false:select 1")}).Encode(nil)
-	z, _ := (&pgproto3.ReadyForQuery{TxStatus: 'I'}).Encode(nil)
-	wantIn, wantOut := len(q)+len(x), len(cc)+len(z)
-
-	waitFor(t, "the session to end", func() bool { return len(p.logs.records(t, "session end")) == 1 })
-	rec := p.logs.records(t, "session end")[0]
+	dbtest.WaitFor(t, "the session to end", func() bool { return len(p.SessionEnds(t)) == 1 })
+	rec := p.SessionEnds(t)[0]
 	want := map[string]any{
-		"sni": "a.test", "route": "a.test", "backend": a.addr, "user": "alice", "database": "app",
+		"sni": "a.test", "route": "a.test", "backend": a.Addr, "protocol": "tls",
 		"bytes_in": float64(wantIn), "bytes_out": float64(wantOut), "error": nil,
 	}
 	for k, v := range want {
@@ -155,51 +196,77 @@ func TestSessionEndLogAndStats(t *testing.T) {
 			t.Errorf("log %s: got %v, want %v", k, got, v)
 		}
 	}
-	for _, k := range []string{"client", "duration", "protocol"} {
+	for _, k := range []string{"client", "duration", "listen"} {
 		if _, ok := rec[k]; !ok {
 			t.Errorf("log line has no %s: %v", k, rec)
 		}
 	}
 
-	// One more session that fails before routing, one routed that fails.
-	bad := sslRequest(t, p.dial(t), p.ca, "c.test", "a.test")
-	mustWrite(t, bad, startupBytes(3, 0, "user", "u"))
+	// One more session that fails before routing.
+	bad := p.DialTLS(t, "c.test", "a.test")
 	io.Copy(io.Discard, bad)
-	waitFor(t, "two session ends", func() bool { return len(p.logs.records(t, "session end")) == 2 })
+	dbtest.WaitFor(t, "two session ends", func() bool { return len(p.SessionEnds(t)) == 2 })
 
-	st := p.srv.Stats()
+	st := p.Srv.Stats()
 	ra := st.Routes[0]
 	if st.Accepted != 2 || st.Unrouted != 1 || st.Handled != 0 || st.Refused != 0 {
 		t.Errorf("server stats: got %+v, want 2 accepted, 1 unrouted", st)
 	}
 	if ra.Host != "a.test" || ra.Sessions != 1 || ra.Active != 0 || ra.Errors != 0 ||
-		ra.BytesIn != uint64(wantIn) || ra.BytesOut != uint64(wantOut) {
+		ra.BytesIn != uint64(wantIn) || ra.BytesOut != uint64(wantOut) || ra.Removed {
 		t.Errorf("route stats: got %+v, want 1 session, %d in, %d out", ra, wantIn, wantOut)
+	}
+}
+
+func TestOnTLSHandshake(t *testing.T) {
+	var mu sync.Mutex
+	var ok, failed int
+	p, _, _ := twoEchoes(t, func(c *dbproxy.Config) {
+		c.OnTLSHandshake = func(err error) {
+			mu.Lock()
+			defer mu.Unlock()
+			if err == nil {
+				ok++
+			} else {
+				failed++
+			}
+		}
+	})
+	counts := func() (int, int) {
+		mu.Lock()
+		defer mu.Unlock()
+		return ok, failed
+	}
+	p.DialTLS(t, "a.test", "a.test").Close()
+	dbtest.WaitFor(t, "a successful handshake", func() bool { o, _ := counts(); return o == 1 })
+	// A client that does not trust the certificate aborts the handshake.
+	if err := tls.Client(p.Dial(t), &tls.Config{ServerName: "a.test"}).Handshake(); err == nil {
+		t.Fatal("handshake without the test CA succeeded")
+	}
+	dbtest.WaitFor(t, "a failed handshake", func() bool { _, f := counts(); return f == 1 })
+	if o, f := counts(); o != 1 || f != 1 {
+		t.Errorf("got %d successful and %d failed handshakes, want 1 and 1", o, f)
 	}
 }
 
 func TestShutdown(t *testing.T) {
 	t.Run("drains", func(t *testing.T) {
-		p, _, _ := twoBackends(t, nil)
-		conn := sslRequest(t, p.dial(t), p.ca, "a.test", "a.test")
-		mustWrite(t, conn, startupBytes(3, 0, "user", "u"))
-		fe := pgproto3.NewFrontend(conn, conn)
-		if res := readStartup(t, fe); res.err != nil || res.readErr != nil {
-			t.Fatalf("startup: %+v", res)
-		}
+		p, _, _ := twoEchoes(t, nil)
+		conn := p.DialTLS(t, "a.test", "a.test")
+		dbtest.EchoLine(t, conn, "before")
 		done := make(chan error, 1)
-		go func() { done <- p.srv.Shutdown(context.Background()) }()
+		go func() { done <- p.Srv.Shutdown(context.Background()) }()
 		// New connections are refused at once…
-		waitFor(t, "the listener to close", func() bool {
-			c, err := net.Dial("tcp", p.addr)
+		dbtest.WaitFor(t, "the listener to close", func() bool {
+			c, err := net.Dial("tcp", p.Addr)
 			if err == nil {
 				c.Close()
 			}
 			return err != nil
 		})
 		// …while the open session goes on until its client leaves.
-		if got := query(t, fe, "still here"); got != "a:false:still here" {
-			t.Errorf("query during drain: got %q", got)
+		if got := dbtest.EchoLine(t, conn, "still here"); got != "a:still here" {
+			t.Errorf("during drain: got %q", got)
 		}
 		select {
 		case err := <-done:
@@ -210,23 +277,20 @@ func TestShutdown(t *testing.T) {
 		if err := <-done; err != nil {
 			t.Errorf("Shutdown: got %v, want nil", err)
 		}
-		if err := p.srv.Shutdown(context.Background()); err != nil {
+		if err := p.Srv.Shutdown(context.Background()); err != nil {
 			t.Errorf("second Shutdown: got %v, want nil", err)
 		}
 	})
 	t.Run("forces after the deadline", func(t *testing.T) {
-		p, _, _ := twoBackends(t, nil)
-		conn := sslRequest(t, p.dial(t), p.ca, "a.test", "a.test")
-		mustWrite(t, conn, startupBytes(3, 0, "user", "u"))
-		fe := pgproto3.NewFrontend(conn, conn)
-		if res := readStartup(t, fe); res.err != nil || res.readErr != nil {
-			t.Fatalf("startup: %+v", res)
-		}
-		half := p.dial(t) // a handshake in progress
-		mustWrite(t, half, []byte{0})
+		p, _, _ := twoEchoes(t, nil)
+		conn := p.DialTLS(t, "a.test", "a.test")
+		dbtest.EchoLine(t, conn, "before")
+		half := p.Dial(t) // a handshake in progress
+		dbtest.MustWrite(t, half, []byte{0x16})
+		dbtest.WaitFor(t, "two sessions", func() bool { return p.Srv.SessionCount() == 2 })
 		ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 		defer cancel()
-		if err := p.srv.Shutdown(ctx); !errors.Is(err, context.DeadlineExceeded) {
+		if err := p.Srv.Shutdown(ctx); !errors.Is(err, context.DeadlineExceeded) {
 			t.Errorf("Shutdown: got %v, want context.DeadlineExceeded", err)
 		}
 		// Shutdown returned only after every session ended.
@@ -236,27 +300,24 @@ func TestShutdown(t *testing.T) {
 				t.Errorf("connection still open after a forced Shutdown")
 			}
 		}
-		p.srv.mu.Lock()
-		n := len(p.srv.sessions)
-		p.srv.mu.Unlock()
-		if n != 0 {
+		if n := p.Srv.SessionCount(); n != 0 {
 			t.Errorf("%d sessions left", n)
 		}
 	})
 	t.Run("Serve after Shutdown", func(t *testing.T) {
-		p, _, _ := twoBackends(t, nil)
-		p.srv.Shutdown(context.Background())
+		p, _, _ := twoEchoes(t, nil)
+		p.Srv.Shutdown(context.Background())
 		l, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := p.srv.Serve(l); !errors.Is(err, ErrServerClosed) {
+		if err := p.Srv.Serve(l); !errors.Is(err, dbproxy.ErrServerClosed) {
 			t.Errorf("Serve: got %v, want ErrServerClosed", err)
 		}
 		if _, err := l.Accept(); err == nil {
 			t.Error("Serve left the listener open")
 		}
-		if err := p.srv.ListenAndServe(); !errors.Is(err, ErrServerClosed) {
+		if err := p.Srv.ListenAndServe(); !errors.Is(err, dbproxy.ErrServerClosed) {
 			t.Errorf("ListenAndServe: got %v, want ErrServerClosed", err)
 		}
 	})
@@ -282,20 +343,20 @@ func (l *flakyListener) Accept() (net.Conn, error) {
 }
 
 func TestServeAcceptErrors(t *testing.T) {
-	p, _, _ := twoBackends(t, nil)
+	p, _, _ := twoEchoes(t, nil)
 	inner, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	l := &flakyListener{Listener: inner, temps: 3}
-	err = p.srv.Serve(l)
+	err = p.Srv.Serve(l)
 	if err == nil || !errors.Is(err, syscall.EINVAL) {
 		t.Fatalf("Serve: got %v, want the permanent accept error", err)
 	}
 	if l.calls != 4 {
 		t.Errorf("Accept called %d times, want 3 retries and the failure", l.calls)
 	}
-	if got := len(p.logs.records(t, "accept error")); got != 3 {
+	if got := len(p.Logs.Records(t, "accept error")); got != 3 {
 		t.Errorf("logged %d accept errors, want 3", got)
 	}
 }

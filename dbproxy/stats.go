@@ -14,7 +14,9 @@ type Stats struct {
 	// bad or timed-out handshake, an unknown server name, plaintext with
 	// no default route.
 	Unrouted uint64
-	Routes   []RouteStats // in Config order
+	// Routes are the current routes in Config order, then routes a
+	// reload removed that sessions still use (Removed set).
+	Routes []RouteStats
 }
 
 // RouteStats are one route's counters.
@@ -32,9 +34,14 @@ type RouteStats struct {
 	// Errors counts routed sessions that ended with an error, the
 	// handshake's included (backend down, authentication refused…).
 	Errors uint64
+	// Removed is set for a route that a reload removed and that sessions
+	// still use; it leaves Stats after the last one ended, once its final
+	// counts have been in one Stats.
+	Removed bool
 }
 
 type routeStats struct {
+	refs     atomic.Int64 // sessions routed here that have not ended
 	sessions atomic.Uint64
 	active   atomic.Int64
 	bytesIn  atomic.Uint64
@@ -51,14 +58,32 @@ type serverStats struct {
 
 // Stats returns a snapshot of the Server's counters.
 func (s *Server) Stats() Stats {
+	s.mu.Lock()
+	rt := s.router()
+	// A removed route is reported while sessions use it, and once more
+	// after the last one ended, so that its final counts are seen.
+	retired := s.retired[:0:0]
+	kept := s.retired[:0]
+	for _, r := range s.retired {
+		if r.stats.refs.Load() > 0 {
+			kept = append(kept, r)
+			retired = append(retired, r)
+		} else if !r.finalReported {
+			r.finalReported = true
+			retired = append(retired, r)
+		}
+	}
+	clear(s.retired[len(kept):])
+	s.retired = kept
+	s.mu.Unlock()
 	st := Stats{
 		Accepted: s.stats.accepted.Load(),
 		Refused:  s.stats.refused.Load(),
 		Handled:  s.stats.handled.Load(),
 		Unrouted: s.stats.unrouted.Load(),
-		Routes:   make([]RouteStats, 0, len(s.router().ordered)),
+		Routes:   make([]RouteStats, 0, len(rt.ordered)+len(retired)),
 	}
-	for _, r := range s.router().ordered {
+	add := func(r *route, removed bool) {
 		st.Routes = append(st.Routes, RouteStats{
 			Host:     r.Host,
 			Backend:  r.Backend,
@@ -67,7 +92,14 @@ func (s *Server) Stats() Stats {
 			BytesIn:  r.stats.bytesIn.Load(),
 			BytesOut: r.stats.bytesOut.Load(),
 			Errors:   r.stats.errors.Load(),
+			Removed:  removed,
 		})
+	}
+	for _, r := range rt.ordered {
+		add(r, false)
+	}
+	for _, r := range retired {
+		add(r, true)
 	}
 	return st
 }

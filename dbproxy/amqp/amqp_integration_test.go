@@ -1,4 +1,4 @@
-package dbproxy
+package amqp
 
 import (
 	"crypto/tls"
@@ -10,6 +10,8 @@ import (
 
 	amqp091 "github.com/rabbitmq/amqp091-go"
 
+	"github.com/leproxy/leproxy/dbproxy"
+	"github.com/leproxy/leproxy/dbproxy/dbtest"
 	"github.com/leproxy/leproxy/internal/testenv"
 )
 
@@ -19,28 +21,28 @@ import (
 
 func TestAMQPIntegration(t *testing.T) {
 	broker := testenv.StartRabbitMQ(t)
-	ca := newTestCA(t)
-	p := tfProxy(t, ca, "amqp", "q.test", Route{Host: "q.test", Backend: broker.Addr})
-	amqpsURL := fmt.Sprintf("amqps://%s:%s@%s/", broker.User, broker.Password, p.addr)
+	ca := dbtest.NewCA(t)
+	p := dbtest.StartProtocol(t, ca, "amqp", "q.test", dbproxy.Route{Host: "q.test", Backend: broker.Addr})
+	amqpsURL := fmt.Sprintf("amqps://%s:%s@%s/", broker.User, broker.Password, p.Addr)
 
 	t.Run("publish and consume over amqps", func(t *testing.T) {
-		conn, err := amqp091.DialTLS(amqpsURL, &tls.Config{ServerName: "q.test", RootCAs: ca.pool})
+		conn, err := amqp091.DialTLS(amqpsURL, &tls.Config{ServerName: "q.test", RootCAs: ca.Pool})
 		if err != nil {
 			t.Fatalf("DialTLS: %v", err)
 		}
 		defer conn.Close()
-		amqpRoundTrip(t, conn, "leproxy-amqps")
+		roundTrip(t, conn, "leproxy-amqps")
 	})
 	t.Run("no server name gets the default", func(t *testing.T) {
-		conn, err := amqpDialTLS(p, "", "q.test")
+		conn, err := dialTLS(p, "", "q.test")
 		if err != nil {
 			t.Fatalf("dial: %v", err)
 		}
 		defer conn.Close()
-		amqpRoundTrip(t, conn, "leproxy-nosni")
+		roundTrip(t, conn, "leproxy-nosni")
 	})
 	t.Run("plaintext on the TLS port", func(t *testing.T) {
-		_, err := amqp091.Dial(fmt.Sprintf("amqp://%s:%s@%s/", broker.User, broker.Password, p.addr))
+		_, err := amqp091.Dial(fmt.Sprintf("amqp://%s:%s@%s/", broker.User, broker.Password, p.Addr))
 		if err == nil {
 			t.Fatal("amqp091-go connected in plaintext to the TLS port")
 		}
@@ -53,8 +55,8 @@ func TestAMQPIntegration(t *testing.T) {
 		}
 	})
 	t.Run("backend down", func(t *testing.T) {
-		q := tfProxy(t, ca, "amqp", "", Route{Host: "q.test", Backend: tfClosedAddr(t)})
-		_, err := amqp091.DialTLS(fmt.Sprintf("amqps://guest:guest@%s/", q.addr), &tls.Config{ServerName: "q.test", RootCAs: ca.pool})
+		q := dbtest.StartProtocol(t, ca, "amqp", "", dbproxy.Route{Host: "q.test", Backend: dbtest.ClosedAddr(t)})
+		_, err := amqp091.DialTLS(fmt.Sprintf("amqps://guest:guest@%s/", q.Addr), &tls.Config{ServerName: "q.test", RootCAs: ca.Pool})
 		var ae *amqp091.Error
 		if !errors.As(err, &ae) || ae.Code != 320 || !strings.Contains(ae.Reason, "could not connect to the backend of q.test") {
 			t.Errorf("got %v, want AMQP error 320 with the backend reason", err)
@@ -62,8 +64,8 @@ func TestAMQPIntegration(t *testing.T) {
 	})
 }
 
-// amqpRoundTrip declares a queue, publishes to it and consumes the message.
-func amqpRoundTrip(t *testing.T, conn *amqp091.Connection, queue string) {
+// roundTrip declares a queue, publishes to it and consumes the message.
+func roundTrip(t *testing.T, conn *amqp091.Connection, queue string) {
 	t.Helper()
 	ch, err := conn.Channel()
 	if err != nil {

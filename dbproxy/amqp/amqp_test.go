@@ -1,4 +1,4 @@
-package dbproxy
+package amqp
 
 import (
 	"bytes"
@@ -10,18 +10,21 @@ import (
 	"time"
 
 	amqp091 "github.com/rabbitmq/amqp091-go"
+
+	"github.com/leproxy/leproxy/dbproxy"
+	"github.com/leproxy/leproxy/dbproxy/dbtest"
 )
 
-// amqpDialTLS connects amqp091-go to the proxy over TLS with server name
+// dialTLS connects amqp091-go to the proxy over TLS with server name
 // sni ("" for none), verifying the certificate for verifyName.
-func amqpDialTLS(p *testProxy, sni, verifyName string) (*amqp091.Connection, error) {
-	return amqp091.DialConfig("amqp://guest:guest@"+p.addr+"/", amqp091.Config{
+func dialTLS(p *dbtest.Proxy, sni, verifyName string) (*amqp091.Connection, error) {
+	return amqp091.DialConfig("amqp://guest:guest@"+p.Addr+"/", amqp091.Config{
 		Dial: func(network, addr string) (net.Conn, error) {
 			c, err := net.DialTimeout(network, addr, 5*time.Second)
 			if err != nil {
 				return nil, err
 			}
-			tc := clientTLS(c, p.ca, sni, verifyName)
+			tc := p.CA.ClientTLS(c, sni, verifyName)
 			tc.SetDeadline(time.Now().Add(10 * time.Second))
 			if err := tc.Handshake(); err != nil {
 				c.Close()
@@ -34,9 +37,9 @@ func amqpDialTLS(p *testProxy, sni, verifyName string) (*amqp091.Connection, err
 }
 
 func TestAMQPPlaintext(t *testing.T) {
-	ca := newTestCA(t)
-	echo := tfStartEcho(t, "a", nil)
-	p := tfProxy(t, ca, "amqp", "a.test", Route{Host: "a.test", Backend: echo.addr})
+	ca := dbtest.NewCA(t)
+	echo := dbtest.StartEcho(t, "a", nil)
+	p := dbtest.StartProtocol(t, ca, "amqp", "a.test", dbproxy.Route{Host: "a.test", Backend: echo.Addr})
 	tests := []struct {
 		name, send, wantErr string
 	}{
@@ -46,16 +49,16 @@ func TestAMQPPlaintext(t *testing.T) {
 	}
 	for i, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			c := p.dial(t)
-			mustWrite(t, c, []byte(tt.send))
-			got, _ := tfReadAll(t, c)
+			c := p.Dial(t)
+			dbtest.MustWrite(t, c, []byte(tt.send))
+			got, _ := dbtest.ReadAll(t, c)
 			c.Close()
-			if got != string(amqpHeader) {
-				t.Errorf("got %q, want the protocol header %q and the close", got, amqpHeader)
+			if got != string(protocolHeader) {
+				t.Errorf("got %q, want the protocol header %q and the close", got, protocolHeader)
 			}
 			var recs []map[string]any
-			waitFor(t, "session end log line", func() bool {
-				recs = p.logs.records(t, "session end")
+			dbtest.WaitFor(t, "session end log line", func() bool {
+				recs = p.Logs.Records(t, "session end")
 				return len(recs) > i
 			})
 			if msg, _ := recs[i]["error"].(string); !strings.Contains(msg, tt.wantErr) {
@@ -64,15 +67,15 @@ func TestAMQPPlaintext(t *testing.T) {
 		})
 	}
 	// What amqp091-go makes of it.
-	_, err := amqp091.Dial("amqp://guest:guest@" + p.addr + "/")
+	_, err := amqp091.Dial("amqp://guest:guest@" + p.Addr + "/")
 	if err == nil {
 		t.Error("amqp091-go connected in plaintext to the TLS port")
 	}
 }
 
 func TestAMQPRefusals(t *testing.T) {
-	ca := newTestCA(t)
-	echo := tfStartEcho(t, "a", nil)
+	ca := dbtest.NewCA(t)
+	echo := dbtest.StartEcho(t, "a", nil)
 	tests := []struct {
 		name     string
 		backend  string
@@ -81,13 +84,13 @@ func TestAMQPRefusals(t *testing.T) {
 		wantText string
 		wantErr  string // in the session's log line
 	}{
-		{"unknown server name", echo.addr, "c.test", 530, "NOT_ALLOWED - no route for server name c.test (leproxy)", `no route for server name "c.test"`},
-		{"backend down", tfClosedAddr(t), "a.test", 320, "CONNECTION_FORCED - could not connect to the backend of a.test (leproxy)", "dialing backend"},
+		{"unknown server name", echo.Addr, "c.test", 530, "NOT_ALLOWED - no route for server name c.test (leproxy)", `no route for server name "c.test"`},
+		{"backend down", dbtest.ClosedAddr(t), "a.test", 320, "CONNECTION_FORCED - could not connect to the backend of a.test (leproxy)", "dialing backend"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			p := tfProxy(t, ca, "amqp", "a.test", Route{Host: "a.test", Backend: tt.backend})
-			conn, err := amqpDialTLS(p, tt.sni, "a.test")
+			p := dbtest.StartProtocol(t, ca, "amqp", "a.test", dbproxy.Route{Host: "a.test", Backend: tt.backend})
+			conn, err := dialTLS(p, tt.sni, "a.test")
 			if err == nil {
 				conn.Close()
 				t.Fatal("connected, want a refusal")
@@ -96,7 +99,7 @@ func TestAMQPRefusals(t *testing.T) {
 			if !errors.As(err, &ae) || ae.Code != tt.wantCode || ae.Reason != tt.wantText {
 				t.Errorf("got error %v, want AMQP error %d %q", err, tt.wantCode, tt.wantText)
 			}
-			if msg := tfSessionError(t, p); !strings.Contains(msg, tt.wantErr) {
+			if msg := p.SessionError(t); !strings.Contains(msg, tt.wantErr) {
 				t.Errorf("session error %q, want it to contain %q", msg, tt.wantErr)
 			}
 		})
@@ -104,30 +107,30 @@ func TestAMQPRefusals(t *testing.T) {
 }
 
 func TestAMQPRefusalWrongHeaderInsideTLS(t *testing.T) {
-	ca := newTestCA(t)
-	p := tfProxy(t, ca, "amqp", "a.test", Route{Host: "a.test", Backend: tfClosedAddr(t)})
-	tc := tfDialTLS(t, p, "a.test", "a.test")
-	mustWrite(t, tc, []byte("AMQP\x00\x01\x00\x00"))
-	got, err := tfReadAll(t, tc)
-	if got != string(amqpHeader) || err != nil {
-		t.Errorf("got %q (%v), want %q and a clean close", got, err, amqpHeader)
+	ca := dbtest.NewCA(t)
+	p := dbtest.StartProtocol(t, ca, "amqp", "a.test", dbproxy.Route{Host: "a.test", Backend: dbtest.ClosedAddr(t)})
+	tc := p.DialTLS(t, "a.test", "a.test")
+	dbtest.MustWrite(t, tc, []byte("AMQP\x00\x01\x00\x00"))
+	got, err := dbtest.ReadAll(t, tc)
+	if got != string(protocolHeader) || err != nil {
+		t.Errorf("got %q (%v), want %q and a clean close", got, err, protocolHeader)
 	}
 }
 
 func TestAMQPRoutes(t *testing.T) {
-	ca := newTestCA(t)
-	a := tfStartEcho(t, "a", nil)
-	b := tfStartEcho(t, "b", nil)
-	p := tfProxy(t, ca, "amqp", "a.test", Route{Host: "a.test", Backend: a.addr}, Route{Host: "b.test", Backend: b.addr})
+	ca := dbtest.NewCA(t)
+	a := dbtest.StartEcho(t, "a", nil)
+	b := dbtest.StartEcho(t, "b", nil)
+	p := dbtest.StartProtocol(t, ca, "amqp", "a.test", dbproxy.Route{Host: "a.test", Backend: a.Addr}, dbproxy.Route{Host: "b.test", Backend: b.Addr})
 	for _, tt := range []struct{ sni, verify, want string }{
 		{"b.test", "b.test", "b:x"},
 		{"", "a.test", "a:x"}, // no SNI: the default
 	} {
-		tc := tfDialTLS(t, p, tt.sni, tt.verify)
+		tc := p.DialTLS(t, tt.sni, tt.verify)
 		if got := tc.ConnectionState().NegotiatedProtocol; got != "" {
 			t.Errorf("negotiated ALPN %q, want none", got)
 		}
-		if got := tfEchoLine(t, tc, "x"); got != tt.want {
+		if got := dbtest.EchoLine(t, tc, "x"); got != tt.want {
 			t.Errorf("sni %q: got %q, want %q", tt.sni, got, tt.want)
 		}
 	}
@@ -135,19 +138,72 @@ func TestAMQPRoutes(t *testing.T) {
 
 func TestAMQPFrames(t *testing.T) {
 	// Connection.Close 530 "x": class 10, method 50.
-	got := appendAMQPConnectionClose(nil, 530, "x")
+	got := appendConnectionClose(nil, 530, "x")
 	want := []byte{1, 0, 0, 0, 0, 0, 12, 0, 10, 0, 50, 0x02, 0x12, 1, 'x', 0, 0, 0, 0, 0xce}
 	if !bytes.Equal(got, want) {
 		t.Errorf("Connection.Close: got % x, want % x", got, want)
 	}
-	long := appendAMQPConnectionClose(nil, 320, strings.Repeat("y", 300))
+	long := appendConnectionClose(nil, 320, strings.Repeat("y", 300))
 	if n := long[13]; n != 255 {
 		t.Errorf("long reply text: short string length %d, want 255", n)
 	}
-	start := appendAMQPConnectionStart(nil)
+	start := appendConnectionStart(nil)
 	if start[0] != 1 || start[len(start)-1] != 0xce || !bytes.Contains(start, []byte("PLAIN AMQPLAIN")) {
 		t.Errorf("Connection.Start frame % x", start)
 	}
+}
+
+func TestAMQPRefuseErrors(t *testing.T) {
+	header := string(protocolHeader)
+	heartbeat := "\x08\x00\x00\x00\x00\x00\x00\xce"
+	tests := []struct {
+		name, in   string
+		failWrites bool
+		wantErr    string
+	}{
+		{"short protocol header", "AMQ", false, "reading AMQP protocol header"},
+		{"no frame after the header", header, false, "reading AMQP frame header"},
+		{"frame cut short", header + "\x01\x00\x00\x00\x00\x00\x04ab", false, "reading AMQP frame"},
+		{"frame too large", header + "\x01\x00\x00\x00\x01\x00\x01", false, "exceeds the limit"},
+		{"Connection.Start not written", header, true, "writing Connection.Start"},
+		{"wrong protocol header not written", "AMQP\x00\x01\x00\x00", true, "closed pipe"},
+		{"complete", header + heartbeat, false, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var w io.Writer = io.Discard
+			if tt.failWrites {
+				w = &failingWriter{}
+			}
+			rw := &struct {
+				io.Reader
+				io.Writer
+			}{strings.NewReader(tt.in), w}
+			err := refuseConnection(rw, 530, "x")
+			if tt.wantErr == "" && err != nil || tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr)) {
+				t.Errorf("got error %v, want one containing %q", err, tt.wantErr)
+			}
+		})
+	}
+	// The Connection.Close is the second write.
+	rw := &struct {
+		io.Reader
+		io.Writer
+	}{strings.NewReader(header + heartbeat), &failingWriter{ok: 1}}
+	if err := refuseConnection(rw, 530, "x"); err == nil || !strings.Contains(err.Error(), "writing Connection.Close") {
+		t.Errorf("got error %v, want the Connection.Close write error", err)
+	}
+}
+
+// failingWriter fails every write after the first ok.
+type failingWriter struct{ ok int }
+
+func (f *failingWriter) Write(p []byte) (int, error) {
+	if f.ok == 0 {
+		return 0, io.ErrClosedPipe
+	}
+	f.ok--
+	return len(p), nil
 }
 
 // FuzzAMQPRefuse checks that refusing a client never panics and reads a
@@ -160,10 +216,22 @@ func FuzzAMQPRefuse(f *testing.F) {
 		rw := &struct {
 			io.Reader
 			io.Writer
-		}{&mcCountingReader{r: bytes.NewReader(in)}, io.Discard}
-		refuseAMQP(rw, 530, "x")
-		if n := rw.Reader.(*mcCountingReader).n; n > 8+7+maxAMQPFrame+1 {
+		}{&countingReader{r: bytes.NewReader(in)}, io.Discard}
+		refuseConnection(rw, 530, "x")
+		if n := rw.Reader.(*countingReader).n; n > 8+7+maxFrame+1 {
 			t.Fatalf("read %d bytes", n)
 		}
 	})
+}
+
+// countingReader counts the bytes read through it.
+type countingReader struct {
+	r io.Reader
+	n int
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += n
+	return n, err
 }

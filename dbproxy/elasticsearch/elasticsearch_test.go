@@ -1,4 +1,4 @@
-package dbproxy
+package elasticsearch
 
 import (
 	"bufio"
@@ -19,13 +19,15 @@ import (
 
 	"github.com/elastic/go-elasticsearch/v8"
 	"github.com/elastic/go-elasticsearch/v8/esapi"
+	"github.com/leproxy/leproxy/dbproxy"
+	"github.com/leproxy/leproxy/dbproxy/dbtest"
 )
 
-// fakeESNode is an Elasticsearch node over plain HTTP, enough for the Go
+// fakeNode is an Elasticsearch node over plain HTTP, enough for the Go
 // client: the root info (with the X-Elastic-Product header the client
 // insists on), indexing documents and a match search over them, and a
 // streamed endpoint. It records the headers each request arrived with.
-type fakeESNode struct {
+type fakeNode struct {
 	srv     *httptest.Server
 	release chan struct{} // lets /_stream send its second part
 
@@ -34,9 +36,9 @@ type fakeESNode struct {
 	reqs []http.Header                        // headers of each request, with Host
 }
 
-func startFakeESNode(t *testing.T, tlsCert *tls.Certificate) *fakeESNode {
+func startFakeNode(t *testing.T, tlsCert *tls.Certificate) *fakeNode {
 	t.Helper()
-	n := &fakeESNode{docs: map[string]map[string]map[string]any{}, release: make(chan struct{})}
+	n := &fakeNode{docs: map[string]map[string]map[string]any{}, release: make(chan struct{})}
 	n.srv = httptest.NewUnstartedServer(http.HandlerFunc(n.serve))
 	n.srv.Config.ErrorLog = log.New(io.Discard, "", 0)
 	if tlsCert != nil {
@@ -52,7 +54,7 @@ func startFakeESNode(t *testing.T, tlsCert *tls.Certificate) *fakeESNode {
 	return n
 }
 
-func (n *fakeESNode) releaseStream() {
+func (n *fakeNode) releaseStream() {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	select {
@@ -62,16 +64,16 @@ func (n *fakeESNode) releaseStream() {
 	}
 }
 
-func (n *fakeESNode) addr() string { return n.srv.Listener.Addr().String() }
+func (n *fakeNode) addr() string { return n.srv.Listener.Addr().String() }
 
 // requests returns the headers of the requests so far.
-func (n *fakeESNode) requests() []http.Header {
+func (n *fakeNode) requests() []http.Header {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	return append([]http.Header(nil), n.reqs...)
 }
 
-func (n *fakeESNode) serve(w http.ResponseWriter, r *http.Request) {
+func (n *fakeNode) serve(w http.ResponseWriter, r *http.Request) {
 	h := r.Header.Clone()
 	h.Set("Host", r.Host)
 	n.mu.Lock()
@@ -152,27 +154,27 @@ func (n *fakeESNode) serve(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// startESProxy starts an elasticsearch Server for cfg; see startProxy.
-func startESProxy(t *testing.T, ca *testCA, cfg Config) *testProxy {
+// startProxy starts an elasticsearch Server for cfg; see dbtest.StartProxy.
+func startProxy(t *testing.T, ca *dbtest.CA, cfg dbproxy.Config) *dbtest.Proxy {
 	t.Helper()
-	proto, ok := Lookup("elasticsearch")
+	proto, ok := dbproxy.Lookup("elasticsearch")
 	if !ok {
 		t.Fatal("elasticsearch is not registered")
 	}
 	cfg.Protocol = proto
-	return startProxy(t, ca, cfg)
+	return dbtest.StartProxy(t, ca, cfg)
 }
 
-// esTransport is an HTTP transport as the client would have one: it
+// clientTransport is an HTTP transport as the client would have one: it
 // trusts ca, sends sni ("" for none) and verifies verifyName, offers h2,
 // and dials every host name at 127.0.0.1, as a resolver would send them
 // to leproxy.
-func esTransport(ca *testCA, sni, verifyName string) *http.Transport {
-	cfg := &tls.Config{ServerName: sni, RootCAs: ca.pool}
+func clientTransport(ca *dbtest.CA, sni, verifyName string) *http.Transport {
+	cfg := &tls.Config{ServerName: sni, RootCAs: ca.Pool}
 	if sni != verifyName {
 		cfg.InsecureSkipVerify = true
 		cfg.VerifyConnection = func(cs tls.ConnectionState) error {
-			_, err := cs.PeerCertificates[0].Verify(x509.VerifyOptions{DNSName: verifyName, Roots: ca.pool})
+			_, err := cs.PeerCertificates[0].Verify(x509.VerifyOptions{DNSName: verifyName, Roots: ca.Pool})
 			return err
 		}
 	}
@@ -190,8 +192,8 @@ func esTransport(ca *testCA, sni, verifyName string) *http.Transport {
 	}
 }
 
-// esClient is a go-elasticsearch client for url over tr, without retries.
-func esClient(t *testing.T, url string, tr *http.Transport) *elasticsearch.Client {
+// newClient is a go-elasticsearch client for url over tr, without retries.
+func newClient(t *testing.T, url string, tr *http.Transport) *elasticsearch.Client {
 	t.Helper()
 	t.Cleanup(tr.CloseIdleConnections)
 	es, err := elasticsearch.NewClient(elasticsearch.Config{Addresses: []string{url}, Transport: tr, DisableRetry: true})
@@ -201,8 +203,8 @@ func esClient(t *testing.T, url string, tr *http.Transport) *elasticsearch.Clien
 	return es
 }
 
-// esErrorJSON is an Elasticsearch-style error body.
-type esErrorJSON struct {
+// errorJSON is an Elasticsearch-style error body.
+type errorJSON struct {
 	Error struct {
 		RootCause []struct {
 			Type   string `json:"type"`
@@ -214,8 +216,8 @@ type esErrorJSON struct {
 	Status int `json:"status"`
 }
 
-// decodeES decodes a client response's JSON body into v and closes it.
-func decodeES(t *testing.T, res *esapi.Response, err error, wantStatus int, v any) {
+// decodeResponse decodes a client response's JSON body into v and closes it.
+func decodeResponse(t *testing.T, res *esapi.Response, err error, wantStatus int, v any) {
 	t.Helper()
 	if err != nil {
 		t.Fatalf("request: %v", err)
@@ -233,11 +235,11 @@ func decodeES(t *testing.T, res *esapi.Response, err error, wantStatus int, v an
 }
 
 func TestElasticsearchClient(t *testing.T) {
-	ca := newTestCA(t)
-	node := startFakeESNode(t, nil)
-	p := startESProxy(t, ca, Config{Routes: []Route{{Host: "es.test", Backend: node.addr()}}})
-	_, port, _ := net.SplitHostPort(p.addr)
-	es := esClient(t, "https://es.test:"+port, esTransport(ca, "es.test", "es.test"))
+	ca := dbtest.NewCA(t)
+	node := startFakeNode(t, nil)
+	p := startProxy(t, ca, dbproxy.Config{Routes: []dbproxy.Route{{Host: "es.test", Backend: node.addr()}}})
+	_, port, _ := net.SplitHostPort(p.Addr)
+	es := newClient(t, "https://es.test:"+port, clientTransport(ca, "es.test", "es.test"))
 
 	var info struct {
 		Version struct {
@@ -245,7 +247,7 @@ func TestElasticsearchClient(t *testing.T) {
 		} `json:"version"`
 	}
 	res, err := es.Info(es.Info.WithHeader(map[string]string{"X-Forwarded-For": "6.6.6.6", "Forwarded": "for=6.6.6.6"}))
-	decodeES(t, res, err, http.StatusOK, &info)
+	decodeResponse(t, res, err, http.StatusOK, &info)
 	if info.Version.Number != "8.19.0" {
 		t.Errorf("version: got %q, want 8.19.0", info.Version.Number)
 	}
@@ -254,9 +256,9 @@ func TestElasticsearchClient(t *testing.T) {
 		Result string `json:"result"`
 	}
 	res, err = es.Index("books", strings.NewReader(`{"title":"Dune","year":1965}`), es.Index.WithDocumentID("1"), es.Index.WithRefresh("true"))
-	decodeES(t, res, err, http.StatusCreated, &indexed)
+	decodeResponse(t, res, err, http.StatusCreated, &indexed)
 	res, err = es.Index("books", strings.NewReader(`{"title":"Solaris","year":1961}`), es.Index.WithDocumentID("2"))
-	decodeES(t, res, err, http.StatusCreated, &indexed)
+	decodeResponse(t, res, err, http.StatusCreated, &indexed)
 
 	var found struct {
 		Hits struct {
@@ -269,7 +271,7 @@ func TestElasticsearchClient(t *testing.T) {
 		} `json:"hits"`
 	}
 	res, err = es.Search(es.Search.WithIndex("books"), es.Search.WithBody(strings.NewReader(`{"query":{"match":{"title":"Dune"}}}`)))
-	decodeES(t, res, err, http.StatusOK, &found)
+	decodeResponse(t, res, err, http.StatusOK, &found)
 	if h := found.Hits.Hits; len(h) != 1 || h[0].ID != "1" || h[0].Source.Title != "Dune" {
 		t.Errorf("search: got %+v, want document 1, Dune", h)
 	}
@@ -293,45 +295,53 @@ func TestElasticsearchClient(t *testing.T) {
 		}
 	}
 
-	if r := p.srv.Stats().Routes[0]; r.Sessions == 0 || r.BytesIn == 0 || r.BytesOut == 0 {
+	if r := p.Srv.Stats().Routes[0]; r.Sessions == 0 || r.BytesIn == 0 || r.BytesOut == 0 {
 		t.Errorf("route stats: got %+v, want sessions with bytes both ways", r)
 	}
 }
 
 // One connection, three requests: one session, one log line.
 func TestElasticsearchSessionEnd(t *testing.T) {
-	ca := newTestCA(t)
-	node := startFakeESNode(t, nil)
-	p := startESProxy(t, ca, Config{Routes: []Route{{Host: "es.test", Backend: node.addr()}}})
-	conn := clientTLS(p.dial(t), ca, "es.test", "es.test", "http/1.1")
+	ca := dbtest.NewCA(t)
+	node := startFakeNode(t, nil)
+	p := startProxy(t, ca, dbproxy.Config{Routes: []dbproxy.Route{{Host: "es.test", Backend: node.addr()}}})
+	conn := ca.ClientTLS(p.Dial(t), "es.test", "es.test", "http/1.1")
 	br := bufio.NewReader(conn)
 	for range 3 {
-		mustWrite(t, conn, []byte("GET / HTTP/1.1\r\nHost: es.test\r\n\r\n"))
+		dbtest.MustWrite(t, conn, []byte("GET / HTTP/1.1\r\nHost: es.test\r\n\r\n"))
 		res, err := http.ReadResponse(br, nil)
 		if err != nil || res.StatusCode != http.StatusOK {
 			t.Fatalf("response: %v, %v", res, err)
 		}
 		io.Copy(io.Discard, res.Body)
 	}
+	if st := p.Srv.Stats(); st.Routes[0].Active != 1 {
+		t.Errorf("stats while the session is open: got %+v, want 1 active", st)
+	}
 	conn.Close()
-	waitFor(t, "the session-end log line", func() bool { return len(p.logs.records(t, "session end")) == 1 })
-	rec := p.logs.records(t, "session end")[0]
-	if rec["route"] != "es.test" || rec["sni"] != "es.test" || rec["backend"] != node.addr() || rec["requests"] != float64(3) {
-		t.Errorf("session end: got %v, want route, SNI es.test, backend %s, 3 requests", rec, node.addr())
+	dbtest.WaitFor(t, "the session-end log line", func() bool { return len(p.Logs.Records(t, "session end")) == 1 })
+	rec := p.Logs.Records(t, "session end")[0]
+	if rec["route"] != "es.test" || rec["sni"] != "es.test" || rec["backend"] != node.addr() || rec["requests"] != float64(3) ||
+		rec["error"] != nil {
+		t.Errorf("session end: got %v, want route, SNI es.test, backend %s, 3 requests, no error", rec, node.addr())
 	}
-	if in, out := rec["bytes_in"].(float64), rec["bytes_out"].(float64); in == 0 || out == 0 {
-		t.Errorf("session end: %v bytes in, %v out; want both counted", in, out)
+	in, out := rec["bytes_in"].(float64), rec["bytes_out"].(float64)
+	if want := float64(3 * len("GET / HTTP/1.1\r\nHost: es.test\r\n\r\n")); in != want || out == 0 {
+		t.Errorf("session end: %v bytes in, %v out; want %v in (the requests, inside TLS) and some out", in, out, want)
 	}
-	st := p.srv.Stats()
-	if r := st.Routes[0]; r.Sessions != 1 || r.Active != 0 || st.Handled != 1 {
-		t.Errorf("stats: got %+v, want 1 session, none active, 1 handled", st)
+	// A session is a session, not a connection handled with nothing to
+	// pump (a PostgreSQL cancel request); its bytes count once.
+	st := p.Srv.Stats()
+	if r := st.Routes[0]; r.Sessions != 1 || r.Active != 0 || r.Errors != 0 || st.Handled != 0 ||
+		r.BytesIn != uint64(in) || r.BytesOut != uint64(out) {
+		t.Errorf("stats: got %+v, want 1 session, none active, none handled, no error, the bytes of the log line", st)
 	}
 }
 
 func TestElasticsearchALPN(t *testing.T) {
-	ca := newTestCA(t)
-	node := startFakeESNode(t, nil)
-	p := startESProxy(t, ca, Config{Routes: []Route{{Host: "es.test", Backend: node.addr()}}})
+	ca := dbtest.NewCA(t)
+	node := startFakeNode(t, nil)
+	p := startProxy(t, ca, dbproxy.Config{Routes: []dbproxy.Route{{Host: "es.test", Backend: node.addr()}}})
 	tests := []struct {
 		name    string
 		offer   []string
@@ -344,7 +354,7 @@ func TestElasticsearchALPN(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			tc := clientTLS(p.dial(t), ca, "es.test", "es.test", tt.offer...)
+			tc := ca.ClientTLS(p.Dial(t), "es.test", "es.test", tt.offer...)
 			err := tc.Handshake()
 			if tt.wantErr {
 				if err == nil {
@@ -364,12 +374,12 @@ func TestElasticsearchALPN(t *testing.T) {
 
 // A response streams through as the node sends it.
 func TestElasticsearchStreaming(t *testing.T) {
-	ca := newTestCA(t)
-	node := startFakeESNode(t, nil)
-	p := startESProxy(t, ca, Config{Routes: []Route{{Host: "es.test", Backend: node.addr()}}})
-	c := &http.Client{Transport: esTransport(ca, "es.test", "es.test")}
+	ca := dbtest.NewCA(t)
+	node := startFakeNode(t, nil)
+	p := startProxy(t, ca, dbproxy.Config{Routes: []dbproxy.Route{{Host: "es.test", Backend: node.addr()}}})
+	c := &http.Client{Transport: clientTransport(ca, "es.test", "es.test")}
 	t.Cleanup(c.CloseIdleConnections)
-	res, err := c.Get("https://es.test:" + portOf(p.addr) + "/_stream")
+	res, err := c.Get("https://es.test:" + portOf(p.Addr) + "/_stream")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -418,22 +428,22 @@ func TestElasticsearchRefusals(t *testing.T) {
 	}}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			ca := newTestCA(t)
-			node := startFakeESNode(t, nil)
+			ca := dbtest.NewCA(t)
+			node := startFakeNode(t, nil)
 			backend := node.addr()
 			if tt.down {
-				backend = closedAddr(t)
+				backend = dbtest.ClosedAddr(t)
 			}
-			cfg := Config{Routes: []Route{{Host: "es.test", Backend: backend}}, Default: "es.test"}
+			cfg := dbproxy.Config{Routes: []dbproxy.Route{{Host: "es.test", Backend: backend}}, Default: "es.test"}
 			if tt.noDef {
 				cfg.Default = ""
 			}
-			p := startESProxy(t, ca, cfg)
-			port := portOf(p.addr)
-			es := esClient(t, strings.ReplaceAll(tt.url, "PORT", port), esTransport(ca, tt.sni, "es.test"))
-			var body esErrorJSON
+			p := startProxy(t, ca, cfg)
+			port := portOf(p.Addr)
+			es := newClient(t, strings.ReplaceAll(tt.url, "PORT", port), clientTransport(ca, tt.sni, "es.test"))
+			var body errorJSON
 			res, err := es.Info()
-			decodeES(t, res, err, tt.wantStatus, &body)
+			decodeResponse(t, res, err, tt.wantStatus, &body)
 			want := strings.ReplaceAll(tt.wantReason, "PORT", port)
 			if body.Status != tt.wantStatus || body.Error.Type != tt.wantType || body.Error.Reason != want ||
 				len(body.Error.RootCause) != 1 || body.Error.RootCause[0].Type != tt.wantType {
@@ -455,19 +465,19 @@ func TestElasticsearchRefusals(t *testing.T) {
 // A node that is down fails each request, not the session: the same
 // connection works once the node is back.
 func TestElasticsearchBackendComesBack(t *testing.T) {
-	ca := newTestCA(t)
+	ca := dbtest.NewCA(t)
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	addr := l.Addr().String()
 	l.Close()
-	p := startESProxy(t, ca, Config{Routes: []Route{{Host: "es.test", Backend: addr}}})
-	conn := clientTLS(p.dial(t), ca, "es.test", "es.test", "http/1.1")
+	p := startProxy(t, ca, dbproxy.Config{Routes: []dbproxy.Route{{Host: "es.test", Backend: addr}}})
+	conn := ca.ClientTLS(p.Dial(t), "es.test", "es.test", "http/1.1")
 	br := bufio.NewReader(conn)
 	get := func() int {
 		t.Helper()
-		mustWrite(t, conn, []byte("GET / HTTP/1.1\r\nHost: es.test\r\n\r\n"))
+		dbtest.MustWrite(t, conn, []byte("GET / HTTP/1.1\r\nHost: es.test\r\n\r\n"))
 		res, err := http.ReadResponse(br, nil)
 		if err != nil {
 			t.Fatalf("reading response: %v", err)
@@ -479,7 +489,7 @@ func TestElasticsearchBackendComesBack(t *testing.T) {
 	if got := get(); got != http.StatusBadGateway {
 		t.Fatalf("node down: got %d, want 502", got)
 	}
-	node := &fakeESNode{docs: map[string]map[string]map[string]any{}, release: make(chan struct{})}
+	node := &fakeNode{docs: map[string]map[string]map[string]any{}, release: make(chan struct{})}
 	l, err = net.Listen("tcp", addr)
 	if err != nil {
 		t.Skipf("cannot listen on %s again: %v", addr, err)
@@ -493,13 +503,13 @@ func TestElasticsearchBackendComesBack(t *testing.T) {
 }
 
 func TestElasticsearchNoSNIGetsDefault(t *testing.T) {
-	ca := newTestCA(t)
-	node := startFakeESNode(t, nil)
-	p := startESProxy(t, ca, Config{Routes: []Route{{Host: "es.test", Backend: node.addr()}}, Default: "es.test"})
-	es := esClient(t, "https://127.0.0.1:"+portOf(p.addr), esTransport(ca, "", "es.test"))
+	ca := dbtest.NewCA(t)
+	node := startFakeNode(t, nil)
+	p := startProxy(t, ca, dbproxy.Config{Routes: []dbproxy.Route{{Host: "es.test", Backend: node.addr()}}, Default: "es.test"})
+	es := newClient(t, "https://127.0.0.1:"+portOf(p.Addr), clientTransport(ca, "", "es.test"))
 	var info map[string]any
 	res, err := es.Info()
-	decodeES(t, res, err, http.StatusOK, &info)
+	decodeResponse(t, res, err, http.StatusOK, &info)
 	if info["tagline"] != "You Know, for Search" {
 		t.Errorf("info: got %v", info)
 	}
@@ -510,38 +520,38 @@ func TestElasticsearchNoSNIGetsDefault(t *testing.T) {
 
 func TestElasticsearchPlaintext(t *testing.T) {
 	t.Run("allowed", func(t *testing.T) {
-		ca := newTestCA(t)
-		node := startFakeESNode(t, nil)
-		p := startESProxy(t, ca, Config{Routes: []Route{{Host: "es.test", Backend: node.addr(), AllowPlaintext: true}}, Default: "es.test"})
-		es := esClient(t, "http://es.test:"+portOf(p.addr), esTransport(ca, "", ""))
+		ca := dbtest.NewCA(t)
+		node := startFakeNode(t, nil)
+		p := startProxy(t, ca, dbproxy.Config{Routes: []dbproxy.Route{{Host: "es.test", Backend: node.addr(), AllowPlaintext: true}}, Default: "es.test"})
+		es := newClient(t, "http://es.test:"+portOf(p.Addr), clientTransport(ca, "", ""))
 		var info map[string]any
 		res, err := es.Info()
-		decodeES(t, res, err, http.StatusOK, &info)
+		decodeResponse(t, res, err, http.StatusOK, &info)
 		if reqs := node.requests(); len(reqs) != 1 || reqs[0].Get("X-Forwarded-Proto") != "http" {
 			t.Errorf("node got %v, want one request forwarded as http", reqs)
 		}
 	})
 	t.Run("not HTTP either", func(t *testing.T) {
-		ca := newTestCA(t)
-		node := startFakeESNode(t, nil)
-		p := startESProxy(t, ca, Config{Routes: []Route{{Host: "es.test", Backend: node.addr()}}})
-		conn := p.dial(t)
-		mustWrite(t, conn, []byte("\x00\x01\x02 not http\r\n\r\n"))
+		ca := dbtest.NewCA(t)
+		node := startFakeNode(t, nil)
+		p := startProxy(t, ca, dbproxy.Config{Routes: []dbproxy.Route{{Host: "es.test", Backend: node.addr()}}})
+		conn := p.Dial(t)
+		dbtest.MustWrite(t, conn, []byte("\x00\x01\x02 not http\r\n\r\n"))
 		if b, err := io.ReadAll(conn); err != nil || len(b) != 0 {
 			t.Fatalf("got %q, %v; want EOF and nothing", b, err)
 		}
-		waitFor(t, "the session-end log line", func() bool { return len(p.logs.records(t, "session end")) == 1 })
-		if msg, _ := p.logs.records(t, "session end")[0]["error"].(string); !strings.Contains(msg, "no HTTP request") {
+		dbtest.WaitFor(t, "the session-end log line", func() bool { return len(p.Logs.Records(t, "session end")) == 1 })
+		if msg, _ := p.Logs.Records(t, "session end")[0]["error"].(string); !strings.Contains(msg, "no HTTP request") {
 			t.Errorf("logged error %q, want it to say the client sent no HTTP", msg)
 		}
 	})
 }
 
 func TestElasticsearchBackendTLS(t *testing.T) {
-	ca := newTestCA(t)
-	otherCA := newTestCA(t)
-	good, _, _ := ca.issue(t, "127.0.0.1")
-	stranger, _, _ := otherCA.issue(t, "127.0.0.1")
+	ca := dbtest.NewCA(t)
+	otherCA := dbtest.NewCA(t)
+	good, _, _ := ca.Issue(t, "127.0.0.1")
+	stranger, _, _ := otherCA.Issue(t, "127.0.0.1")
 	tests := []struct {
 		name       string
 		cert       *tls.Certificate
@@ -552,12 +562,12 @@ func TestElasticsearchBackendTLS(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			node := startFakeESNode(t, tt.cert)
-			p := startESProxy(t, ca, Config{Routes: []Route{{Host: "es.test", Backend: node.addr(), TLS: TLSVerify, RootCAs: ca.pool}}})
-			es := esClient(t, "https://es.test:"+portOf(p.addr), esTransport(ca, "es.test", "es.test"))
+			node := startFakeNode(t, tt.cert)
+			p := startProxy(t, ca, dbproxy.Config{Routes: []dbproxy.Route{{Host: "es.test", Backend: node.addr(), TLS: dbproxy.TLSVerify, RootCAs: ca.Pool}}})
+			es := newClient(t, "https://es.test:"+portOf(p.Addr), clientTransport(ca, "es.test", "es.test"))
 			var v map[string]any
 			res, err := es.Info()
-			decodeES(t, res, err, tt.wantStatus, &v)
+			decodeResponse(t, res, err, tt.wantStatus, &v)
 		})
 	}
 }
@@ -565,11 +575,11 @@ func TestElasticsearchBackendTLS(t *testing.T) {
 // Shutdown lets the request in flight finish, closes idle keep-alive
 // sessions, and returns without waiting for the idle timeout.
 func TestElasticsearchShutdown(t *testing.T) {
-	ca := newTestCA(t)
-	node := startFakeESNode(t, nil)
-	p := startESProxy(t, ca, Config{Routes: []Route{{Host: "es.test", Backend: node.addr()}}})
-	idle := clientTLS(p.dial(t), ca, "es.test", "es.test")
-	mustWrite(t, idle, []byte("GET / HTTP/1.1\r\nHost: es.test\r\n\r\n"))
+	ca := dbtest.NewCA(t)
+	node := startFakeNode(t, nil)
+	p := startProxy(t, ca, dbproxy.Config{Routes: []dbproxy.Route{{Host: "es.test", Backend: node.addr()}}})
+	idle := ca.ClientTLS(p.Dial(t), "es.test", "es.test")
+	dbtest.MustWrite(t, idle, []byte("GET / HTTP/1.1\r\nHost: es.test\r\n\r\n"))
 	idleBR := bufio.NewReader(idle)
 	if res, err := http.ReadResponse(idleBR, nil); err != nil || res.StatusCode != http.StatusOK {
 		t.Fatalf("first request: %v %v", res, err)
@@ -577,8 +587,8 @@ func TestElasticsearchShutdown(t *testing.T) {
 		io.Copy(io.Discard, res.Body)
 	}
 
-	busy := clientTLS(p.dial(t), ca, "es.test", "es.test")
-	mustWrite(t, busy, []byte("GET /_stream HTTP/1.1\r\nHost: es.test\r\n\r\n"))
+	busy := ca.ClientTLS(p.Dial(t), "es.test", "es.test")
+	dbtest.MustWrite(t, busy, []byte("GET /_stream HTTP/1.1\r\nHost: es.test\r\n\r\n"))
 	busyBR := bufio.NewReader(busy)
 	res, err := http.ReadResponse(busyBR, nil)
 	if err != nil {
@@ -593,7 +603,7 @@ func TestElasticsearchShutdown(t *testing.T) {
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 		defer cancel()
-		shut <- p.srv.Shutdown(ctx)
+		shut <- p.Srv.Shutdown(ctx)
 	}()
 	// The idle session is closed…
 	if b, err := io.ReadAll(idleBR); err != nil || len(b) != 0 {

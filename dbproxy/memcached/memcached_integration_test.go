@@ -1,4 +1,4 @@
-package dbproxy
+package memcached
 
 import (
 	"context"
@@ -10,6 +10,8 @@ import (
 
 	"github.com/bradfitz/gomemcache/memcache"
 
+	"github.com/leproxy/leproxy/dbproxy"
+	"github.com/leproxy/leproxy/dbproxy/dbtest"
 	"github.com/leproxy/leproxy/internal/testenv"
 )
 
@@ -18,15 +20,15 @@ import (
 
 // memcacheClient is a gomemcache client for the proxy over verified TLS
 // with server name sni ("" for none, then verifying verifyName).
-func memcacheClient(p *testProxy, sni, verifyName string) *memcache.Client {
-	c := memcache.New(p.addr)
+func memcacheClient(p *dbtest.Proxy, sni, verifyName string) *memcache.Client {
+	c := memcache.New(p.Addr)
 	c.Timeout = 10 * time.Second
 	c.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
 		conn, err := (&net.Dialer{}).DialContext(ctx, network, addr)
 		if err != nil {
 			return nil, err
 		}
-		tc := clientTLS(conn, p.ca, sni, verifyName)
+		tc := p.CA.ClientTLS(conn, sni, verifyName)
 		if err := tc.HandshakeContext(ctx); err != nil {
 			conn.Close()
 			return nil, err
@@ -36,10 +38,10 @@ func memcacheClient(p *testProxy, sni, verifyName string) *memcache.Client {
 	return c
 }
 
-// mcBinaryRequestBytes is a binary request: opcode, extras, key, value.
-func mcBinaryRequestBytes(opcode byte, opaque uint32, extras []byte, key, value string) []byte {
-	var h [mcHeaderLen]byte
-	h[0], h[1] = mcBinaryRequest, opcode
+// binaryRequestBytes is a binary request: opcode, extras, key, value.
+func binaryRequestBytes(opcode byte, opaque uint32, extras []byte, key, value string) []byte {
+	var h [headerLen]byte
+	h[0], h[1] = binaryRequest, opcode
 	binary.BigEndian.PutUint16(h[2:], uint16(len(key)))
 	h[4] = byte(len(extras))
 	binary.BigEndian.PutUint32(h[8:], uint32(len(extras)+len(key)+len(value)))
@@ -51,8 +53,8 @@ func mcBinaryRequestBytes(opcode byte, opaque uint32, extras []byte, key, value 
 
 func TestMemcachedIntegration(t *testing.T) {
 	srv := testenv.StartMemcached(t)
-	ca := newTestCA(t)
-	p := tfProxy(t, ca, "memcached", "a.test", Route{Host: "a.test", Backend: srv.Addr})
+	ca := dbtest.NewCA(t)
+	p := dbtest.StartProtocol(t, ca, "memcached", "a.test", dbproxy.Route{Host: "a.test", Backend: srv.Addr})
 
 	t.Run("gomemcache text protocol", func(t *testing.T) {
 		c := memcacheClient(p, "a.test", "a.test")
@@ -88,17 +90,17 @@ func TestMemcachedIntegration(t *testing.T) {
 		}
 	})
 	t.Run("binary protocol", func(t *testing.T) {
-		tc := tfDialTLS(t, p, "a.test", "a.test")
+		tc := p.DialTLS(t, "a.test", "a.test")
 		tc.SetDeadline(time.Now().Add(10 * time.Second))
 		// SET (0x01): extras are flags and expiration.
 		extras := binary.BigEndian.AppendUint32(binary.BigEndian.AppendUint32(nil, 0xcafe), 0)
-		mustWrite(t, tc, mcBinaryRequestBytes(0x01, 11, extras, "bk", "binary value"))
-		if r := readMcBinaryResponse(t, tc); r.magic != 0x81 || r.opcode != 0x01 || r.status != 0 || r.opaque != 11 {
+		dbtest.MustWrite(t, tc, binaryRequestBytes(0x01, 11, extras, "bk", "binary value"))
+		if r := readBinaryResponse(t, tc); r.magic != 0x81 || r.opcode != 0x01 || r.status != 0 || r.opaque != 11 {
 			t.Fatalf("SET response %+v, want magic 0x81, opcode 1, status 0, opaque 11", r)
 		}
 		// GET (0x00): the value after 4 bytes of flags.
-		mustWrite(t, tc, mcBinaryRequestBytes(0x00, 12, nil, "bk", ""))
-		r := readMcBinaryResponse(t, tc)
+		dbtest.MustWrite(t, tc, binaryRequestBytes(0x00, 12, nil, "bk", ""))
+		r := readBinaryResponse(t, tc)
 		if r.status != 0 || r.opaque != 12 || len(r.body) < 4 {
 			t.Fatalf("GET response %+v", r)
 		}
@@ -113,7 +115,7 @@ func TestMemcachedIntegration(t *testing.T) {
 		}
 	})
 	t.Run("plaintext gomemcache", func(t *testing.T) {
-		c := memcache.New(p.addr)
+		c := memcache.New(p.Addr)
 		c.Timeout = 10 * time.Second
 		defer c.Close()
 		_, err := c.Get("k")
@@ -131,7 +133,7 @@ func TestMemcachedIntegration(t *testing.T) {
 	})
 	t.Run("backend down", func(t *testing.T) {
 		down := testenv.StartMemcached(t)
-		q := tfProxy(t, ca, "memcached", "", Route{Host: "a.test", Backend: down.Addr})
+		q := dbtest.StartProtocol(t, ca, "memcached", "", dbproxy.Route{Host: "a.test", Backend: down.Addr})
 		down.Stop()
 		c := memcacheClient(q, "a.test", "a.test")
 		defer c.Close()

@@ -1,16 +1,5 @@
-package dbproxy
-
-import (
-	"context"
-	"crypto/tls"
-	"errors"
-	"fmt"
-	"io"
-	"net"
-	"sync/atomic"
-)
-
-// MongoDB: TLS from the first byte (mongodb://…/?tls=true). leproxy
+// Package mongodb is leproxy's MongoDB protocol ("mongodb", alias
+// "mongo"): TLS from the first byte (mongodb://…/?tls=true). leproxy
 // terminates TLS, picks the route by SNI, connects to the backend (over TLS
 // when the route says so) and pipes the wire protocol untouched: OP_MSG,
 // compression, authentication, exhaust cursors and change streams all pass
@@ -36,33 +25,49 @@ import (
 // hello replies, not to the one it was given. leproxy passes those replies
 // through untouched; see the README for the two set-ups that work
 // (directConnection=true, or members named by their leproxy host names).
+package mongodb
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"sync/atomic"
+
+	"github.com/leproxy/leproxy/dbproxy"
+)
 
 func init() {
-	Register("mongodb", func() Protocol { return new(mongodb) })
+	dbproxy.Register("mongodb", func() dbproxy.Protocol { return new(protocol) }, "mongo")
 }
 
-// mongodb is the MongoDB Protocol.
-type mongodb struct {
+// protocol is the MongoDB Protocol.
+type protocol struct {
 	// nextID numbers leproxy's own replies, as a server numbers its
 	// messages.
 	nextID atomic.Int32
 }
 
-var _ Protocol = (*mongodb)(nil)
+var _ dbproxy.Protocol = (*protocol)(nil)
 
-func (*mongodb) Name() string   { return "mongodb" }
-func (*mongodb) ALPN() []string { return nil }
+func (*protocol) Name() string   { return "mongodb" }
+func (*protocol) ALPN() []string { return nil }
 
 // Handshake implements Protocol.
-func (p *mongodb) Handshake(ctx context.Context, client net.Conn, s *Session) (net.Conn, net.Conn, error) {
+func (p *protocol) Handshake(ctx context.Context, client net.Conn, s *dbproxy.Session) (net.Conn, net.Conn, error) {
 	var start [3]byte
 	if _, err := io.ReadFull(client, start[:]); err != nil {
 		return nil, nil, fmt.Errorf("reading first bytes: %w", err)
 	}
-	if !firstBytesTLS(start) {
+	// Three bytes, not one: a MongoDB message 790 bytes long (0x316)
+	// starts 0x16 0x03 as a TLS handshake record does; the record
+	// version's minor byte, never 0 but for SSL 3.0's, tells them apart.
+	if !dbproxy.LooksLikeTLS(start) {
 		return p.plaintext(ctx, client, s, start[:])
 	}
-	tc, herr := s.ServerHandshake(ctx, &prefixConn{Conn: client, prefix: start[:]})
+	tc, herr := s.ServerHandshake(ctx, dbproxy.NewPrefixConn(client, start[:]))
 	if herr != nil {
 		return nil, nil, fmt.Errorf("TLS handshake: %w", herr)
 	}
@@ -73,11 +78,11 @@ func (p *mongodb) Handshake(ctx context.Context, client net.Conn, s *Session) (n
 		if sni != "" {
 			msg = fmt.Sprintf("no route for server name %q", sni)
 		}
-		return nil, nil, p.answer(tc, nil, mongoCodeHostNotFound, msg, err)
+		return nil, nil, p.answer(tc, nil, codeHostNotFound, msg, err)
 	}
-	b, err := dialTLSFirstBackend(ctx, s, r)
+	b, err := s.DialBackend(ctx, r)
 	if err != nil {
-		return nil, nil, p.answer(tc, nil, mongoCodeHostUnreachable, "could not connect to the backend of "+r.Host, err)
+		return nil, nil, p.answer(tc, nil, codeHostUnreachable, "could not connect to the backend of "+r.Host, err)
 	}
 	return tc, b, nil
 }
@@ -85,18 +90,18 @@ func (p *mongodb) Handshake(ctx context.Context, client net.Conn, s *Session) (n
 // plaintext handles a client whose first bytes, start, are not TLS: it
 // goes to the default route if that allows plaintext, and is otherwise
 // told that TLS is required.
-func (p *mongodb) plaintext(ctx context.Context, client net.Conn, s *Session, start []byte) (net.Conn, net.Conn, error) {
+func (p *protocol) plaintext(ctx context.Context, client net.Conn, s *dbproxy.Session, start []byte) (net.Conn, net.Conn, error) {
 	r, err := s.Route("")
 	if err != nil || !r.AllowPlaintext {
 		msg := "TLS is required: connect with tls=true"
 		if r != nil {
 			msg = "TLS is required for " + r.Host + ": connect with tls=true"
 		}
-		return nil, nil, p.answer(client, start, mongoCodeUnauthorized, msg, errors.New("client did not start TLS"))
+		return nil, nil, p.answer(client, start, codeUnauthorized, msg, errors.New("client did not start TLS"))
 	}
-	b, err := dialTLSFirstBackend(ctx, s, r)
+	b, err := s.DialBackend(ctx, r)
 	if err != nil {
-		return nil, nil, p.answer(client, start, mongoCodeHostUnreachable, "could not connect to the backend of "+r.Host, err)
+		return nil, nil, p.answer(client, start, codeHostUnreachable, "could not connect to the backend of "+r.Host, err)
 	}
 	// Hand the bytes read so far to the backend, so that both sides are
 	// plain connections the pump can splice.
@@ -110,12 +115,12 @@ func (p *mongodb) plaintext(ctx context.Context, client net.Conn, s *Session, st
 // already, answers it with error code and msg, and returns an error for
 // the log: cause, with msg. A client whose first message is not MongoDB's
 // gets no answer.
-func (p *mongodb) answer(conn net.Conn, start []byte, code int32, msg string, cause error) error {
-	h, cmd, err := readMongoFirstMessage(conn, start)
+func (p *protocol) answer(conn net.Conn, start []byte, code int32, msg string, cause error) error {
+	h, cmd, err := readFirstMessage(conn, start)
 	if err != nil {
 		return fmt.Errorf("%s: %w (and the client's first message: %w)", msg, cause, err)
 	}
-	reply := appendMongoError(nil, h, p.nextID.Add(1), code, msg+" (leproxy)")
+	reply := appendError(nil, h, p.nextID.Add(1), code, msg+" (leproxy)")
 	if _, err := conn.Write(reply); err != nil {
 		return fmt.Errorf("%s: %w (and answering %q: %w)", msg, cause, cmd, err)
 	}
@@ -124,12 +129,4 @@ func (p *mongodb) answer(conn net.Conn, start []byte, code int32, msg string, ca
 		tc.CloseWrite()
 	}
 	return fmt.Errorf("%s: %w (answered %q)", msg, cause, cmd)
-}
-
-// firstBytesTLS reports whether b, a connection's first three bytes,
-// start a TLS handshake record: content type 22 and a record version 3.x
-// other than SSL 3.0's. The minor version tells TLS from a MongoDB message
-// 790 bytes long (0x316), whose length starts the same way.
-func firstBytesTLS(b [3]byte) bool {
-	return b[0] == tlsHandshakeRecord && b[1] == 3 && b[2] != 0
 }

@@ -1,4 +1,4 @@
-package dbproxy
+package mongodb
 
 import (
 	"context"
@@ -11,27 +11,29 @@ import (
 	"testing"
 	"time"
 
+	"github.com/leproxy/leproxy/dbproxy"
+	"github.com/leproxy/leproxy/dbproxy/dbtest"
 	"github.com/leproxy/leproxy/internal/testenv"
 	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
 )
 
-// startMongoProxy starts a mongodb Server for cfg; see startProxy.
-func startMongoProxy(t *testing.T, ca *testCA, cfg Config) *testProxy {
+// startProxy starts a mongodb Server for cfg; see dbtest.StartProxy.
+func startProxy(t *testing.T, ca *dbtest.CA, cfg dbproxy.Config) *dbtest.Proxy {
 	t.Helper()
-	proto, ok := Lookup("mongodb")
+	proto, ok := dbproxy.Lookup("mongodb")
 	if !ok {
 		t.Fatal("mongodb is not registered")
 	}
 	cfg.Protocol = proto
-	return startProxy(t, ca, cfg)
+	return dbtest.StartProxy(t, ca, cfg)
 }
 
-// mongoClientTLS is the driver's TLS config: trust ca, send sni ("" for
+// driverTLS is the driver's TLS config: trust ca, send sni ("" for
 // none) and accept the certificate of verifyName.
-func mongoClientTLS(ca *testCA, sni, verifyName string) *tls.Config {
-	cfg := &tls.Config{ServerName: sni, RootCAs: ca.pool}
+func driverTLS(ca *dbtest.CA, sni, verifyName string) *tls.Config {
+	cfg := &tls.Config{ServerName: sni, RootCAs: ca.Pool}
 	if sni == verifyName {
 		return cfg
 	}
@@ -39,15 +41,15 @@ func mongoClientTLS(ca *testCA, sni, verifyName string) *tls.Config {
 	// Go sends no SNI for an IP address. Verify the certificate by hand.
 	cfg.InsecureSkipVerify = true
 	cfg.VerifyConnection = func(cs tls.ConnectionState) error {
-		_, err := cs.PeerCertificates[0].Verify(x509.VerifyOptions{DNSName: verifyName, Roots: ca.pool})
+		_, err := cs.PeerCertificates[0].Verify(x509.VerifyOptions{DNSName: verifyName, Roots: ca.Pool})
 		return err
 	}
 	return cfg
 }
 
-// mongoConnect returns a driver client for uri with opts, disconnected
+// connect returns a driver client for uri with opts, disconnected
 // when the test ends. Server selection gives up after 10 s.
-func mongoConnect(t *testing.T, uri string, opts ...*options.ClientOptions) *mongo.Client {
+func connect(t *testing.T, uri string, opts ...*options.ClientOptions) *mongo.Client {
 	t.Helper()
 	all := append([]*options.ClientOptions{
 		options.Client().ApplyURI(uri).SetServerSelectionTimeout(10 * time.Second).SetConnectTimeout(10 * time.Second),
@@ -64,9 +66,9 @@ func mongoConnect(t *testing.T, uri string, opts ...*options.ClientOptions) *mon
 	return c
 }
 
-// mongoRoundTrip inserts a document with a fresh value through c and
+// roundTrip inserts a document with a fresh value through c and
 // finds it again.
-func mongoRoundTrip(t *testing.T, c *mongo.Client) error {
+func roundTrip(t *testing.T, c *mongo.Client) error {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
@@ -87,20 +89,20 @@ func mongoRoundTrip(t *testing.T, c *mongo.Client) error {
 	return nil
 }
 
-// mongoSink is a backend that accepts connections, counts them and closes
+// backendSink is a backend that accepts connections, counts them and closes
 // them: no session of a refusal test may reach it.
-type mongoSink struct {
+type backendSink struct {
 	addr     string
 	accepted atomic.Int32
 }
 
-func startMongoSink(t *testing.T) *mongoSink {
+func startSink(t *testing.T) *backendSink {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &mongoSink{addr: l.Addr().String()}
+	s := &backendSink{addr: l.Addr().String()}
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -120,69 +122,57 @@ func startMongoSink(t *testing.T) *mongoSink {
 	return s
 }
 
-// closedAddr is an address on which nothing listens.
-func closedAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
-	return addr
-}
-
-// mongoLegacyHello leaves the driver's first hello a legacy OP_QUERY
+// legacyHello leaves the driver's first hello a legacy OP_QUERY
 // isMaster, as drivers send it.
-func mongoLegacyHello() *options.ClientOptions { return options.Client() }
+func legacyHello() *options.ClientOptions { return options.Client() }
 
-// mongoMsgHello declares a server API version, which makes the driver's
+// msgHello declares a server API version, which makes the driver's
 // first hello an OP_MSG.
-func mongoMsgHello() *options.ClientOptions {
+func msgHello() *options.ClientOptions {
 	return options.Client().SetServerAPIOptions(options.ServerAPI(options.ServerAPIVersion1))
 }
 
 func TestMongoDriverThroughProxy(t *testing.T) {
-	ca := newTestCA(t)
+	ca := dbtest.NewCA(t)
 	plain := testenv.StartFerretDB(t, testenv.FerretDBOptions{})
-	_, certPEM, keyPEM := ca.issue(t, "127.0.0.1")
+	_, certPEM, keyPEM := ca.Issue(t, "127.0.0.1")
 	secure := testenv.StartFerretDB(t, testenv.FerretDBOptions{CertPEM: certPEM, KeyPEM: keyPEM})
-	p := startMongoProxy(t, ca, Config{
-		Routes: []Route{
+	p := startProxy(t, ca, dbproxy.Config{
+		Routes: []dbproxy.Route{
 			{Host: "mongo.test", Backend: plain.Addr},
-			{Host: "secure.test", Backend: secure.Addr, TLS: TLSVerify, RootCAs: ca.pool},
+			{Host: "secure.test", Backend: secure.Addr, TLS: dbproxy.TLSVerify, RootCAs: ca.Pool},
 		},
 		Default: "mongo.test",
 	})
-	uri := "mongodb://" + p.addr + "/?directConnection=true&tls=true"
+	uri := "mongodb://" + p.Addr + "/?directConnection=true&tls=true"
 	tests := []struct {
 		name      string
 		tls       *tls.Config
 		hello     *options.ClientOptions
 		wantRoute string
 	}{
-		{"legacy hello", mongoClientTLS(ca, "mongo.test", "mongo.test"), mongoLegacyHello(), "mongo.test"},
-		{"OP_MSG hello", mongoClientTLS(ca, "mongo.test", "mongo.test"), mongoMsgHello(), "mongo.test"},
-		{"no SNI gets the default", mongoClientTLS(ca, "", "mongo.test"), mongoLegacyHello(), "mongo.test"},
-		{"backend with its own TLS", mongoClientTLS(ca, "secure.test", "secure.test"), mongoMsgHello(), "secure.test"},
+		{"legacy hello", driverTLS(ca, "mongo.test", "mongo.test"), legacyHello(), "mongo.test"},
+		{"OP_MSG hello", driverTLS(ca, "mongo.test", "mongo.test"), msgHello(), "mongo.test"},
+		{"no SNI gets the default", driverTLS(ca, "", "mongo.test"), legacyHello(), "mongo.test"},
+		{"backend with its own TLS", driverTLS(ca, "secure.test", "secure.test"), msgHello(), "secure.test"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			before := mongoRouteSessions(p, tt.wantRoute)
-			c := mongoConnect(t, uri, options.Client().SetTLSConfig(tt.tls), tt.hello)
-			if err := mongoRoundTrip(t, c); err != nil {
+			before := routeSessions(p, tt.wantRoute)
+			c := connect(t, uri, options.Client().SetTLSConfig(tt.tls), tt.hello)
+			if err := roundTrip(t, c); err != nil {
 				t.Fatalf("round trip: %v", err)
 			}
-			if got := mongoRouteSessions(p, tt.wantRoute); got <= before {
+			if got := routeSessions(p, tt.wantRoute); got <= before {
 				t.Errorf("route %s: %d sessions before and %d after, want more", tt.wantRoute, before, got)
 			}
 		})
 	}
 }
 
-// mongoRouteSessions is the Sessions counter of route host.
-func mongoRouteSessions(p *testProxy, host string) uint64 {
-	for _, r := range p.srv.Stats().Routes {
+// routeSessions is the Sessions counter of route host.
+func routeSessions(p *dbtest.Proxy, host string) uint64 {
+	for _, r := range p.Srv.Stats().Routes {
 		if r.Host == host {
 			return r.Sessions
 		}
@@ -191,14 +181,14 @@ func mongoRouteSessions(p *testProxy, host string) uint64 {
 }
 
 func TestMongoPlaintextAllowed(t *testing.T) {
-	ca := newTestCA(t)
+	ca := dbtest.NewCA(t)
 	db := testenv.StartFerretDB(t, testenv.FerretDBOptions{})
-	p := startMongoProxy(t, ca, Config{
-		Routes:  []Route{{Host: "mongo.test", Backend: db.Addr, AllowPlaintext: true}},
+	p := startProxy(t, ca, dbproxy.Config{
+		Routes:  []dbproxy.Route{{Host: "mongo.test", Backend: db.Addr, AllowPlaintext: true}},
 		Default: "mongo.test",
 	})
-	c := mongoConnect(t, "mongodb://"+p.addr+"/?directConnection=true")
-	if err := mongoRoundTrip(t, c); err != nil {
+	c := connect(t, "mongodb://"+p.Addr+"/?directConnection=true")
+	if err := roundTrip(t, c); err != nil {
 		t.Fatalf("round trip without TLS: %v", err)
 	}
 }
@@ -210,7 +200,7 @@ func TestMongoRefusals(t *testing.T) {
 		name    string
 		noDef   bool // no default route
 		down    bool // the route's backend is down
-		tls     func(ca *testCA) *tls.Config
+		tls     func(ca *dbtest.CA) *tls.Config
 		wantMsg string // in the driver's error
 	}{{
 		name:    "plaintext on the TLS port",
@@ -221,44 +211,44 @@ func TestMongoRefusals(t *testing.T) {
 		wantMsg: "(Unauthorized) TLS is required: connect with tls=true (leproxy)",
 	}, {
 		name:    "unknown server name",
-		tls:     func(ca *testCA) *tls.Config { return mongoClientTLS(ca, "other.test", "mongo.test") },
+		tls:     func(ca *dbtest.CA) *tls.Config { return driverTLS(ca, "other.test", "mongo.test") },
 		wantMsg: `(HostNotFound) no route for server name "other.test" (leproxy)`,
 	}, {
 		name:    "no SNI, no default route",
 		noDef:   true,
-		tls:     func(ca *testCA) *tls.Config { return mongoClientTLS(ca, "", "mongo.test") },
+		tls:     func(ca *dbtest.CA) *tls.Config { return driverTLS(ca, "", "mongo.test") },
 		wantMsg: "(HostNotFound) no route for clients that send no server name (SNI) (leproxy)",
 	}, {
 		name:    "backend down",
 		down:    true,
-		tls:     func(ca *testCA) *tls.Config { return mongoClientTLS(ca, "mongo.test", "mongo.test") },
+		tls:     func(ca *dbtest.CA) *tls.Config { return driverTLS(ca, "mongo.test", "mongo.test") },
 		wantMsg: "(HostUnreachable) could not connect to the backend of mongo.test (leproxy)",
 	}}
 	for _, tt := range tests {
 		for _, hello := range []struct {
 			name string
 			opts *options.ClientOptions
-		}{{"legacy hello", mongoLegacyHello()}, {"OP_MSG hello", mongoMsgHello()}} {
+		}{{"legacy hello", legacyHello()}, {"OP_MSG hello", msgHello()}} {
 			t.Run(tt.name+"/"+hello.name, func(t *testing.T) {
 				// Each waits out the driver's server selection.
 				t.Parallel()
-				ca := newTestCA(t)
-				sink := startMongoSink(t)
+				ca := dbtest.NewCA(t)
+				sink := startSink(t)
 				backend := sink.addr
 				if tt.down {
-					backend = closedAddr(t)
+					backend = dbtest.ClosedAddr(t)
 				}
-				cfg := Config{Routes: []Route{{Host: "mongo.test", Backend: backend}}, Default: "mongo.test"}
+				cfg := dbproxy.Config{Routes: []dbproxy.Route{{Host: "mongo.test", Backend: backend}}, Default: "mongo.test"}
 				if tt.noDef {
 					cfg.Default = ""
 				}
-				p := startMongoProxy(t, ca, cfg)
-				uri := "mongodb://" + p.addr + "/?directConnection=true"
+				p := startProxy(t, ca, cfg)
+				uri := "mongodb://" + p.Addr + "/?directConnection=true"
 				opts := options.Client().SetServerSelectionTimeout(2 * time.Second)
 				if tt.tls != nil {
 					opts.SetTLSConfig(tt.tls(ca))
 				}
-				c := mongoConnect(t, uri, opts, hello.opts)
+				c := connect(t, uri, opts, hello.opts)
 				err := c.Ping(context.Background(), nil)
 				if err == nil {
 					t.Fatal("ping succeeded, want the refusal")
@@ -281,16 +271,16 @@ func TestMongoRefusals(t *testing.T) {
 // TestMongoRefusalWire checks the refusals byte by byte: the reply answers
 // the request's id in the request's own format, and the proxy then closes.
 func TestMongoRefusalWire(t *testing.T) {
-	ca := newTestCA(t)
-	sink := startMongoSink(t)
-	p := startMongoProxy(t, ca, Config{Routes: []Route{{Host: "mongo.test", Backend: sink.addr}}, Default: "mongo.test"})
-	hello := mongoDoc(t, bson.D{{Key: "hello", Value: 1}, {Key: "$db", Value: "admin"}})
-	isMaster := mongoDoc(t, bson.D{{Key: "isMaster", Value: 1}})
+	ca := dbtest.NewCA(t)
+	sink := startSink(t)
+	p := startProxy(t, ca, dbproxy.Config{Routes: []dbproxy.Route{{Host: "mongo.test", Backend: sink.addr}}, Default: "mongo.test"})
+	hello := bsonDoc(t, bson.D{{Key: "hello", Value: 1}, {Key: "$db", Value: "admin"}})
+	isMaster := bsonDoc(t, bson.D{{Key: "isMaster", Value: 1}})
 	// A hello of exactly 790 bytes starts 0x16 0x03 0x00, as a TLS
 	// record would but for the version: still MongoDB.
 	pad := bson.D{{Key: "hello", Value: 1}, {Key: "pad", Value: ""}}
-	pad[1].Value = strings.Repeat("x", 790-len(buildOpMsg(1, mongoDoc(t, pad), "", false)))
-	hello790 := buildOpMsg(790, mongoDoc(t, pad), "", false)
+	pad[1].Value = strings.Repeat("x", 790-len(buildOpMsg(1, bsonDoc(t, pad), "", false)))
+	hello790 := buildOpMsg(790, bsonDoc(t, pad), "", false)
 	if len(hello790) != 790 || hello790[0] != 0x16 || hello790[1] != 3 {
 		t.Fatalf("790-byte hello is %d bytes, starting % x", len(hello790), hello790[:3])
 	}
@@ -302,17 +292,17 @@ func TestMongoRefusalWire(t *testing.T) {
 		wantID   int32
 		wantCode int32
 	}{
-		{"plaintext OP_MSG", "", buildOpMsg(11, hello, "", false), mongoOpMsg, 11, mongoCodeUnauthorized},
-		{"plaintext OP_QUERY", "", buildOpQuery(-12, "admin.$cmd", isMaster), mongoOpReply, -12, mongoCodeUnauthorized},
-		{"plaintext 790 bytes", "", hello790, mongoOpMsg, 790, mongoCodeUnauthorized},
-		{"unknown SNI, OP_QUERY", "other.test", buildOpQuery(13, "admin.$cmd", isMaster), mongoOpReply, 13, mongoCodeHostNotFound},
-		{"unknown SNI, OP_MSG", "other.test", buildOpMsg(14, hello, "", true), mongoOpMsg, 14, mongoCodeHostNotFound},
+		{"plaintext OP_MSG", "", buildOpMsg(11, hello, "", false), opMsg, 11, codeUnauthorized},
+		{"plaintext OP_QUERY", "", buildOpQuery(-12, "admin.$cmd", isMaster), opReply, -12, codeUnauthorized},
+		{"plaintext 790 bytes", "", hello790, opMsg, 790, codeUnauthorized},
+		{"unknown SNI, OP_QUERY", "other.test", buildOpQuery(13, "admin.$cmd", isMaster), opReply, 13, codeHostNotFound},
+		{"unknown SNI, OP_MSG", "other.test", buildOpMsg(14, hello, "", true), opMsg, 14, codeHostNotFound},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			conn := p.dial(t)
+			conn := p.Dial(t)
 			if tt.tlsSNI != "" {
-				tc := clientTLS(conn, ca, tt.tlsSNI, "mongo.test", "h2", "http/1.1")
+				tc := ca.ClientTLS(conn, tt.tlsSNI, "mongo.test", "h2", "http/1.1")
 				if err := tc.Handshake(); err != nil {
 					t.Fatalf("TLS handshake: %v", err)
 				}
@@ -321,12 +311,12 @@ func TestMongoRefusalWire(t *testing.T) {
 				}
 				conn = tc
 			}
-			mustWrite(t, conn, tt.msg)
+			dbtest.MustWrite(t, conn, tt.msg)
 			reply, err := io.ReadAll(conn)
 			if err != nil {
 				t.Fatalf("reading the reply: %v", err)
 			}
-			got := decodeMongoReply(t, reply)
+			got := decodeReply(t, reply)
 			if int32(got.opCode) != tt.wantOp || got.responseTo != tt.wantID || got.Code != tt.wantCode || got.OK != 0 {
 				t.Errorf("got %+v, want opcode %d answering %d with code %d", got, tt.wantOp, tt.wantID, tt.wantCode)
 			}
@@ -340,35 +330,43 @@ func TestMongoRefusalWire(t *testing.T) {
 // Bytes that are neither TLS nor MongoDB get no answer, and the log says
 // why.
 func TestMongoNotMongo(t *testing.T) {
-	ca := newTestCA(t)
-	sink := startMongoSink(t)
-	p := startMongoProxy(t, ca, Config{Routes: []Route{{Host: "mongo.test", Backend: sink.addr}}, Default: "mongo.test"})
-	conn := p.dial(t)
-	mustWrite(t, conn, []byte("GET / HTTP/1.1\r\nHost: mongo.test\r\n\r\n"))
+	ca := dbtest.NewCA(t)
+	sink := startSink(t)
+	p := startProxy(t, ca, dbproxy.Config{Routes: []dbproxy.Route{{Host: "mongo.test", Backend: sink.addr}}, Default: "mongo.test"})
+	conn := p.Dial(t)
+	dbtest.MustWrite(t, conn, []byte("GET / HTTP/1.1\r\nHost: mongo.test\r\n\r\n"))
 	if b, err := io.ReadAll(conn); err != nil || len(b) != 0 {
 		t.Fatalf("got %q, %v; want EOF and nothing", b, err)
 	}
-	waitFor(t, "the session-end log line", func() bool { return len(p.logs.records(t, "session end")) == 1 })
-	rec := p.logs.records(t, "session end")[0]
+	dbtest.WaitFor(t, "the session-end log line", func() bool { return len(p.Logs.Records(t, "session end")) == 1 })
+	rec := p.Logs.Records(t, "session end")[0]
 	if msg, _ := rec["error"].(string); !strings.Contains(msg, "not a MongoDB message") || !strings.Contains(msg, "TLS is required") {
 		t.Errorf("logged error %q, want it to say TLS is required and the bytes are not MongoDB", msg)
 	}
 }
 
 func TestMongoHandshakeTimeout(t *testing.T) {
-	ca := newTestCA(t)
-	sink := startMongoSink(t)
-	p := startMongoProxy(t, ca, Config{
-		Routes:           []Route{{Host: "mongo.test", Backend: sink.addr}},
+	ca := dbtest.NewCA(t)
+	sink := startSink(t)
+	p := startProxy(t, ca, dbproxy.Config{
+		Routes:           []dbproxy.Route{{Host: "mongo.test", Backend: sink.addr}},
 		HandshakeTimeout: 200 * time.Millisecond,
 	})
-	conn := p.dial(t)
-	mustWrite(t, conn, []byte{0x40, 0}) // two bytes of a length, then nothing
+	conn := p.Dial(t)
+	dbtest.MustWrite(t, conn, []byte{0x40, 0}) // two bytes of a length, then nothing
 	if _, err := io.Copy(io.Discard, conn); err != nil {
 		t.Fatalf("got %v, want the proxy to close the connection", err)
 	}
-	waitFor(t, "the session-end log line", func() bool { return len(p.logs.records(t, "session end")) == 1 })
-	if msg, _ := p.logs.records(t, "session end")[0]["error"].(string); !strings.Contains(msg, "timeout") {
+	dbtest.WaitFor(t, "the session-end log line", func() bool { return len(p.Logs.Records(t, "session end")) == 1 })
+	if msg, _ := p.Logs.Records(t, "session end")[0]["error"].(string); !strings.Contains(msg, "timeout") {
 		t.Errorf("logged error %q, want a timeout", msg)
+	}
+}
+
+func TestRegistered(t *testing.T) {
+	for _, name := range []string{"mongodb", "mongo", "MongoDB"} {
+		if got, ok := dbproxy.Canonical(name); !ok || got != "mongodb" {
+			t.Errorf("Canonical(%q) = %q, %t; want mongodb", name, got, ok)
+		}
 	}
 }

@@ -1,4 +1,6 @@
-package dbproxy
+//lint:file-ignore SA1019 OP_QUERY is deprecated, but drivers still open with a legacy isMaster in one, which leproxy must read and answer.
+
+package mongodb
 
 import (
 	"context"
@@ -12,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/leproxy/leproxy/dbproxy"
+	"github.com/leproxy/leproxy/dbproxy/dbtest"
 	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
 	"go.mongodb.org/mongo-driver/v2/mongo/readpref"
@@ -26,8 +30,8 @@ import (
 // writes and reads, which is what is under test: whether the host names in
 // hello replies lead the driver back through leproxy or around it.
 
-// fakeMongoMember is one member of a fake replica set.
-type fakeMongoMember struct {
+// fakeMember is one member of a fake replica set.
+type fakeMember struct {
 	name string
 	addr string
 	// hello holds the member's replica set fields: set, hosts, primary,
@@ -43,19 +47,19 @@ type fakeMongoMember struct {
 	connID   int32
 }
 
-func startFakeMongoMember(t *testing.T, name string) *fakeMongoMember {
+func startFakeMember(t *testing.T, name string) *fakeMember {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	m := &fakeMongoMember{name: name, addr: l.Addr().String()}
-	serveFake(t, l, time.Minute, nil, m.serve)
+	m := &fakeMember{name: name, addr: l.Addr().String()}
+	dbtest.ServeFake(t, l, time.Minute, nil, m.serve)
 	return m
 }
 
 // setHello makes m a member of set rs0 with hosts, primary and me.
-func (m *fakeMongoMember) setHello(hosts []string, primary, me string) {
+func (m *fakeMember) setHello(hosts []string, primary, me string) {
 	isPrimary := primary == me
 	d := bson.D{
 		{Key: "ismaster", Value: isPrimary},
@@ -74,28 +78,28 @@ func (m *fakeMongoMember) setHello(hosts []string, primary, me string) {
 }
 
 // got returns the commands m received, and the documents inserted.
-func (m *fakeMongoMember) got() ([]string, []bson.Raw) {
+func (m *fakeMember) got() ([]string, []bson.Raw) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return slices.Clone(m.commands), slices.Clone(m.docs)
 }
 
 // serve answers the requests of one connection.
-func (m *fakeMongoMember) serve(c net.Conn) {
+func (m *fakeMember) serve(c net.Conn) {
 	for {
-		var hdr [mongoHeaderLen]byte
+		var hdr [headerLen]byte
 		if _, err := io.ReadFull(c, hdr[:]); err != nil {
 			return
 		}
-		if hdr[0] == tlsHandshakeRecord && hdr[1] == 3 {
+		if hdr[0] == dbproxy.TLSRecordHandshake && hdr[1] == 3 {
 			m.bypassed.Add(1)
 			return
 		}
 		length, reqID, _, op, _, ok := wiremessage.ReadHeader(hdr[:])
-		if !ok || length < mongoHeaderLen || length > 16<<20 {
+		if !ok || length < headerLen || length > 16<<20 {
 			return
 		}
-		body := make([]byte, length-mongoHeaderLen)
+		body := make([]byte, length-headerLen)
 		if _, err := io.ReadFull(c, body); err != nil {
 			return
 		}
@@ -152,11 +156,7 @@ func (m *fakeMongoMember) serve(c net.Conn) {
 			b = append(b, doc...)
 			out = bsoncore.UpdateLength(b, idx, int32(len(b)-int(idx)))
 		} else {
-			idx, b := wiremessage.AppendHeaderStart(nil, wiremessage.NextRequestID(), reqID, wiremessage.OpMsg)
-			b = wiremessage.AppendMsgFlags(b, 0)
-			b = wiremessage.AppendMsgSectionType(b, wiremessage.SingleDocument)
-			b = append(b, doc...)
-			out = bsoncore.UpdateLength(b, idx, int32(len(b)-int(idx)))
+			out = buildOpMsgReply(reqID, doc)
 		}
 		if _, err := c.Write(out); err != nil {
 			return
@@ -165,7 +165,7 @@ func (m *fakeMongoMember) serve(c net.Conn) {
 }
 
 // command runs one command and returns the reply document.
-func (m *fakeMongoMember) command(cmd bsoncore.Document, seqs []bsoncore.Document) bson.D {
+func (m *fakeMember) command(cmd bsoncore.Document, seqs []bsoncore.Document) bson.D {
 	elems, err := cmd.Elements()
 	if err != nil || len(elems) == 0 {
 		return bson.D{{Key: "ok", Value: 0.0}, {Key: "errmsg", Value: "bad command"}, {Key: "code", Value: int32(9)}}
@@ -181,7 +181,7 @@ func (m *fakeMongoMember) command(cmd bsoncore.Document, seqs []bsoncore.Documen
 		d := slices.Clone(*m.hello.Load())
 		return append(d,
 			bson.E{Key: "maxBsonObjectSize", Value: int32(16 << 20)},
-			bson.E{Key: "maxMessageSizeBytes", Value: int32(mongoMaxMessage)},
+			bson.E{Key: "maxMessageSizeBytes", Value: int32(maxMessage)},
 			bson.E{Key: "maxWriteBatchSize", Value: int32(100000)},
 			bson.E{Key: "localTime", Value: bson.NewDateTimeFromTime(time.Now())},
 			bson.E{Key: "logicalSessionTimeoutMinutes", Value: int32(30)},
@@ -218,11 +218,11 @@ func (m *fakeMongoMember) command(cmd bsoncore.Document, seqs []bsoncore.Documen
 	return bson.D{{Key: "ok", Value: 0.0}, {Key: "errmsg", Value: "no such command: " + name}, {Key: "code", Value: int32(59)}}
 }
 
-// mongoTestDialer dials host names ending in .test at 127.0.0.1, as a
+// testDialer dials host names ending in .test at 127.0.0.1, as a
 // resolver would send them to leproxy, and other addresses as they are.
-type mongoTestDialer struct{ d net.Dialer }
+type testDialer struct{ d net.Dialer }
 
-func (md *mongoTestDialer) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
+func (md *testDialer) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
 	if host, port, err := net.SplitHostPort(addr); err == nil && strings.HasSuffix(host, ".test") {
 		addr = net.JoinHostPort("127.0.0.1", port)
 	}
@@ -231,16 +231,16 @@ func (md *mongoTestDialer) DialContext(ctx context.Context, network, addr string
 
 // fakeReplicaSet starts members a (the primary), b and c, and a proxy
 // with a route to each: a.test, b.test and c.test.
-func fakeReplicaSet(t *testing.T) (p *testProxy, ca *testCA, members []*fakeMongoMember) {
+func fakeReplicaSet(t *testing.T) (p *dbtest.Proxy, ca *dbtest.CA, members []*fakeMember) {
 	t.Helper()
-	ca = newTestCA(t)
-	var routes []Route
+	ca = dbtest.NewCA(t)
+	var routes []dbproxy.Route
 	for _, name := range []string{"a", "b", "c"} {
-		m := startFakeMongoMember(t, name)
+		m := startFakeMember(t, name)
 		members = append(members, m)
-		routes = append(routes, Route{Host: name + ".test", Backend: m.addr})
+		routes = append(routes, dbproxy.Route{Host: name + ".test", Backend: m.addr})
 	}
-	return startMongoProxy(t, ca, Config{Routes: routes}), ca, members
+	return startProxy(t, ca, dbproxy.Config{Routes: routes}), ca, members
 }
 
 // The set-up the README recommends: each member has its own leproxy host
@@ -250,7 +250,7 @@ func fakeReplicaSet(t *testing.T) (p *testProxy, ca *testCA, members []*fakeMong
 // TLS, and never goes around leproxy.
 func TestMongoReplicaSetNamedByRoutes(t *testing.T) {
 	p, ca, members := fakeReplicaSet(t)
-	_, port, _ := net.SplitHostPort(p.addr)
+	_, port, _ := net.SplitHostPort(p.Addr)
 	var hosts []string
 	for _, m := range members {
 		hosts = append(hosts, net.JoinHostPort(m.name+".test", port))
@@ -258,8 +258,8 @@ func TestMongoReplicaSetNamedByRoutes(t *testing.T) {
 	for i, m := range members {
 		m.setHello(hosts, hosts[0], hosts[i])
 	}
-	c := mongoConnect(t, "mongodb://a.test:"+port+"/?replicaSet=rs0&tls=true",
-		options.Client().SetDialer(&mongoTestDialer{}).SetTLSConfig(&tls.Config{RootCAs: ca.pool}))
+	c := connect(t, "mongodb://a.test:"+port+"/?replicaSet=rs0&tls=true",
+		options.Client().SetDialer(&testDialer{}).SetTLSConfig(&tls.Config{RootCAs: ca.Pool}))
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	coll := c.Database("d").Collection("c")
@@ -293,8 +293,8 @@ func TestMongoReplicaSetNamedByRoutes(t *testing.T) {
 	}
 	// The driver monitors every member it discovered, through leproxy;
 	// those connections start in the background, so wait for them.
-	waitFor(t, "a session on every member's route", func() bool {
-		for _, r := range p.srv.Stats().Routes {
+	dbtest.WaitFor(t, "a session on every member's route", func() bool {
+		for _, r := range p.Srv.Stats().Routes {
 			if r.Sessions == 0 {
 				return false
 			}
@@ -310,7 +310,7 @@ func TestMongoReplicaSetNamedByRoutes(t *testing.T) {
 // its TLS fails. directConnection=true keeps it on the name it was given.
 func TestMongoReplicaSetNamedByAddresses(t *testing.T) {
 	p, ca, members := fakeReplicaSet(t)
-	_, port, _ := net.SplitHostPort(p.addr)
+	_, port, _ := net.SplitHostPort(p.Addr)
 	var hosts []string
 	for _, m := range members {
 		hosts = append(hosts, m.addr)
@@ -318,16 +318,16 @@ func TestMongoReplicaSetNamedByAddresses(t *testing.T) {
 	for i, m := range members {
 		m.setHello(hosts, hosts[0], hosts[i])
 	}
-	tlsOpts := options.Client().SetDialer(&mongoTestDialer{}).SetTLSConfig(&tls.Config{RootCAs: ca.pool})
+	tlsOpts := options.Client().SetDialer(&testDialer{}).SetTLSConfig(&tls.Config{RootCAs: ca.Pool})
 
 	t.Run("discovery goes around leproxy", func(t *testing.T) {
-		c := mongoConnect(t, "mongodb://a.test:"+port+"/?replicaSet=rs0&tls=true", tlsOpts,
+		c := connect(t, "mongodb://a.test:"+port+"/?replicaSet=rs0&tls=true", tlsOpts,
 			options.Client().SetServerSelectionTimeout(3*time.Second))
 		_, err := c.Database("d").Collection("c").InsertOne(context.Background(), bson.D{{Key: "v", Value: "lost"}})
 		if err == nil {
 			t.Fatal("insert succeeded, want server selection to fail")
 		}
-		waitFor(t, "a TLS ClientHello at a member", func() bool {
+		dbtest.WaitFor(t, "a TLS ClientHello at a member", func() bool {
 			n := int32(0)
 			for _, m := range members {
 				n += m.bypassed.Load()
@@ -341,7 +341,7 @@ func TestMongoReplicaSetNamedByAddresses(t *testing.T) {
 
 	t.Run("directConnection stays on leproxy", func(t *testing.T) {
 		before := members[0].bypassed.Load()
-		c := mongoConnect(t, "mongodb://a.test:"+port+"/?directConnection=true&tls=true", tlsOpts)
+		c := connect(t, "mongodb://a.test:"+port+"/?directConnection=true&tls=true", tlsOpts)
 		if _, err := c.Database("d").Collection("c").InsertOne(context.Background(), bson.D{{Key: "v", Value: "kept"}}); err != nil {
 			t.Fatalf("insert: %v", err)
 		}

@@ -1,4 +1,4 @@
-package dbproxy
+package mongodb
 
 import (
 	"encoding/binary"
@@ -22,43 +22,43 @@ import (
 //	         int32 numberReturned, BSON documents
 
 const (
-	mongoHeaderLen = 16
+	headerLen = 16
 
-	mongoOpReply = 1
-	mongoOpQuery = 2004
-	mongoOpMsg   = 2013
+	opReply = 1
+	opQuery = 2004
+	opMsg   = 2013
 
-	// mongoMaxMessage is mongod's maxMessageSizeBytes; a header that
+	// maxMessage is mongod's maxMessageSizeBytes; a header that
 	// announces more is not MongoDB.
-	mongoMaxMessage = 48_000_000
-	// mongoMaxFirstMessage bounds the first message leproxy reads itself,
+	maxMessage = 48_000_000
+	// maxFirstMessage bounds the first message leproxy reads itself,
 	// to answer it with an error. A client's first message is a hello (or
 	// legacy isMaster) with at most 512 bytes of client metadata,
 	// compressors, SASL mechanisms and a speculative authentication: a few
 	// KiB. A longer one is answered from its header alone.
-	mongoMaxFirstMessage = 16 << 10
-	// mongoMinDocument is the length of an empty BSON document.
-	mongoMinDocument = 5
+	maxFirstMessage = 16 << 10
+	// minDocument is the length of an empty BSON document.
+	minDocument = 5
 
-	// mongoMsgChecksumPresent is the OP_MSG flag bit of a trailing CRC-32C.
-	mongoMsgChecksumPresent = 1 << 0
+	// msgChecksumPresent is the OP_MSG flag bit of a trailing CRC-32C.
+	msgChecksumPresent = 1 << 0
 )
 
 // MongoDB error codes leproxy answers with (src/mongo/base/error_codes.yml).
 const (
-	mongoCodeHostUnreachable = 6
-	mongoCodeHostNotFound    = 7
-	mongoCodeUnauthorized    = 13
+	codeHostUnreachable = 6
+	codeHostNotFound    = 7
+	codeUnauthorized    = 13
 )
 
-// mongoCodeName is the codeName of the codes above, "" for others.
-func mongoCodeName(code int32) string {
+// codeName is the codeName of the codes above, "" for others.
+func codeName(code int32) string {
 	switch code {
-	case mongoCodeHostUnreachable:
+	case codeHostUnreachable:
 		return "HostUnreachable"
-	case mongoCodeHostNotFound:
+	case codeHostNotFound:
 		return "HostNotFound"
-	case mongoCodeUnauthorized:
+	case codeUnauthorized:
 		return "Unauthorized"
 	}
 	return ""
@@ -68,32 +68,32 @@ func mongoCodeName(code int32) string {
 // first message.
 var errNotMongo = errors.New("not a MongoDB message")
 
-// mongoHeader is a message header.
-type mongoHeader struct {
+// msgHeader is a message header.
+type msgHeader struct {
 	length     int32
 	requestID  int32
 	responseTo int32
 	opCode     int32
 }
 
-// parseMongoHeader parses the header of a client's first message: a length
-// between the shortest OP_MSG or OP_QUERY and mongoMaxMessage, no
+// parseHeader parses the header of a client's first message: a length
+// between the shortest OP_MSG or OP_QUERY and maxMessage, no
 // responseTo, and one of the two opcodes a client may open with (never
 // OP_COMPRESSED: compression is negotiated by that first message).
-func parseMongoHeader(b []byte) (mongoHeader, error) {
-	if len(b) < mongoHeaderLen {
-		return mongoHeader{}, fmt.Errorf("%w: header of %d bytes", errNotMongo, len(b))
+func parseHeader(b []byte) (msgHeader, error) {
+	if len(b) < headerLen {
+		return msgHeader{}, fmt.Errorf("%w: header of %d bytes", errNotMongo, len(b))
 	}
-	h := mongoHeader{
+	h := msgHeader{
 		length:     int32(binary.LittleEndian.Uint32(b)),
 		requestID:  int32(binary.LittleEndian.Uint32(b[4:])),
 		responseTo: int32(binary.LittleEndian.Uint32(b[8:])),
 		opCode:     int32(binary.LittleEndian.Uint32(b[12:])),
 	}
-	if h.opCode != mongoOpMsg && h.opCode != mongoOpQuery {
+	if h.opCode != opMsg && h.opCode != opQuery {
 		return h, fmt.Errorf("%w: opcode %d", errNotMongo, h.opCode)
 	}
-	if h.length < mongoHeaderLen+4+1+mongoMinDocument || h.length > mongoMaxMessage {
+	if h.length < headerLen+4+1+minDocument || h.length > maxMessage {
 		return h, fmt.Errorf("%w: message length %d", errNotMongo, h.length)
 	}
 	if h.responseTo != 0 {
@@ -102,44 +102,44 @@ func parseMongoHeader(b []byte) (mongoHeader, error) {
 	return h, nil
 }
 
-// readMongoFirstMessage reads a client's first message, of which the
+// readFirstMessage reads a client's first message, of which the
 // first len(start) bytes were read already (at most a header's worth). It
 // returns the header and the command name: the first key of the command
 // document, such as "hello" or "isMaster". A message longer than
-// mongoMaxFirstMessage is not read beyond its header and has no command
+// maxFirstMessage is not read beyond its header and has no command
 // name; neither has one whose body does not parse.
-func readMongoFirstMessage(r io.Reader, start []byte) (mongoHeader, string, error) {
-	var hdr [mongoHeaderLen]byte
+func readFirstMessage(r io.Reader, start []byte) (msgHeader, string, error) {
+	var hdr [headerLen]byte
 	n := copy(hdr[:], start)
 	if _, err := io.ReadFull(r, hdr[n:]); err != nil {
-		return mongoHeader{}, "", fmt.Errorf("reading message header: %w", err)
+		return msgHeader{}, "", fmt.Errorf("reading message header: %w", err)
 	}
-	h, err := parseMongoHeader(hdr[:])
+	h, err := parseHeader(hdr[:])
 	if err != nil {
 		return h, "", err
 	}
-	if h.length > mongoMaxFirstMessage {
+	if h.length > maxFirstMessage {
 		return h, "", nil
 	}
-	body := make([]byte, h.length-mongoHeaderLen)
+	body := make([]byte, h.length-headerLen)
 	if _, err := io.ReadFull(r, body); err != nil {
 		return h, "", fmt.Errorf("reading message body: %w", err)
 	}
-	cmd, _ := mongoCommandName(h.opCode, body)
+	cmd, _ := commandName(h.opCode, body)
 	return h, cmd, nil
 }
 
-// mongoCommandName returns the command name of an OP_MSG or OP_QUERY body
+// commandName returns the command name of an OP_MSG or OP_QUERY body
 // (the message after its header).
-func mongoCommandName(opCode int32, body []byte) (string, error) {
+func commandName(opCode int32, body []byte) (string, error) {
 	switch opCode {
-	case mongoOpMsg:
+	case opMsg:
 		if len(body) < 4 {
 			return "", fmt.Errorf("%w: OP_MSG without flags", errNotMongo)
 		}
 		flags := binary.LittleEndian.Uint32(body)
 		body = body[4:]
-		if flags&mongoMsgChecksumPresent != 0 {
+		if flags&msgChecksumPresent != 0 {
 			if len(body) < 4 {
 				return "", fmt.Errorf("%w: OP_MSG without its checksum", errNotMongo)
 			}
@@ -167,12 +167,12 @@ func mongoCommandName(opCode int32, body []byte) (string, error) {
 			}
 		}
 		return "", fmt.Errorf("%w: OP_MSG without a command", errNotMongo)
-	case mongoOpQuery:
+	case opQuery:
 		if len(body) < 4 {
 			return "", fmt.Errorf("%w: OP_QUERY without flags", errNotMongo)
 		}
 		body = body[4:]
-		end := mongoCStringEnd(body)
+		end := cstringEnd(body)
 		if end < 0 {
 			return "", fmt.Errorf("%w: OP_QUERY collection name", errNotMongo)
 		}
@@ -188,27 +188,27 @@ func mongoCommandName(opCode int32, body []byte) (string, error) {
 // bsonFirstKey returns the key of the first element of the BSON document
 // at the start of b.
 func bsonFirstKey(b []byte) (string, error) {
-	if len(b) < mongoMinDocument {
+	if len(b) < minDocument {
 		return "", fmt.Errorf("%w: truncated document", errNotMongo)
 	}
 	size := binary.LittleEndian.Uint32(b)
-	if size < mongoMinDocument || uint64(size) > uint64(len(b)) || b[size-1] != 0 {
+	if size < minDocument || uint64(size) > uint64(len(b)) || b[size-1] != 0 {
 		return "", fmt.Errorf("%w: document of %d bytes", errNotMongo, size)
 	}
 	doc := b[4 : size-1] // elements
 	if len(doc) == 0 {
 		return "", fmt.Errorf("%w: empty command document", errNotMongo)
 	}
-	end := mongoCStringEnd(doc[1:])
+	end := cstringEnd(doc[1:])
 	if end < 0 {
 		return "", fmt.Errorf("%w: element name", errNotMongo)
 	}
 	return string(doc[1 : 1+end]), nil
 }
 
-// mongoCStringEnd is the index of the NUL that ends the cstring at the start of
+// cstringEnd is the index of the NUL that ends the cstring at the start of
 // b, or -1.
-func mongoCStringEnd(b []byte) int {
+func cstringEnd(b []byte) int {
 	for i, c := range b {
 		if c == 0 {
 			return i
@@ -217,34 +217,34 @@ func mongoCStringEnd(b []byte) int {
 	return -1
 }
 
-// appendMongoError appends the reply to req that MongoDB sends for a
+// appendError appends the reply to req that MongoDB sends for a
 // failed command: {ok: 0.0, errmsg, code, codeName}, as an OP_MSG to an
 // OP_MSG and as an OP_REPLY to a legacy OP_QUERY, with requestID as its
 // own id.
-func appendMongoError(dst []byte, req mongoHeader, requestID, code int32, msg string) []byte {
+func appendError(dst []byte, req msgHeader, requestID, code int32, msg string) []byte {
 	start := len(dst)
 	dst = binary.LittleEndian.AppendUint32(dst, 0) // length, set below
 	dst = binary.LittleEndian.AppendUint32(dst, uint32(requestID))
 	dst = binary.LittleEndian.AppendUint32(dst, uint32(req.requestID))
-	if req.opCode == mongoOpQuery {
-		dst = binary.LittleEndian.AppendUint32(dst, mongoOpReply)
+	if req.opCode == opQuery {
+		dst = binary.LittleEndian.AppendUint32(dst, opReply)
 		dst = binary.LittleEndian.AppendUint32(dst, 0) // responseFlags
 		dst = binary.LittleEndian.AppendUint64(dst, 0) // cursorID
 		dst = binary.LittleEndian.AppendUint32(dst, 0) // startingFrom
 		dst = binary.LittleEndian.AppendUint32(dst, 1) // numberReturned
 	} else {
-		dst = binary.LittleEndian.AppendUint32(dst, mongoOpMsg)
+		dst = binary.LittleEndian.AppendUint32(dst, opMsg)
 		dst = binary.LittleEndian.AppendUint32(dst, 0) // flagBits
 		dst = append(dst, 0)                           // section kind 0
 	}
-	dst = appendMongoErrorDoc(dst, code, msg)
+	dst = appendErrorDoc(dst, code, msg)
 	binary.LittleEndian.PutUint32(dst[start:], uint32(len(dst)-start))
 	return dst
 }
 
-// appendMongoErrorDoc appends the BSON document
+// appendErrorDoc appends the BSON document
 // {ok: 0.0, errmsg: msg, code: code, codeName: …}.
-func appendMongoErrorDoc(dst []byte, code int32, msg string) []byte {
+func appendErrorDoc(dst []byte, code int32, msg string) []byte {
 	start := len(dst)
 	dst = binary.LittleEndian.AppendUint32(dst, 0) // length, set below
 	dst = append(dst, 0x01)                        // double
@@ -254,7 +254,7 @@ func appendMongoErrorDoc(dst []byte, code int32, msg string) []byte {
 	dst = append(dst, 0x10) // int32
 	dst = append(dst, "code\x00"...)
 	dst = binary.LittleEndian.AppendUint32(dst, uint32(code))
-	if name := mongoCodeName(code); name != "" {
+	if name := codeName(code); name != "" {
 		dst = appendBSONString(dst, "codeName", name)
 	}
 	dst = append(dst, 0)

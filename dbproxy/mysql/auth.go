@@ -1,4 +1,4 @@
-package dbproxy
+package mysql
 
 import (
 	"bytes"
@@ -6,12 +6,13 @@ import (
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/sha1"
-	"crypto/tls"
 	"crypto/x509"
 	"encoding/pem"
 	"errors"
 	"fmt"
 	"net"
+
+	"github.com/leproxy/leproxy/dbproxy"
 )
 
 // The backend side of a MySQL handshake and the relay of authentication
@@ -35,59 +36,59 @@ const (
 // for a backend.
 const maxPasswordForRSA = 1024
 
-// myCleartextRefusal is the message of the ERR packet that refuses a
+// cleartextRefusal is the message of the ERR packet that refuses a
 // cleartext-only plugin, given the route's host and the plugin.
-const myCleartextRefusal = "leproxy: route %s: the backend asks for authentication plugin %s, which sends the password in cleartext, and the link to the backend is not encrypted; set tls: verify on the route"
+const cleartextRefusal = "leproxy: route %s: the backend asks for authentication plugin %s, which sends the password in cleartext, and the link to the backend is not encrypted; set tls: verify on the route"
 
-// myCleartextPlugins send the user's password as it is. leproxy refuses
+// cleartextPlugins send the user's password as it is. leproxy refuses
 // them when the client has TLS and the backend link has not.
-var myCleartextPlugins = map[string]bool{
+var cleartextPlugins = map[string]bool{
 	"mysql_clear_password": true,
 	"dialog":               true, // MariaDB's PAM plugin asks and is answered in cleartext
 }
 
-// myBackendError is an ERR packet from the backend, which the client gets
+// backendError is an ERR packet from the backend, which the client gets
 // verbatim (with its own sequence id).
-type myBackendError struct {
+type backendError struct {
 	payload []byte
 	code    uint16
 	state   string
 	msg     string
 }
 
-func (e *myBackendError) Error() string {
+func (e *backendError) Error() string {
 	return fmt.Sprintf("backend refused the session: error %d (%s): %s", e.code, e.state, e.msg)
 }
 
-func newMyBackendError(pkt []byte) *myBackendError {
-	code, state, msg, _ := parseMyERR(pkt)
-	return &myBackendError{payload: pkt, code: code, state: state, msg: msg}
+func newBackendError(pkt []byte) *backendError {
+	code, state, msg, _ := parseERR(pkt)
+	return &backendError{payload: pkt, code: code, state: state, msg: msg}
 }
 
-// myBackend is the backend side of one MySQL handshake.
-type myBackend struct {
+// backendSide is the backend side of one MySQL handshake.
+type backendSide struct {
 	conn  net.Conn // as dialled, or TLS over it
 	tls   bool
 	seq   byte // sequence id of the next packet to the backend
-	route *Route
+	route *dbproxy.Route
 }
 
 // lost is the error for a backend that went away.
-func (b *myBackend) lost(err error) *myError {
-	return &myError{code: crServerLost, state: stateGeneral,
+func (b *backendSide) lost(err error) *proxyError {
+	return &proxyError{code: crServerLost, state: stateGeneral,
 		msg: "leproxy: lost the connection to the backend of route " + b.route.Host + " during authentication", err: err}
 }
 
 // invalid is the error for a backend that broke the protocol.
-func (b *myBackend) invalid(err error) *myError {
-	return &myError{code: crMalformedPacket, state: stateGeneral,
+func (b *backendSide) invalid(err error) *proxyError {
+	return &proxyError{code: crMalformedPacket, state: stateGeneral,
 		msg: "leproxy: invalid handshake from the backend of route " + b.route.Host, err: err}
 }
 
 // read reads the backend's next packet, which must have the next
 // sequence id.
-func (b *myBackend) read() ([]byte, error) {
-	pkt, seq, err := readMyPacket(b.conn, myMaxHandshakePacket)
+func (b *backendSide) read() ([]byte, error) {
+	pkt, seq, err := readPacket(b.conn, maxHandshakePacket)
 	switch {
 	case errors.Is(err, errMalformed):
 		return nil, b.invalid(err)
@@ -103,8 +104,8 @@ func (b *myBackend) read() ([]byte, error) {
 }
 
 // write sends one packet to the backend with the next sequence id.
-func (b *myBackend) write(payload []byte) error {
-	err := writeMyPacket(b.conn, b.seq, payload)
+func (b *backendSide) write(payload []byte) error {
+	err := writePacket(b.conn, b.seq, payload)
 	b.seq++
 	if err != nil {
 		return b.lost(err)
@@ -115,61 +116,61 @@ func (b *myBackend) write(payload []byte) error {
 // connectBackend dials r's backend, reads its greeting, starts TLS when
 // the route says so and sends the HandshakeResponse41 that makes the
 // backend ask the client for authentication itself.
-func (p *mysqlProtocol) connectBackend(ctx context.Context, s *Session, r *Route, resp *myHandshakeResponse) (*myBackend, error) {
+func (p *protocol) connectBackend(ctx context.Context, s *dbproxy.Session, r *dbproxy.Route, resp *handshakeResponse) (*backendSide, error) {
 	conn, err := s.Dial(ctx, r)
 	if err != nil {
-		return nil, &myError{code: crConnHostError, state: stateGeneral,
+		return nil, &proxyError{code: crConnHostError, state: stateGeneral,
 			msg: "leproxy: backend for route " + r.Host + " unavailable", err: err}
 	}
-	b := &myBackend{conn: conn, route: r}
+	b := &backendSide{conn: conn, route: r}
 	pkt, err := b.read()
 	if err != nil {
 		return nil, err
 	}
-	if pkt[0] == myERR {
+	if pkt[0] == headerERR {
 		// Too many connections, host blocked…: the backend's own words.
-		return nil, newMyBackendError(pkt)
+		return nil, newBackendError(pkt)
 	}
-	g, err := parseMyGreeting(pkt)
+	g, err := parseGreeting(pkt)
 	if err != nil {
 		return nil, b.invalid(err)
 	}
-	p.server.Store(&myServerInfo{version: g.version, charset: g.charset})
+	p.learn(r, &serverInfo{version: g.version, charset: g.charset})
 
-	if missing := myRequired &^ g.caps; missing != 0 {
+	if missing := requiredCaps &^ g.caps; missing != 0 {
 		return nil, b.invalid(fmt.Errorf("backend lacks capabilities %#x (protocol 4.1 with pluggable authentication)", missing))
 	}
-	need := resp.caps & myMustMatch
+	need := resp.caps & mustMatchCaps
 	if resp.database != "" {
 		need |= capConnectWithDB
 	}
 	if missing := need &^ g.caps; missing != 0 {
-		return nil, &myError{code: crMalformedPacket, state: stateGeneral,
+		return nil, &proxyError{code: crMalformedPacket, state: stateGeneral,
 			msg: fmt.Sprintf("leproxy: the backend of route %s lacks capabilities %#x that the client uses", r.Host, missing)}
 	}
-	out := &myHandshakeResponse{
+	out := &handshakeResponse{
 		// CLIENT_LONG_PASSWORD is CLIENT_MYSQL to MariaDB: no extended
 		// capabilities, which the client was not offered.
-		caps:      resp.caps&myOffered&g.caps&^capSSL | capLongPassword | myRequired,
+		caps:      resp.caps&offeredCaps&g.caps&^capSSL | capLongPassword | requiredCaps,
 		maxPacket: resp.maxPacket,
 		charset:   resp.charset,
 		user:      resp.user,
 		database:  resp.database,
-		plugin:    mySwitchPlugin,
+		plugin:    switchPlugin,
 		attrs:     resp.attrs,
 	}
-	if cfg := s.BackendTLSConfig(r); cfg != nil {
+	if r.TLS.Enabled() {
 		if g.caps&capSSL == 0 {
-			return nil, &myError{code: crSSLConnectionError, state: stateGeneral,
+			return nil, &proxyError{code: crSSLConnectionError, state: stateGeneral,
 				msg: "leproxy: the backend of route " + r.Host + " does not support TLS"}
 		}
 		out.caps |= capSSL
 		if err := b.write(out.appendSSLRequest(nil)); err != nil {
 			return nil, err
 		}
-		tc := tls.Client(b.conn, cfg)
-		if err := tc.HandshakeContext(ctx); err != nil {
-			return nil, &myError{code: crSSLConnectionError, state: stateGeneral,
+		tc, err := s.StartBackendTLS(ctx, b.conn, r)
+		if err != nil {
+			return nil, &proxyError{code: crSSLConnectionError, state: stateGeneral,
 				msg: "leproxy: TLS with the backend of route " + r.Host + " failed", err: err}
 		}
 		b.conn, b.tls = tc, true
@@ -180,20 +181,20 @@ func (p *mysqlProtocol) connectBackend(ctx context.Context, s *Session, r *Route
 	return b, nil
 }
 
-// relayMyAuth relays authentication packets between the client and the
+// relayAuth relays authentication packets between the client and the
 // backend until the backend's OK, which it forwards, or ERR, which goes
 // to the client and ends the session. Sequence ids are each side's own.
 // Errors are reported to the client.
-func relayMyAuth(h *myClient, b *myBackend, r *Route) error {
-	a := &myAuthRelay{h: h, b: b, route: r}
+func relayAuth(h *clientSide, b *backendSide, r *dbproxy.Route) error {
+	a := &authRelay{h: h, b: b, route: r}
 	return h.tell(a.run())
 }
 
-// myAuthRelay is the state of one authentication relay.
-type myAuthRelay struct {
-	h      *myClient
-	b      *myBackend
-	route  *Route
+// authRelay is the state of one authentication relay.
+type authRelay struct {
+	h      *clientSide
+	b      *backendSide
+	route  *dbproxy.Route
 	plugin string // the plugin of the backend's last AuthSwitchRequest
 	nonce  []byte // and its nonce
 }
@@ -201,35 +202,35 @@ type myAuthRelay struct {
 // secureOnlyToClient reports whether the client's link is encrypted and
 // the backend's is not: the client may then send secrets in cleartext
 // that must not go on as they are.
-func (a *myAuthRelay) secureOnlyToClient() bool {
+func (a *authRelay) secureOnlyToClient() bool {
 	return a.h.tls != nil && !a.b.tls
 }
 
-func (a *myAuthRelay) run() error {
+func (a *authRelay) run() error {
 	for {
 		pkt, err := a.b.read()
 		if err != nil {
 			return err
 		}
 		switch pkt[0] {
-		case myOK:
+		case headerOK:
 			return a.h.write(pkt)
-		case myERR:
-			return newMyBackendError(pkt)
-		case myAuthSwitch:
-			sw, err := parseMyAuthSwitch(pkt)
+		case headerERR:
+			return newBackendError(pkt)
+		case headerAuthSwitch:
+			sw, err := parseAuthSwitch(pkt)
 			if err != nil {
 				return a.b.invalid(err)
 			}
 			a.plugin, a.nonce = sw.plugin, sw.nonce()
-			if a.secureOnlyToClient() && myCleartextPlugins[a.plugin] {
-				return &myError{code: erNotSupportedAuth, state: stateConnRejected,
-					msg: fmt.Sprintf(myCleartextRefusal, a.route.Host, a.plugin)}
+			if a.secureOnlyToClient() && cleartextPlugins[a.plugin] {
+				return &proxyError{code: erNotSupportedAuth, state: stateConnRejected,
+					msg: fmt.Sprintf(cleartextRefusal, a.route.Host, a.plugin)}
 			}
 			if err := a.exchange(pkt, a.plugin == pluginSHA256, sha256RequestKey); err != nil {
 				return err
 			}
-		case myAuthMoreData:
+		case headerAuthMoreData:
 			if a.plugin == pluginCachingSHA2 && len(pkt) == 2 && pkt[1] == cachingSHA2FastAuthOK {
 				// The backend's OK follows; the client says nothing.
 				if err := a.h.write(pkt); err != nil {
@@ -252,7 +253,7 @@ func (a *myAuthRelay) run() error {
 // cleartext (caching_sha2_password full authentication, sha256_password)
 // and only the client's link is encrypted, the password goes to the
 // backend RSA-encrypted instead, after a key request with requestKey.
-func (a *myAuthRelay) exchange(pkt []byte, cleartext bool, requestKey byte) error {
+func (a *authRelay) exchange(pkt []byte, cleartext bool, requestKey byte) error {
 	if err := a.h.write(pkt); err != nil {
 		return err
 	}
@@ -260,16 +261,16 @@ func (a *myAuthRelay) exchange(pkt []byte, cleartext bool, requestKey byte) erro
 	if err != nil {
 		return err
 	}
-	if cleartext && a.secureOnlyToClient() && !isMyKeyRequestOrEmpty(reply, requestKey) {
+	if cleartext && a.secureOnlyToClient() && !isKeyRequestOrEmpty(reply, requestKey) {
 		return a.sendEncrypted(reply, requestKey)
 	}
 	return a.b.write(reply)
 }
 
-// isMyKeyRequestOrEmpty reports whether a client's answer is a public
+// isKeyRequestOrEmpty reports whether a client's answer is a public
 // key request (a client doing RSA itself) or an empty password: nothing
 // secret, passed on as it is.
-func isMyKeyRequestOrEmpty(reply []byte, requestKey byte) bool {
+func isKeyRequestOrEmpty(reply []byte, requestKey byte) bool {
 	return len(reply) == 0 || len(reply) == 1 && (reply[0] == requestKey || reply[0] == 0)
 }
 
@@ -278,7 +279,7 @@ func isMyKeyRequestOrEmpty(reply []byte, requestKey byte) bool {
 // unencrypted link: it asks for the key with requestKey, encrypts the
 // password (with its NUL) XOR the nonce with RSA-OAEP (SHA-1) and sends
 // that. The backend's answer to it is relayed by the caller.
-func (a *myAuthRelay) sendEncrypted(reply []byte, requestKey byte) error {
+func (a *authRelay) sendEncrypted(reply []byte, requestKey byte) error {
 	password := append(bytes.Clone(bytes.TrimSuffix(reply, []byte{0})), 0)
 	defer clear(password)
 	clear(reply)
@@ -295,26 +296,26 @@ func (a *myAuthRelay) sendEncrypted(reply []byte, requestKey byte) error {
 	if err != nil {
 		return err
 	}
-	if pkt[0] == myERR {
-		return newMyBackendError(pkt)
+	if pkt[0] == headerERR {
+		return newBackendError(pkt)
 	}
-	pub, err := parseMyPublicKey(pkt)
+	pub, err := parsePublicKey(pkt)
 	if err != nil {
 		return a.b.invalid(err)
 	}
-	enc, err := encryptMyPassword(password, a.nonce, pub)
+	enc, err := encryptPassword(password, a.nonce, pub)
 	if err != nil {
-		return &myError{code: crMalformedPacket, state: stateGeneral,
+		return &proxyError{code: crMalformedPacket, state: stateGeneral,
 			msg: "leproxy: cannot encrypt the password for the backend of route " + a.route.Host, err: err}
 	}
 	return a.b.write(enc)
 }
 
-// parseMyPublicKey parses the RSA public key a server sends in answer to
+// parsePublicKey parses the RSA public key a server sends in answer to
 // a key request: AuthMoreData (0x01) followed by a PEM "PUBLIC KEY" (PKIX)
 // or "RSA PUBLIC KEY" (PKCS #1) block.
-func parseMyPublicKey(pkt []byte) (*rsa.PublicKey, error) {
-	if len(pkt) > 0 && pkt[0] == myAuthMoreData {
+func parsePublicKey(pkt []byte) (*rsa.PublicKey, error) {
+	if len(pkt) > 0 && pkt[0] == headerAuthMoreData {
 		pkt = pkt[1:]
 	}
 	block, _ := pem.Decode(pkt)
@@ -335,10 +336,10 @@ func parseMyPublicKey(pkt []byte) (*rsa.PublicKey, error) {
 	return pub, nil
 }
 
-// encryptMyPassword encrypts a NUL-terminated password for
+// encryptPassword encrypts a NUL-terminated password for
 // caching_sha2_password and sha256_password: RSA-OAEP with SHA-1 of the
 // password XOR the nonce, repeated.
-func encryptMyPassword(password, nonce []byte, pub *rsa.PublicKey) ([]byte, error) {
+func encryptPassword(password, nonce []byte, pub *rsa.PublicKey) ([]byte, error) {
 	x := make([]byte, len(password))
 	defer clear(x)
 	for i := range password {

@@ -1,4 +1,4 @@
-package dbproxy
+package mysql
 
 import (
 	"bytes"
@@ -7,6 +7,8 @@ import (
 	"io"
 	"net"
 	"sync"
+
+	"github.com/leproxy/leproxy/dbproxy"
 )
 
 // The command phase of a MySQL session: after authentication the byte
@@ -42,9 +44,9 @@ const (
 	comChangeUser = 0x11
 )
 
-// myCommandPhase is the state the two streams of one session share.
-type myCommandPhase struct {
-	route   *Route
+// commandPhase is the state the two streams of one session share.
+type commandPhase struct {
+	route   *dbproxy.Route
 	charset byte // the client's, for a COM_CHANGE_USER that names none
 	// intercept is set when the client's link is encrypted and the
 	// backend's is not.
@@ -60,17 +62,17 @@ type myCommandPhase struct {
 	shift    byte   // backend sequence ids are this far ahead of the client's
 }
 
-// myCommandConns returns the client and backend connections of a session
+// commandConns returns the client and backend connections of a session
 // whose authentication has ended, for the byte pump.
-func myCommandConns(client, backend net.Conn, r *Route, charset byte, intercept bool) (net.Conn, net.Conn) {
-	ph := &myCommandPhase{route: r, charset: charset, intercept: intercept, backend: backend}
-	return &myPacketStream{Conn: client, filter: &myClientFilter{ph: ph}},
-		&myPacketStream{Conn: backend, filter: &myBackendFilter{ph: ph}}
+func commandConns(client, backend net.Conn, r *dbproxy.Route, charset byte, intercept bool) (net.Conn, net.Conn) {
+	ph := &commandPhase{route: r, charset: charset, intercept: intercept, backend: backend}
+	return &packetStream{Conn: client, filter: &clientFilter{ph: ph}},
+		&packetStream{Conn: backend, filter: &backendFilter{ph: ph}}
 }
 
-// myPacketFilter decides, packet by packet, what a myPacketStream passes
+// packetFilter decides, packet by packet, what a packetStream passes
 // on.
-type myPacketFilter interface {
+type packetFilter interface {
 	// header sees a packet's payload length, sequence id and first
 	// payload byte (-1 for an empty payload) and says whether the filter
 	// wants the whole packet; if not, it passes on as it is.
@@ -81,13 +83,13 @@ type myPacketFilter interface {
 	packet(seq byte, payload []byte) (out []byte, end bool, err error)
 }
 
-// myPacketStream is one direction of a MySQL session: reading it reads
+// packetStream is one direction of a MySQL session: reading it reads
 // the connection's packets, as they are or as the filter replaces them.
 // Payloads the filter does not want whole go straight through, without
 // being held.
-type myPacketStream struct {
+type packetStream struct {
 	net.Conn
-	filter myPacketFilter
+	filter packetFilter
 
 	in        []byte // read, not yet passed on
 	inBuf     []byte // in's backing array
@@ -98,13 +100,13 @@ type myPacketStream struct {
 	done      bool   // the filter ended the stream
 }
 
-// errMyStreamTooLarge ends a session whose filtered packet is larger than
+// errStreamTooLarge ends a session whose filtered packet is larger than
 // leproxy holds.
-var errMyStreamTooLarge = errors.New("mysql: packet during COM_CHANGE_USER too large")
+var errStreamTooLarge = errors.New("mysql: packet during COM_CHANGE_USER too large")
 
 // Read fills p with as much as it can without waiting, so that a result
 // of many small packets goes on in few writes.
-func (s *myPacketStream) Read(p []byte) (int, error) {
+func (s *packetStream) Read(p []byte) (int, error) {
 	n := 0
 	// more reads the connection when nothing is ready for the caller,
 	// and says to return what is ready otherwise.
@@ -166,8 +168,8 @@ func (s *myPacketStream) Read(p []byte) (int, error) {
 				s.in, s.remaining = s.in[4:], size
 				continue
 			}
-			if size > myMaxHandshakePacket {
-				return n, errMyStreamTooLarge
+			if size > maxHandshakePacket {
+				return n, errStreamTooLarge
 			}
 			s.whole = true
 		}
@@ -189,14 +191,14 @@ func (s *myPacketStream) Read(p []byte) (int, error) {
 }
 
 // setOut makes b, copied, the next bytes Read returns.
-func (s *myPacketStream) setOut(b []byte) {
+func (s *packetStream) setOut(b []byte) {
 	s.outBuf = append(s.outBuf[:0], b...)
 	s.out = s.outBuf
 }
 
 // fill reads more of the connection into s.in. An end of stream inside a
 // packet is an unexpected one.
-func (s *myPacketStream) fill() error {
+func (s *packetStream) fill() error {
 	if len(s.in) == 0 {
 		s.in = s.inBuf[:0]
 	}
@@ -224,13 +226,13 @@ func (s *myPacketStream) fill() error {
 
 // CloseWrite half-closes the connection, as the byte pump does at the end
 // of a direction.
-func (s *myPacketStream) CloseWrite() error { return closeWrite(s.Conn) }
+func (s *packetStream) CloseWrite() error { return dbproxy.CloseWrite(s.Conn) }
 
-// myClientFilter follows the client's packets: it rewrites
+// clientFilter follows the client's packets: it rewrites
 // COM_CHANGE_USER and takes a cleartext password the exchange must not
 // pass on as it is.
-type myClientFilter struct {
-	ph      *myCommandPhase
+type clientFilter struct {
+	ph      *commandPhase
 	cont    bool // the last payload was 16 MiB - 1 bytes: this packet continues it
 	infile  bool // LOAD DATA LOCAL INFILE contents are coming, up to an empty packet
 	lastCmd int
@@ -242,9 +244,9 @@ const (
 	wantReply
 )
 
-func (f *myClientFilter) header(n int, seq byte, first int) bool {
+func (f *clientFilter) header(n int, seq byte, first int) bool {
 	cont := f.cont
-	f.cont, f.want = n == myMaxPayload, 0
+	f.cont, f.want = n == maxPayload, 0
 	switch {
 	case cont:
 	case f.infile:
@@ -263,12 +265,12 @@ func (f *myClientFilter) header(n int, seq byte, first int) bool {
 	return f.want != 0
 }
 
-func (f *myClientFilter) packet(seq byte, payload []byte) ([]byte, bool, error) {
+func (f *clientFilter) packet(seq byte, payload []byte) ([]byte, bool, error) {
 	switch f.want {
 	case wantChangeUser:
-		if rewritten, ok := rewriteMyChangeUser(payload, f.ph.charset); ok {
+		if rewritten, ok := rewriteChangeUser(payload, f.ph.charset); ok {
 			f.ph.startChangeUser()
-			return appendMyPacket(nil, seq, rewritten), false, nil
+			return appendPacket(nil, seq, rewritten), false, nil
 		}
 	case wantReply:
 		req, err := f.ph.takePassword(payload)
@@ -276,34 +278,34 @@ func (f *myClientFilter) packet(seq byte, payload []byte) ([]byte, bool, error) 
 			return nil, false, err
 		}
 		if req != 0 {
-			return appendMyPacket(nil, seq, []byte{req}), false, nil
+			return appendPacket(nil, seq, []byte{req}), false, nil
 		}
 	}
-	return appendMyPacket(nil, seq, payload), false, nil
+	return appendPacket(nil, seq, payload), false, nil
 }
 
-// myBackendFilter follows the backend's packets and takes those of a
+// backendFilter follows the backend's packets and takes those of a
 // COM_CHANGE_USER exchange whole.
-type myBackendFilter struct {
-	ph   *myCommandPhase
+type backendFilter struct {
+	ph   *commandPhase
 	cont bool
 }
 
-func (f *myBackendFilter) header(n int, seq byte, first int) bool {
+func (f *backendFilter) header(n int, seq byte, first int) bool {
 	cont := f.cont
-	f.cont = n == myMaxPayload
+	f.cont = n == maxPayload
 	return !cont && f.ph.inChangeUser()
 }
 
-func (f *myBackendFilter) packet(seq byte, payload []byte) ([]byte, bool, error) {
+func (f *backendFilter) packet(seq byte, payload []byte) ([]byte, bool, error) {
 	return f.ph.backendPacket(seq, payload)
 }
 
-// rewriteMyChangeUser returns COM_CHANGE_USER b naming the plugin
+// rewriteChangeUser returns COM_CHANGE_USER b naming the plugin
 // leproxy_auth_relay with no authentication data, so that the backend
 // answers with an AuthSwitchRequest; false when b is malformed. The
 // database, character set and connection attributes stay.
-func rewriteMyChangeUser(b []byte, charset byte) ([]byte, bool) {
+func rewriteChangeUser(b []byte, charset byte) ([]byte, bool) {
 	if len(b) < 2 || b[0] != comChangeUser {
 		return nil, false
 	}
@@ -329,12 +331,12 @@ func rewriteMyChangeUser(b []byte, charset byte) ([]byte, bool) {
 	out = append(out, db...)
 	out = append(out, 0)
 	out = append(out, cs...)
-	out = append(out, mySwitchPlugin...)
+	out = append(out, switchPlugin...)
 	out = append(out, 0)
 	return append(out, attrs...), true
 }
 
-func (ph *myCommandPhase) startChangeUser() {
+func (ph *commandPhase) startChangeUser() {
 	ph.mu.Lock()
 	defer ph.mu.Unlock()
 	ph.changing, ph.plugin, ph.nonce, ph.expect, ph.shift = true, "", nil, 0, 0
@@ -342,13 +344,13 @@ func (ph *myCommandPhase) startChangeUser() {
 	ph.password = nil
 }
 
-func (ph *myCommandPhase) inChangeUser() bool {
+func (ph *commandPhase) inChangeUser() bool {
 	ph.mu.Lock()
 	defer ph.mu.Unlock()
 	return ph.changing
 }
 
-func (ph *myCommandPhase) expecting() bool {
+func (ph *commandPhase) expecting() bool {
 	ph.mu.Lock()
 	defer ph.mu.Unlock()
 	return ph.changing && ph.expect != 0
@@ -358,12 +360,12 @@ func (ph *myCommandPhase) expecting() bool {
 // may come. It returns the key request to send in its place when it took
 // the password, or 0 for an answer to pass on (a key request, an empty
 // password).
-func (ph *myCommandPhase) takePassword(payload []byte) (byte, error) {
+func (ph *commandPhase) takePassword(payload []byte) (byte, error) {
 	ph.mu.Lock()
 	defer ph.mu.Unlock()
 	req := ph.expect
 	ph.expect = 0
-	if req == 0 || isMyKeyRequestOrEmpty(payload, req) {
+	if req == 0 || isKeyRequestOrEmpty(payload, req) {
 		return 0, nil
 	}
 	if len(payload) > maxPasswordForRSA {
@@ -376,45 +378,45 @@ func (ph *myCommandPhase) takePassword(payload []byte) (byte, error) {
 
 // backendPacket handles a packet of the backend's answer to
 // COM_CHANGE_USER; see the package comment above.
-func (ph *myCommandPhase) backendPacket(seq byte, payload []byte) ([]byte, bool, error) {
+func (ph *commandPhase) backendPacket(seq byte, payload []byte) ([]byte, bool, error) {
 	ph.mu.Lock()
 	defer ph.mu.Unlock()
 	cseq := seq - ph.shift
 	fail := func(code uint16, state, msg string) ([]byte, bool, error) {
 		ph.changing = false
-		return appendMyPacket(nil, cseq, appendMyERR(nil, code, state, msg)), true, nil
+		return appendPacket(nil, cseq, appendERR(nil, code, state, msg)), true, nil
 	}
 	if len(payload) == 0 {
-		return appendMyPacket(nil, cseq, payload), false, nil
+		return appendPacket(nil, cseq, payload), false, nil
 	}
 	switch payload[0] {
-	case myOK, myERR:
+	case headerOK, headerERR:
 		ph.changing, ph.shift = false, 0
-	case myAuthSwitch:
-		sw, err := parseMyAuthSwitch(payload)
+	case headerAuthSwitch:
+		sw, err := parseAuthSwitch(payload)
 		if err != nil {
 			break
 		}
 		ph.plugin, ph.nonce = sw.plugin, bytes.Clone(sw.nonce())
-		if ph.intercept && myCleartextPlugins[ph.plugin] {
-			return fail(erNotSupportedAuth, stateConnRejected, fmt.Sprintf(myCleartextRefusal, ph.route.Host, ph.plugin))
+		if ph.intercept && cleartextPlugins[ph.plugin] {
+			return fail(erNotSupportedAuth, stateConnRejected, fmt.Sprintf(cleartextRefusal, ph.route.Host, ph.plugin))
 		}
 		if ph.intercept && ph.plugin == pluginSHA256 {
 			ph.expect = sha256RequestKey
 		}
-	case myAuthMoreData:
+	case headerAuthMoreData:
 		if ph.password != nil {
 			// The key leproxy asked for: the client never sees it.
 			defer func() { clear(ph.password); ph.password = nil }()
-			pub, err := parseMyPublicKey(payload)
+			pub, err := parsePublicKey(payload)
 			if err != nil || len(ph.nonce) == 0 {
 				return fail(crMalformedPacket, stateGeneral, "leproxy: invalid handshake from the backend of route "+ph.route.Host)
 			}
-			enc, err := encryptMyPassword(ph.password, ph.nonce, pub)
+			enc, err := encryptPassword(ph.password, ph.nonce, pub)
 			if err != nil {
 				return fail(crMalformedPacket, stateGeneral, "leproxy: cannot encrypt the password for the backend of route "+ph.route.Host)
 			}
-			if _, err := ph.backend.Write(appendMyPacket(nil, seq+1, enc)); err != nil {
+			if _, err := ph.backend.Write(appendPacket(nil, seq+1, enc)); err != nil {
 				return nil, false, fmt.Errorf("writing to backend: %w", err)
 			}
 			ph.shift += 2
@@ -424,5 +426,5 @@ func (ph *myCommandPhase) backendPacket(seq byte, payload []byte) ([]byte, bool,
 			ph.expect = cachingSHA2RequestKey
 		}
 	}
-	return appendMyPacket(nil, cseq, payload), false, nil
+	return appendPacket(nil, cseq, payload), false, nil
 }

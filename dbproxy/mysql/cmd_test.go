@@ -1,4 +1,4 @@
-package dbproxy
+package mysql
 
 import (
 	"bytes"
@@ -14,28 +14,31 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/leproxy/leproxy/dbproxy"
+	"github.com/leproxy/leproxy/dbproxy/dbtest"
 )
 
-// pipeMyConn is a connection whose reads come from a pipe the test
+// pipeConn is a connection whose reads come from a pipe the test
 // writes, and whose writes are kept.
-type pipeMyConn struct {
+type pipeConn struct {
 	net.Conn
 	r       *io.PipeReader
 	w       *io.PipeWriter
 	written bytes.Buffer
 }
 
-func newPipeMyConn(t *testing.T) *pipeMyConn {
+func newPipeConn(t *testing.T) *pipeConn {
 	r, w := io.Pipe()
 	t.Cleanup(func() { w.Close() })
-	return &pipeMyConn{r: r, w: w}
+	return &pipeConn{r: r, w: w}
 }
 
-func (c *pipeMyConn) Read(p []byte) (int, error)  { return c.r.Read(p) }
-func (c *pipeMyConn) Write(p []byte) (int, error) { return c.written.Write(p) }
+func (c *pipeConn) Read(p []byte) (int, error)  { return c.r.Read(p) }
+func (c *pipeConn) Write(p []byte) (int, error) { return c.written.Write(p) }
 
 // send writes packets for the stream to read, without waiting for it.
-func (c *pipeMyConn) send(pkts ...[]byte) {
+func (c *pipeConn) send(pkts ...[]byte) {
 	go func() {
 		for _, p := range pkts {
 			if _, err := c.w.Write(p); err != nil {
@@ -55,7 +58,7 @@ func readOne(t *testing.T, r io.Reader) ([]byte, byte) {
 	}
 	ch := make(chan res, 1)
 	go func() {
-		pkt, seq, err := readMyPacket(r, 1<<25)
+		pkt, seq, err := readPacket(r, 1<<25)
 		ch <- res{pkt, seq, err}
 	}()
 	select {
@@ -100,7 +103,7 @@ func TestMySQLRewriteChangeUser(t *testing.T) {
 		{"unterminated plugin", "\x11bob\x00\x00app\x00\x21\x00mysql", "", false},
 	}
 	for _, tt := range tests {
-		got, ok := rewriteMyChangeUser([]byte(tt.in), 8)
+		got, ok := rewriteChangeUser([]byte(tt.in), 8)
 		if ok != tt.ok || string(got) != tt.want {
 			t.Errorf("%s: got %q, %t; want %q, %t", tt.name, got, ok, tt.want, tt.ok)
 		}
@@ -113,21 +116,21 @@ func TestMySQLRewriteChangeUser(t *testing.T) {
 // sequence ids wrap around to 0.
 func TestMySQLClientStream(t *testing.T) {
 	cu := changeUserFor("bob", make([]byte, 20), "app", "mysql_native_password")
-	rewritten, _ := rewriteMyChangeUser(cu, 45)
+	rewritten, _ := rewriteChangeUser(cu, 45)
 	lookalike := append([]byte{comChangeUser}, "bob\x00\x00app\x00"...)
 	// script is packets in and what must come out.
 	type script struct{ in, want []byte }
 	add := func(s *script, seq byte, payload []byte, out []byte) {
-		s.in = appendMyPacket(s.in, seq, payload)
+		s.in = appendPacket(s.in, seq, payload)
 		if out == nil {
 			out = payload
 		}
-		s.want = appendMyPacket(s.want, seq, out)
+		s.want = appendPacket(s.want, seq, out)
 	}
 	// A command of 16 MiB and more, continued in packets 1 and 2; the
 	// command after it is a command.
 	var big script
-	payload := bytes.Repeat([]byte{comChangeUser}, myMaxPayload)
+	payload := bytes.Repeat([]byte{comChangeUser}, maxPayload)
 	payload[0] = comQuery
 	add(&big, 0, payload, nil)
 	add(&big, 1, payload, nil)
@@ -155,8 +158,8 @@ func TestMySQLClientStream(t *testing.T) {
 		{"16 MiB command read 1 MiB at a time", big, 1 << 20},
 	}
 	for _, tt := range tests {
-		c := &scriptMyConn{r: bytes.NewReader(tt.s.in)}
-		s := &myPacketStream{Conn: c, filter: &myClientFilter{ph: &myCommandPhase{route: &Route{Host: "db.test"}, charset: 45}}}
+		c := &scriptConn{r: bytes.NewReader(tt.s.in)}
+		s := &packetStream{Conn: c, filter: &clientFilter{ph: &commandPhase{route: &dbproxy.Route{Host: "db.test"}, charset: 45}}}
 		var got bytes.Buffer
 		buf := make([]byte, tt.size)
 		for {
@@ -178,13 +181,13 @@ func TestMySQLClientStream(t *testing.T) {
 // A stream cut in the middle of a packet it holds ends with an unexpected
 // EOF; a read timeout loses nothing.
 func TestMySQLPacketStreamErrors(t *testing.T) {
-	cu := appendMyPacket(nil, 0, changeUserFor("bob", nil, "", "x"))
-	s := &myPacketStream{Conn: &scriptMyConn{r: bytes.NewReader(cu[:10])}, filter: &myClientFilter{ph: &myCommandPhase{}}}
+	cu := appendPacket(nil, 0, changeUserFor("bob", nil, "", "x"))
+	s := &packetStream{Conn: &scriptConn{r: bytes.NewReader(cu[:10])}, filter: &clientFilter{ph: &commandPhase{}}}
 	if _, err := s.Read(make([]byte, 100)); !errors.Is(err, io.ErrUnexpectedEOF) {
 		t.Errorf("cut packet: %v, want unexpected EOF", err)
 	}
 	r := &timeoutReader{data: cu, every: 3}
-	s = &myPacketStream{Conn: &scriptMyConn{r: r}, filter: &myClientFilter{ph: &myCommandPhase{}}}
+	s = &packetStream{Conn: &scriptConn{r: r}, filter: &clientFilter{ph: &commandPhase{}}}
 	var got bytes.Buffer
 	buf := make([]byte, 5)
 	for {
@@ -197,8 +200,8 @@ func TestMySQLPacketStreamErrors(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	want, _ := rewriteMyChangeUser(cu[4:], 0)
-	if !bytes.Equal(got.Bytes(), appendMyPacket(nil, 0, want)) {
+	want, _ := rewriteChangeUser(cu[4:], 0)
+	if !bytes.Equal(got.Bytes(), appendPacket(nil, 0, want)) {
 		t.Errorf("through timeouts: got %q, want the rewritten packet", got.Bytes())
 	}
 }
@@ -234,15 +237,15 @@ func TestMySQLChangeUserExchange(t *testing.T) {
 		t.Fatal(err)
 	}
 	der, _ := x509.MarshalPKIXPublicKey(&key.PublicKey)
-	keyPkt := append([]byte{myAuthMoreData}, pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der})...)
+	keyPkt := append([]byte{headerAuthMoreData}, pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der})...)
 	sha2Switch := recordedCachingSHA2Switch[4:]
 	nonce := recordedCachingSHA2Switch[27:47]
-	start := func(t *testing.T, intercept bool) (cl, be *pipeMyConn, c, b io.Reader) {
-		cl, be = newPipeMyConn(t), newPipeMyConn(t)
-		cs, bs := myCommandConns(cl, be, &Route{Host: "db.test"}, 45, intercept)
-		cl.send(appendMyPacket(nil, 0, changeUserFor("dave", make([]byte, 20), "app", "mysql_native_password")))
+	start := func(t *testing.T, intercept bool) (cl, be *pipeConn, c, b io.Reader) {
+		cl, be = newPipeConn(t), newPipeConn(t)
+		cs, bs := commandConns(cl, be, &dbproxy.Route{Host: "db.test"}, 45, intercept)
+		cl.send(appendPacket(nil, 0, changeUserFor("dave", make([]byte, 20), "app", "mysql_native_password")))
 		pkt, seq := readOne(t, cs)
-		if want, _ := rewriteMyChangeUser(changeUserFor("dave", nil, "app", "x"), 45); seq != 0 || !bytes.Equal(pkt, want) {
+		if want, _ := rewriteChangeUser(changeUserFor("dave", nil, "app", "x"), 45); seq != 0 || !bytes.Equal(pkt, want) {
 			t.Fatalf("COM_CHANGE_USER went on as %d %q, want %q", seq, pkt, want)
 		}
 		return cl, be, cs, bs
@@ -257,16 +260,16 @@ func TestMySQLChangeUserExchange(t *testing.T) {
 
 	t.Run("caching_sha2_password full authentication", func(t *testing.T) {
 		cl, be, c, b := start(t, true)
-		be.send(appendMyPacket(nil, 1, sha2Switch))
+		be.send(appendPacket(nil, 1, sha2Switch))
 		expect(t, b, 1, sha2Switch)
-		cl.send(appendMyPacket(nil, 2, recordedCachingSHA2Answer))
+		cl.send(appendPacket(nil, 2, recordedCachingSHA2Answer))
 		expect(t, c, 2, recordedCachingSHA2Answer)
-		be.send(appendMyPacket(nil, 3, []byte{myAuthMoreData, cachingSHA2FullAuth}))
-		expect(t, b, 3, []byte{myAuthMoreData, cachingSHA2FullAuth})
-		cl.send(appendMyPacket(nil, 4, []byte("secret\x00")))
+		be.send(appendPacket(nil, 3, []byte{headerAuthMoreData, cachingSHA2FullAuth}))
+		expect(t, b, 3, []byte{headerAuthMoreData, cachingSHA2FullAuth})
+		cl.send(appendPacket(nil, 4, []byte("secret\x00")))
 		expect(t, c, 4, []byte{cachingSHA2RequestKey}) // in the password's place
-		be.send(appendMyPacket(nil, 5, keyPkt), appendMyPacket(nil, 7, fakeMyOK(0)))
-		expect(t, b, 5, fakeMyOK(0)) // the key is kept from the client, the OK renumbered
+		be.send(appendPacket(nil, 5, keyPkt), appendPacket(nil, 7, fakeOK(0)))
+		expect(t, b, 5, fakeOK(0)) // the key is kept from the client, the OK renumbered
 		enc, seq := readOne(t, bytes.NewReader(be.written.Bytes()))
 		plain, err := rsa.DecryptOAEP(sha1.New(), nil, key, enc, nil)
 		if err != nil || seq != 6 {
@@ -279,19 +282,19 @@ func TestMySQLChangeUserExchange(t *testing.T) {
 			t.Errorf("backend decrypts %q", plain)
 		}
 		// The session goes on; the next command is not filtered.
-		cl.send(appendMyPacket(nil, 0, []byte("\x03SELECT 'secret\x00'")))
+		cl.send(appendPacket(nil, 0, []byte("\x03SELECT 'secret\x00'")))
 		expect(t, c, 0, []byte("\x03SELECT 'secret\x00'"))
 	})
 
 	t.Run("sha256_password", func(t *testing.T) {
 		cl, be, c, b := start(t, true)
 		sw := append([]byte("\xfesha256_password\x00"), append(bytes.Clone(nonce), 0)...)
-		be.send(appendMyPacket(nil, 1, sw))
+		be.send(appendPacket(nil, 1, sw))
 		expect(t, b, 1, sw)
-		cl.send(appendMyPacket(nil, 2, []byte("secret\x00")))
+		cl.send(appendPacket(nil, 2, []byte("secret\x00")))
 		expect(t, c, 2, []byte{sha256RequestKey})
-		be.send(appendMyPacket(nil, 3, keyPkt), appendMyPacket(nil, 5, fakeMyOK(0)))
-		expect(t, b, 3, fakeMyOK(0))
+		be.send(appendPacket(nil, 3, keyPkt), appendPacket(nil, 5, fakeOK(0)))
+		expect(t, b, 3, fakeOK(0))
 		if bytes.Contains(be.written.Bytes(), []byte("secret")) || be.written.Len() < 256 {
 			t.Errorf("backend got %q, want the password RSA-encrypted", be.written.Bytes())
 		}
@@ -299,9 +302,9 @@ func TestMySQLChangeUserExchange(t *testing.T) {
 
 	t.Run("mysql_clear_password is refused", func(t *testing.T) {
 		_, be, _, b := start(t, true)
-		be.send(appendMyPacket(nil, 1, []byte("\xfemysql_clear_password\x00")))
+		be.send(appendPacket(nil, 1, []byte("\xfemysql_clear_password\x00")))
 		pkt, seq := readOne(t, b)
-		code, _, msg, err := parseMyERR(pkt)
+		code, _, msg, err := parseERR(pkt)
 		if err != nil || seq != 1 || code != erNotSupportedAuth || !strings.Contains(msg, "route db.test") {
 			t.Fatalf("got %d %q, want ERR %d naming the route", seq, pkt, erNotSupportedAuth)
 		}
@@ -312,16 +315,16 @@ func TestMySQLChangeUserExchange(t *testing.T) {
 
 	t.Run("TLS to the backend: the password goes on inside it", func(t *testing.T) {
 		cl, be, c, b := start(t, false)
-		be.send(appendMyPacket(nil, 1, sha2Switch))
+		be.send(appendPacket(nil, 1, sha2Switch))
 		expect(t, b, 1, sha2Switch)
-		cl.send(appendMyPacket(nil, 2, recordedCachingSHA2Answer))
+		cl.send(appendPacket(nil, 2, recordedCachingSHA2Answer))
 		expect(t, c, 2, recordedCachingSHA2Answer)
-		be.send(appendMyPacket(nil, 3, []byte{myAuthMoreData, cachingSHA2FullAuth}))
-		expect(t, b, 3, []byte{myAuthMoreData, cachingSHA2FullAuth})
-		cl.send(appendMyPacket(nil, 4, []byte("secret\x00")))
+		be.send(appendPacket(nil, 3, []byte{headerAuthMoreData, cachingSHA2FullAuth}))
+		expect(t, b, 3, []byte{headerAuthMoreData, cachingSHA2FullAuth})
+		cl.send(appendPacket(nil, 4, []byte("secret\x00")))
 		expect(t, c, 4, []byte("secret\x00"))
-		be.send(appendMyPacket(nil, 5, fakeMyOK(0)))
-		expect(t, b, 5, fakeMyOK(0))
+		be.send(appendPacket(nil, 5, fakeOK(0)))
+		expect(t, b, 5, fakeOK(0))
 	})
 }
 
@@ -332,20 +335,20 @@ func TestMySQLChangeUserExchange(t *testing.T) {
 func TestMySQLChangeUser(t *testing.T) {
 	for _, backendTLS := range []bool{false, true} {
 		t.Run(map[bool]string{false: "plain backend link", true: "TLS backend link"}[backendTLS], func(t *testing.T) {
-			ca := newTestCA(t)
-			fm := &fakeMySQL{name: "m8", users: fakeMyUsers}
-			r := Route{Host: "db.test"}
+			ca := dbtest.NewCA(t)
+			fm := &fakeServer{name: "m8", users: fakeUsers}
+			r := dbproxy.Route{Host: "db.test"}
 			if backendTLS {
-				cert, _, _ := ca.issue(t, "127.0.0.1")
+				cert, _, _ := ca.Issue(t, "127.0.0.1")
 				fm.cert = &cert
-				r.TLS, r.RootCAs = TLSVerify, ca.pool
+				r.TLS, r.RootCAs = dbproxy.TLSVerify, ca.Pool
 			}
-			startFakeMySQL(t, fm)
+			startFakeServer(t, fm)
 			r.Backend = fm.addr
-			p := startMySQLProxy(t, ca, Config{Routes: []Route{r}})
-			c := dialRawMy(t, p.addr)
+			p := startProxy(t, ca, dbproxy.Config{Routes: []dbproxy.Route{r}})
+			c := dialRawClient(t, p.Addr)
 			c.startTLS(ca, "db.test", "db.test")
-			if pkt := c.login("alice", "alicepw", ""); pkt[0] != myOK {
+			if pkt := c.login("alice", "alicepw", ""); pkt[0] != headerOK {
 				t.Fatalf("login: %x", pkt)
 			}
 			for len(fm.replies) > 0 {
@@ -353,10 +356,10 @@ func TestMySQLChangeUser(t *testing.T) {
 			}
 			// The client answers with the nonce it has: the greeting's.
 			pkt := c.command(changeUserPacket("dave", cachingSHA2Scramble("secret", c.greeting.authData), ""))
-			if pkt[0] != myAuthSwitch {
+			if pkt[0] != headerAuthSwitch {
 				t.Fatalf("COM_CHANGE_USER: got %x, want the backend's AuthSwitchRequest", pkt)
 			}
-			if pkt := c.authenticateFrom(pkt, "secret"); pkt[0] != myOK {
+			if pkt := c.authenticateFrom(pkt, "secret"); pkt[0] != headerOK {
 				t.Fatalf("COM_CHANGE_USER: got %x, want OK", pkt)
 			}
 			if got := c.query("SELECT 1"); got != "m8:dave:"+map[bool]string{false: "false", true: "true"}[backendTLS] {
@@ -370,15 +373,27 @@ func TestMySQLChangeUser(t *testing.T) {
 			// A cleartext-only plugin is refused on the plain link.
 			pkt = c.command(changeUserPacket("frank", nil, ""))
 			if backendTLS {
-				if pkt[0] != myAuthSwitch {
+				if pkt[0] != headerAuthSwitch {
 					t.Fatalf("COM_CHANGE_USER to frank: %x", pkt)
 				}
 				return
 			}
-			if code, _, msg, _ := parseMyERR(pkt); code != erNotSupportedAuth || !strings.Contains(msg, "mysql_clear_password") {
+			if code, _, msg, _ := parseERR(pkt); code != erNotSupportedAuth || !strings.Contains(msg, "mysql_clear_password") {
 				t.Errorf("COM_CHANGE_USER to frank: got %q, want ERR %d", pkt, erNotSupportedAuth)
 			}
 			c.expectClosed()
 		})
+	}
+}
+
+// A connection that cannot half-close is left as it is: the byte pump
+// closes it whole at the end.
+func TestCloseWriteWithoutHalfClose(t *testing.T) {
+	c1, c2 := net.Pipe()
+	defer c1.Close()
+	defer c2.Close()
+	s := &packetStream{Conn: c1}
+	if err := s.CloseWrite(); err != nil {
+		t.Errorf("CloseWrite on a connection without half-close: %v, want nil", err)
 	}
 }

@@ -1,4 +1,4 @@
-package dbproxy
+package mysql
 
 import (
 	"bytes"
@@ -13,6 +13,8 @@ import (
 	"reflect"
 	"testing"
 	"time"
+
+	"github.com/leproxy/leproxy/dbproxy"
 )
 
 // Fuzz tests for every parser of bytes from MySQL clients and backends.
@@ -22,10 +24,10 @@ func FuzzMySQLReadPacket(f *testing.F) {
 	f.Add([]byte{0xff, 0xff, 0xff, 0}, 1<<16)
 	f.Add([]byte{}, 0)
 	f.Fuzz(func(t *testing.T, in []byte, limit int) {
-		if limit < 0 || limit >= myMaxPayload {
+		if limit < 0 || limit >= maxPayload {
 			return
 		}
-		payload, _, err := readMyPacket(bytes.NewReader(in), limit)
+		payload, _, err := readPacket(bytes.NewReader(in), limit)
 		if err != nil {
 			return
 		}
@@ -36,7 +38,7 @@ func FuzzMySQLReadPacket(f *testing.F) {
 }
 
 func FuzzMySQLHandshakeResponse(f *testing.F) {
-	r := &myHandshakeResponse{caps: rawMyCaps | capConnectWithDB, maxPacket: 1 << 24, charset: 45, user: "alice",
+	r := &handshakeResponse{caps: rawClientCaps | capConnectWithDB, maxPacket: 1 << 24, charset: 45, user: "alice",
 		authResp: []byte("0123456789abcdefghij"), database: "app", plugin: "mysql_native_password",
 		attrs: []byte("\x0c_client_name\x05rawMy")}
 	f.Add(r.append(nil))
@@ -46,7 +48,7 @@ func FuzzMySQLHandshakeResponse(f *testing.F) {
 	r.caps &^= capSecureConnection
 	f.Add(r.append(nil))
 	f.Fuzz(func(t *testing.T, in []byte) {
-		got, err := parseMyHandshakeResponse(in)
+		got, err := parseHandshakeResponse(in)
 		if err != nil {
 			if !errors.Is(err, errMalformed) {
 				t.Errorf("error %v is not a malformed packet", err)
@@ -59,19 +61,19 @@ func FuzzMySQLHandshakeResponse(f *testing.F) {
 			got.caps&(capPluginAuthLenencData|capSecureConnection) == 0 && bytes.IndexByte(got.authResp, 0) >= 0 {
 			return
 		}
-		again, err := parseMyHandshakeResponse(got.append(nil))
+		again, err := parseHandshakeResponse(got.append(nil))
 		if err != nil {
 			t.Fatalf("re-encoded %+v does not parse: %v", got, err)
 		}
-		if !reflect.DeepEqual(normalizeMyResponse(again), normalizeMyResponse(got)) {
+		if !reflect.DeepEqual(normalizeResponse(again), normalizeResponse(got)) {
 			t.Errorf("re-encoded\n%+v\nparses as\n%+v", got, again)
 		}
 	})
 }
 
-// normalizeMyResponse maps the fields a flag leaves out to what the
+// normalizeResponse maps the fields a flag leaves out to what the
 // encoder writes for them.
-func normalizeMyResponse(r *myHandshakeResponse) myHandshakeResponse {
+func normalizeResponse(r *handshakeResponse) handshakeResponse {
 	n := *r
 	if n.attrs == nil && n.caps&capConnectAttrs != 0 {
 		n.attrs = []byte{}
@@ -87,10 +89,10 @@ func normalizeMyResponse(r *myHandshakeResponse) myHandshakeResponse {
 
 func FuzzMySQLGreeting(f *testing.F) {
 	f.Add(recordedMariaDBGreeting)
-	f.Add((&myGreeting{version: "8.0.36", caps: fakeMySQL8Caps, charset: 255, authData: []byte("abcdefghijklmnopqrst"), plugin: pluginCachingSHA2}).append(nil))
+	f.Add((&greeting{version: "8.0.36", caps: mysql8Caps, charset: 255, authData: []byte("abcdefghijklmnopqrst"), plugin: pluginCachingSHA2}).append(nil))
 	f.Add([]byte("\x0a4.1\x00\x01\x00\x00\x0012345678\x00\x00\x02"))
 	f.Fuzz(func(t *testing.T, in []byte) {
-		g, err := parseMyGreeting(in)
+		g, err := parseGreeting(in)
 		if err != nil {
 			return
 		}
@@ -108,7 +110,7 @@ func FuzzMySQLAuthSwitch(f *testing.F) {
 	f.Add(recordedMariaDBEd25519Switch)
 	f.Add(recordedCachingSHA2Switch[4:])
 	f.Fuzz(func(t *testing.T, in []byte) {
-		sw, err := parseMyAuthSwitch(in)
+		sw, err := parseAuthSwitch(in)
 		if err != nil {
 			return
 		}
@@ -122,11 +124,11 @@ func FuzzMySQLERR(f *testing.F) {
 	f.Add([]byte("\xff\x15\x04#28000Access denied"))
 	f.Add([]byte("\xff\x10\x04Too many"))
 	f.Fuzz(func(t *testing.T, in []byte) {
-		code, state, msg, err := parseMyERR(in)
+		code, state, msg, err := parseERR(in)
 		if err != nil {
 			return
 		}
-		b := appendMyERR(nil, code, state, msg)
+		b := appendERR(nil, code, state, msg)
 		if state != "" && !bytes.Equal(b, in) {
 			t.Errorf("%q re-encodes as %q", in, b)
 		}
@@ -136,56 +138,56 @@ func FuzzMySQLERR(f *testing.F) {
 func FuzzMySQLPublicKey(f *testing.F) {
 	f.Add([]byte("\x01-----BEGIN PUBLIC KEY-----\nMCowBQYDK2VwAyEA\n-----END PUBLIC KEY-----\n"))
 	f.Fuzz(func(t *testing.T, in []byte) {
-		parseMyPublicKey(in)
+		parsePublicKey(in)
 	})
 }
 
-// scriptMyConn is a connection whose reads come from a script and whose
+// scriptConn is a connection whose reads come from a script and whose
 // writes are kept.
-type scriptMyConn struct {
+type scriptConn struct {
 	net.Conn
 	r       io.Reader
 	written bytes.Buffer
 }
 
-func (c *scriptMyConn) Read(p []byte) (int, error)  { return c.r.Read(p) }
-func (c *scriptMyConn) Write(p []byte) (int, error) { return c.written.Write(p) }
-func (c *scriptMyConn) Close() error                { return nil }
-func (*scriptMyConn) SetDeadline(time.Time) error   { return nil }
+func (c *scriptConn) Read(p []byte) (int, error)  { return c.r.Read(p) }
+func (c *scriptConn) Write(p []byte) (int, error) { return c.written.Write(p) }
+func (c *scriptConn) Close() error                { return nil }
+func (*scriptConn) SetDeadline(time.Time) error   { return nil }
 
 // FuzzMySQLAuthRelay relays arbitrary backend and client packets through the
 // authentication relay, with the client on TLS and the backend link
 // plain, where the relay parses the most: it must end, without panicking,
 // with the backend's OK or an error.
 func FuzzMySQLAuthRelay(f *testing.F) {
-	pkt := func(seq byte, payload []byte) []byte { return appendMyPacket(nil, seq, payload) }
+	pkt := func(seq byte, payload []byte) []byte { return appendPacket(nil, seq, payload) }
 	key, err := rsa.GenerateKey(rand.Reader, 2048)
 	if err != nil {
 		f.Fatal(err)
 	}
 	der, _ := x509.MarshalPKIXPublicKey(&key.PublicKey)
-	keyPkt := append([]byte{myAuthMoreData}, pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der})...)
+	keyPkt := append([]byte{headerAuthMoreData}, pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der})...)
 	// A native switch, then OK.
-	f.Add(append(pkt(2, recordedMariaDBNativeSwitch), pkt(4, fakeMyOK(0))...), pkt(4, make([]byte, 20)))
+	f.Add(append(pkt(2, recordedMariaDBNativeSwitch), pkt(4, fakeOK(0))...), pkt(4, make([]byte, 20)))
 	// caching_sha2_password full authentication, which the relay turns
 	// into a key request and an RSA-encrypted password.
 	fullAuth := pkt(2, recordedCachingSHA2Switch[4:])
-	fullAuth = append(fullAuth, pkt(4, []byte{myAuthMoreData, cachingSHA2FullAuth})...)
+	fullAuth = append(fullAuth, pkt(4, []byte{headerAuthMoreData, cachingSHA2FullAuth})...)
 	fullAuth = append(fullAuth, pkt(6, keyPkt)...)
-	fullAuth = append(fullAuth, pkt(8, fakeMyOK(0))...)
+	fullAuth = append(fullAuth, pkt(8, fakeOK(0))...)
 	f.Add(fullAuth, append(pkt(4, recordedCachingSHA2Answer), pkt(6, []byte("secret\x00"))...))
 	// The fast path.
 	fast := pkt(2, recordedCachingSHA2Switch[4:])
-	fast = append(fast, pkt(4, []byte{myAuthMoreData, cachingSHA2FastAuthOK})...)
-	fast = append(fast, pkt(5, fakeMyOK(0))...)
+	fast = append(fast, pkt(4, []byte{headerAuthMoreData, cachingSHA2FastAuthOK})...)
+	fast = append(fast, pkt(5, fakeOK(0))...)
 	f.Add(fast, pkt(4, recordedCachingSHA2Answer))
-	f.Add(pkt(2, appendMyERR(nil, 1045, "28000", "Access denied")), []byte{})
+	f.Add(pkt(2, appendERR(nil, 1045, "28000", "Access denied")), []byte{})
 	f.Fuzz(func(t *testing.T, backendIn, clientIn []byte) {
-		client := &scriptMyConn{r: bytes.NewReader(clientIn)}
-		backend := &scriptMyConn{r: bytes.NewReader(backendIn)}
-		h := &myClient{raw: client, conn: client, tls: tls.Server(client, &tls.Config{}), seq: 3}
-		b := &myBackend{conn: backend, seq: 2, route: &Route{Host: "db.test"}}
-		err := relayMyAuth(h, b, b.route)
+		client := &scriptConn{r: bytes.NewReader(clientIn)}
+		backend := &scriptConn{r: bytes.NewReader(backendIn)}
+		h := &clientSide{raw: client, conn: client, tls: tls.Server(client, &tls.Config{}), seq: 3}
+		b := &backendSide{conn: backend, seq: 2, route: &dbproxy.Route{Host: "db.test"}}
+		err := relayAuth(h, b, b.route)
 		if err == nil && client.written.Len() == 0 {
 			t.Error("relay succeeded without answering the client")
 		}
@@ -198,16 +200,16 @@ func FuzzMySQLAuthRelay(f *testing.F) {
 // no more than they read, but for rewritten COM_CHANGE_USER packets and
 // key requests.
 func FuzzMySQLCommandStreams(f *testing.F) {
-	cu := appendMyPacket(nil, 0, changeUserFor("dave", make([]byte, 20), "app", "mysql_native_password"))
-	f.Add(append(cu, appendMyPacket(nil, 2, recordedCachingSHA2Answer)...),
-		myScript(myScriptPacket{1, recordedCachingSHA2Switch[4:]}, myScriptPacket{3, []byte{myAuthMoreData, cachingSHA2FullAuth}}))
-	f.Add(append(appendMyPacket(nil, 0, []byte("\x03LOAD DATA LOCAL INFILE 'x' INTO TABLE t")), appendMyPacket(nil, 2, []byte("1,a\n"))...),
-		appendMyPacket(nil, 1, []byte("\xfbx")))
-	f.Add(cu, appendMyPacket(nil, 1, []byte("\xfemysql_clear_password\x00")))
+	cu := appendPacket(nil, 0, changeUserFor("dave", make([]byte, 20), "app", "mysql_native_password"))
+	f.Add(append(cu, appendPacket(nil, 2, recordedCachingSHA2Answer)...),
+		scriptBytes(scriptPacket{1, recordedCachingSHA2Switch[4:]}, scriptPacket{3, []byte{headerAuthMoreData, cachingSHA2FullAuth}}))
+	f.Add(append(appendPacket(nil, 0, []byte("\x03LOAD DATA LOCAL INFILE 'x' INTO TABLE t")), appendPacket(nil, 2, []byte("1,a\n"))...),
+		appendPacket(nil, 1, []byte("\xfbx")))
+	f.Add(cu, appendPacket(nil, 1, []byte("\xfemysql_clear_password\x00")))
 	f.Fuzz(func(t *testing.T, clientIn, backendIn []byte) {
-		client := &scriptMyConn{r: bytes.NewReader(clientIn)}
-		backend := &scriptMyConn{r: bytes.NewReader(backendIn)}
-		c, b := myCommandConns(client, backend, &Route{Host: "db.test"}, 45, true)
+		client := &scriptConn{r: bytes.NewReader(clientIn)}
+		backend := &scriptConn{r: bytes.NewReader(backendIn)}
+		c, b := commandConns(client, backend, &dbproxy.Route{Host: "db.test"}, 45, true)
 		// Alternate between the streams, as the pump's two directions
 		// interleave.
 		buf := make([]byte, 7)

@@ -1,4 +1,4 @@
-package dbproxy
+package mysql
 
 import (
 	"context"
@@ -16,8 +16,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/go-sql-driver/mysql"
+	gomysql "github.com/go-sql-driver/mysql"
 
+	"github.com/leproxy/leproxy/dbproxy"
+	"github.com/leproxy/leproxy/dbproxy/dbtest"
 	"github.com/leproxy/leproxy/internal/certs"
 	"github.com/leproxy/leproxy/internal/testenv"
 )
@@ -54,14 +56,14 @@ func startMariaDBBackend(t *testing.T, opts testenv.MariaDBOptions) *testenv.Mar
 // certSourceWithIP is a GetCertificate that knows names; the certificate
 // of the first also holds the address 127.0.0.1, for clients that are
 // given the address and send no server name.
-func certSourceWithIP(t *testing.T, ca *testCA, names ...string) func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+func certSourceWithIP(t *testing.T, ca *dbtest.CA, names ...string) func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
 	certs := make(map[string]*tls.Certificate)
 	for i, n := range names {
 		sans := []string{n}
 		if i == 0 {
 			sans = append(sans, "127.0.0.1")
 		}
-		c, _, _ := ca.issue(t, sans...)
+		c, _, _ := ca.Issue(t, sans...)
 		certs[n] = &c
 	}
 	return func(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
@@ -77,21 +79,21 @@ func TestMySQLIntegrationMariaDB(t *testing.T) {
 	if got := m.Exec(t, "SELECT @@have_ssl"); got != "DISABLED" {
 		t.Fatalf("backend have_ssl = %q, want DISABLED: this test is about a backend without TLS", got)
 	}
-	ca := newTestCA(t)
+	ca := dbtest.NewCA(t)
 	// localhost is the default route, for the mariadb client, which sends
 	// no server name: it gets the default's certificate and checks it
 	// for the host it was given.
-	p := startMySQLProxy(t, ca, Config{
-		Routes: []Route{
+	p := startProxy(t, ca, dbproxy.Config{
+		Routes: []dbproxy.Route{
 			{Host: "localhost", Backend: m.Addr},
 			{Host: "db.test", Backend: m.Addr},
 		},
 		Default:        "localhost",
 		GetCertificate: certSourceWithIP(t, ca, "localhost", "db.test"),
 	})
-	tlsDB := myTLSConfig(ca, "db.test", "db.test")
-	open := func(t *testing.T, user, password string, mod func(*mysql.Config)) *sql.DB {
-		return openMySQL(t, p.addr, tlsDB, user, password, func(c *mysql.Config) {
+	tlsDB := ca.ClientConfig("db.test", "db.test")
+	open := func(t *testing.T, user, password string, mod func(*gomysql.Config)) *sql.DB {
+		return openDB(t, p.Addr, tlsDB, user, password, func(c *gomysql.Config) {
 			c.DBName = "app"
 			if mod != nil {
 				mod(c)
@@ -165,7 +167,7 @@ func TestMySQLIntegrationMariaDB(t *testing.T) {
 				t.Fatalf("%s: login with a wrong password succeeded", user)
 			}
 			want := fmt.Sprintf("Access denied for user '%s'@'127.0.0.1' (using password: YES)", user)
-			if me := mysqlErr(t, err); me.Number != 1045 || me.SQLState != [5]byte([]byte("28000")) || me.Message != want {
+			if me := serverError(t, err); me.Number != 1045 || me.SQLState != [5]byte([]byte("28000")) || me.Message != want {
 				t.Errorf("%s: got error %d %s %q, want 1045 28000 %q", user, me.Number, me.SQLState, me.Message, want)
 			}
 		}
@@ -188,7 +190,7 @@ func TestMySQLIntegrationMariaDB(t *testing.T) {
 	})
 
 	t.Run("multi-statements", func(t *testing.T) {
-		db := open(t, "nat", "natpw", func(c *mysql.Config) { c.MultiStatements = true })
+		db := open(t, "nat", "natpw", func(c *gomysql.Config) { c.MultiStatements = true })
 		c := ctx(t)
 		if _, err := db.ExecContext(c, "CREATE TABLE multi (id INT); INSERT INTO multi VALUES (1); INSERT INTO multi VALUES (2)"); err != nil {
 			t.Fatal(err)
@@ -236,8 +238,8 @@ func TestMySQLIntegrationMariaDB(t *testing.T) {
 		if err := os.WriteFile(path, []byte(b.String()), 0o644); err != nil {
 			t.Fatal(err)
 		}
-		mysql.RegisterLocalFile(path)
-		t.Cleanup(func() { mysql.DeregisterLocalFile(path) })
+		gomysql.RegisterLocalFile(path)
+		t.Cleanup(func() { gomysql.DeregisterLocalFile(path) })
 		res, err := db.ExecContext(c, "LOAD DATA LOCAL INFILE '"+path+"' INTO TABLE loaded FIELDS TERMINATED BY ','")
 		if err != nil {
 			t.Fatal(err)
@@ -251,7 +253,7 @@ func TestMySQLIntegrationMariaDB(t *testing.T) {
 	})
 
 	t.Run("connection attributes", func(t *testing.T) {
-		db := open(t, "nat", "natpw", func(c *mysql.Config) { c.ConnectionAttributes = "program:leproxy-it" })
+		db := open(t, "nat", "natpw", func(c *gomysql.Config) { c.ConnectionAttributes = "program:leproxy-it" })
 		db.SetMaxOpenConns(1)
 		got := queryString(t, db, "SELECT ATTR_VALUE FROM performance_schema.session_connect_attrs WHERE PROCESSLIST_ID = CONNECTION_ID() AND ATTR_NAME = 'program'")
 		if got != "leproxy-it" {
@@ -260,23 +262,23 @@ func TestMySQLIntegrationMariaDB(t *testing.T) {
 	})
 
 	t.Run("compression asked for is cleared", func(t *testing.T) {
-		db := open(t, "nat", "natpw", func(c *mysql.Config) { c.Apply(mysql.EnableCompression(true)) })
+		db := open(t, "nat", "natpw", func(c *gomysql.Config) { c.Apply(gomysql.EnableCompression(true)) })
 		if got := queryString(t, db, "SELECT VARIABLE_VALUE FROM information_schema.SESSION_STATUS WHERE VARIABLE_NAME = 'COMPRESSION'"); got != "OFF" {
 			t.Errorf("backend session compression %q, want OFF", got)
 		}
 	})
 
 	t.Run("COM_RESET_CONNECTION and COM_CHANGE_USER", func(t *testing.T) {
-		c := dialRawMy(t, p.addr)
+		c := dialRawClient(t, p.Addr)
 		c.startTLS(ca, "db.test", "db.test")
-		if pkt := c.login("nat", "natpw", "app"); pkt[0] != myOK {
+		if pkt := c.login("nat", "natpw", "app"); pkt[0] != headerOK {
 			t.Fatalf("login: got %x", pkt)
 		}
 		c.query("SET @x = 42")
 		if got := c.query("SELECT @x"); got != "42" {
 			t.Fatalf("@x = %q, want 42", got)
 		}
-		if pkt := c.command([]byte{0x1f}); pkt[0] != myOK {
+		if pkt := c.command([]byte{0x1f}); pkt[0] != headerOK {
 			t.Fatalf("COM_RESET_CONNECTION: got %x, want OK", pkt)
 		}
 		if got := c.query("SELECT @x"); got != "NULL" {
@@ -296,7 +298,7 @@ func TestMySQLIntegrationMariaDB(t *testing.T) {
 			{"nat", "natpw", c.greeting.authData},
 		} {
 			pkt := c.command(changeUserPacket(change.user, nativeScramble(change.password, change.nonce), "app"))
-			if pkt = c.authenticateFrom(pkt, change.password); pkt[0] != myOK {
+			if pkt = c.authenticateFrom(pkt, change.password); pkt[0] != headerOK {
 				t.Fatalf("COM_CHANGE_USER to %s: got %x, want OK", change.user, pkt)
 			}
 			want := change.user + "@% app unset"
@@ -314,8 +316,8 @@ func TestMySQLIntegrationMariaDB(t *testing.T) {
 			}
 			t.Skipf("no mariadb client (Debian package mariadb-client): %v", err)
 		}
-		_, port, _ := net.SplitHostPort(p.addr)
-		caPEM := myCAFile(t, ca)
+		_, port, _ := net.SplitHostPort(p.Addr)
+		caPEM := writeCAFile(t, ca)
 		run := func(host, caFile string) (string, error) {
 			c, cancel := context.WithTimeout(context.Background(), time.Minute)
 			defer cancel()
@@ -331,7 +333,7 @@ func TestMySQLIntegrationMariaDB(t *testing.T) {
 		// certificate for the host it was given, name or address.
 		cliSessions := func() int {
 			n := 0
-			for _, rec := range p.logs.records(t, "session end") {
+			for _, rec := range p.Logs.Records(t, "session end") {
 				if rec["route"] == "localhost" && rec["sni"] == "" && rec["user"] == "nat" {
 					n++
 				}
@@ -344,10 +346,10 @@ func TestMySQLIntegrationMariaDB(t *testing.T) {
 				t.Errorf("mariadb --host=%s: %q, %v; want nat@%% 1", host, out, err)
 				continue
 			}
-			waitFor(t, "the session on the default route in the log", func() bool { return cliSessions() == i+1 })
+			dbtest.WaitFor(t, "the session on the default route in the log", func() bool { return cliSessions() == i+1 })
 		}
 		// The certificate is checked: another CA is refused.
-		if out, err := run("localhost", myCAFile(t, newTestCA(t))); err == nil {
+		if out, err := run("localhost", writeCAFile(t, dbtest.NewCA(t))); err == nil {
 			t.Errorf("mariadb with the wrong CA succeeded: %q", out)
 		}
 	})
@@ -383,9 +385,9 @@ func TestMySQLIntegrationMariaDB(t *testing.T) {
 		}()
 		// The first handshake waits for Pebble to issue the certificate,
 		// which takes a while on a loaded machine.
-		pp := startMySQLProxy(t, ca, Config{Routes: []Route{{Host: host, Backend: m.Addr}},
+		pp := startProxy(t, ca, dbproxy.Config{Routes: []dbproxy.Route{{Host: host, Backend: m.Addr}},
 			GetCertificate: cm.GetCertificate, HandshakeTimeout: 2 * time.Minute})
-		db := openMySQL(t, pp.addr, &tls.Config{ServerName: host, RootCAs: pb.IssuerRoots(t)}, "ed", "edpw", nil)
+		db := openDB(t, pp.Addr, &tls.Config{ServerName: host, RootCAs: pb.IssuerRoots(t)}, "ed", "edpw", nil)
 		if got := queryString(t, db, "SELECT CURRENT_USER()"); got != "ed@%" {
 			t.Errorf("CURRENT_USER() = %q, want ed@%%", got)
 		}
@@ -393,8 +395,8 @@ func TestMySQLIntegrationMariaDB(t *testing.T) {
 }
 
 // changeUserPacket is a COM_CHANGE_USER for user with a
-// mysql_native_password answer, as a client with the capabilities of rawMy
-// sends it.
+// mysql_native_password answer, as a client with the capabilities of
+// rawClient sends it.
 func changeUserPacket(user string, auth []byte, db string) []byte {
 	b := append([]byte{0x11}, user...)
 	b = append(b, 0, byte(len(auth)))
@@ -411,16 +413,16 @@ func changeUserPacket(user string, auth []byte, db string) []byte {
 // A backend with TLS of its own, which refuses plaintext connections
 // (require_secure_transport), reached with tls: verify.
 func TestMySQLIntegrationMariaDBBackendTLS(t *testing.T) {
-	ca := newTestCA(t)
-	_, certPEM, keyPEM := ca.issue(t, "127.0.0.1")
+	ca := dbtest.NewCA(t)
+	_, certPEM, keyPEM := ca.Issue(t, "127.0.0.1")
 	m := startMariaDBBackend(t, testenv.MariaDBOptions{CertPEM: certPEM, KeyPEM: keyPEM,
 		Args: []string{"--require-secure-transport=ON"}})
-	p := startMySQLProxy(t, ca, Config{Routes: []Route{
-		{Host: "secure.test", Backend: m.Addr, TLS: TLSVerify, RootCAs: ca.pool},
+	p := startProxy(t, ca, dbproxy.Config{Routes: []dbproxy.Route{
+		{Host: "secure.test", Backend: m.Addr, TLS: dbproxy.TLSVerify, RootCAs: ca.Pool},
 		{Host: "plain.test", Backend: m.Addr},
 	}})
 	for _, user := range []struct{ name, password string }{{"nat", "natpw"}, {"ed", "edpw"}} {
-		db := openMySQL(t, p.addr, myTLSConfig(ca, "secure.test", "secure.test"), user.name, user.password, nil)
+		db := openDB(t, p.Addr, ca.ClientConfig("secure.test", "secure.test"), user.name, user.password, nil)
 		if got := queryString(t, db, "SELECT VARIABLE_VALUE FROM information_schema.SESSION_STATUS WHERE VARIABLE_NAME = 'SSL_VERSION'"); !strings.HasPrefix(got, "TLSv1.") {
 			t.Errorf("%s: backend session TLS version %q, want TLSv1.x", user.name, got)
 		}
@@ -430,21 +432,21 @@ func TestMySQLIntegrationMariaDBBackendTLS(t *testing.T) {
 	}
 	// The plain route meets the backend's own refusal (MariaDB words a
 	// violation of require_secure_transport as a denied access).
-	err := pingErr(openMySQL(t, p.addr, myTLSConfig(ca, "plain.test", "plain.test"), "nat", "natpw", nil))
+	err := pingErr(openDB(t, p.Addr, ca.ClientConfig("plain.test", "plain.test"), "nat", "natpw", nil))
 	if err == nil {
 		t.Fatal("plaintext login to a require_secure_transport backend succeeded")
 	}
-	if me := mysqlErr(t, err); me.Number != 1045 || me.Message != "Access denied for user 'nat'@'127.0.0.1' (using password: YES)" {
+	if me := serverError(t, err); me.Number != 1045 || me.Message != "Access denied for user 'nat'@'127.0.0.1' (using password: YES)" {
 		t.Errorf("got error %d %q, want the backend's 1045", me.Number, me.Message)
 	}
 }
 
-// myCAFile writes the CA certificate for clients that read it from a
+// writeCAFile writes the CA certificate for clients that read it from a
 // file.
-func myCAFile(t testing.TB, ca *testCA) string {
+func writeCAFile(t testing.TB, ca *dbtest.CA) string {
 	t.Helper()
 	f := filepath.Join(t.TempDir(), "ca.pem")
-	if err := os.WriteFile(f, ca.pem, 0o644); err != nil {
+	if err := os.WriteFile(f, ca.PEM, 0o644); err != nil {
 		t.Fatal(err)
 	}
 	return f

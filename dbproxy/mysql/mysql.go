@@ -1,19 +1,7 @@
-package dbproxy
-
-import (
-	"context"
-	"crypto/rand"
-	"crypto/tls"
-	"encoding/binary"
-	"errors"
-	"fmt"
-	"net"
-	"sync/atomic"
-)
-
-// MySQL and MariaDB. The server speaks first, before the client has said
-// which host it wants, and the password exchange is bound to the server's
-// nonce. So leproxy greets the client itself (Initial Handshake v10 with
+// Package mysql is dbproxy's MySQL and MariaDB protocol ("mysql", alias
+// "mariadb"). The server speaks first, before the client has said which
+// host it wants, and the password exchange is bound to the server's nonce.
+// So leproxy greets the client itself (Initial Handshake v10 with
 // CLIENT_SSL), answers the client's SSLRequest with TLS (certificate and
 // route by SNI, or the default), reads the HandshakeResponse41 and only
 // then dials the route's backend (plainly, or with its own SSLRequest and
@@ -25,9 +13,9 @@ import (
 // real plugin. That request goes to the client, and from there on
 // authentication packets are relayed both ways, sequence ids rewritten for
 // each side, until the backend's OK or ERR: the backend checks the
-// password, never leproxy. mysql_native_password, MariaDB's client_ed25519,
-// caching_sha2_password and sha256_password all pass; the client's answer
-// to leproxy's own nonce is discarded.
+// password, never leproxy. mysql_native_password, MariaDB's
+// client_ed25519, caching_sha2_password and sha256_password all pass; the
+// client's answer to leproxy's own nonce is discarded.
 //
 // A client on TLS believes its link secure and answers caching_sha2_password
 // full authentication (and sha256_password) with its password in
@@ -46,20 +34,26 @@ import (
 // format (deprecated EOF, session tracking) must be the backend's too, or
 // the session is refused. After authentication packets are relayed as
 // they are (multi-statements, LOAD DATA LOCAL, COM_RESET_CONNECTION…),
-// except COM_CHANGE_USER, which authenticates again: see mysqlcmd.go.
+// except COM_CHANGE_USER, which authenticates again: see cmd.go.
 // (libmariadb answers COM_CHANGE_USER to a mysql_native_password account
 // with the nonce of its last mysql_native_password exchange whatever the
 // server asks; after a login with another plugin that nonce is leproxy's,
 // and the change is refused.) The command phase is relayed by packet
 // streams rather than spliced, even between plain connections.
 //
-// The greeting announces the server version and character set of the
-// backend this listener reached last (clients adapt their behaviour to
-// MySQL's or MariaDB's version), "5.5.5-10.11.0-MariaDB-leproxy" until one
-// has been reached, and connection id 0: the id of the backend session is
-// not known yet, so clients that KILL by the greeting's id (the mariadb
-// client's Ctrl-C) are refused harmlessly rather than killing someone
-// else's query.
+// The greeting announces a server version and character set, which
+// clients adapt their behaviour to (MySQL's or MariaDB's version). It is
+// sent before TLS, so before the client's server name says which route it
+// wants: leproxy announces those of the listener's default route (the
+// first route when there is no default), as that route's backend's own
+// greeting last gave them, and "5.5.5-10.11.0-MariaDB-leproxy" with
+// utf8mb4_general_ci until leproxy has reached that backend once. A
+// backend reached through another route never changes the greeting. What
+// leproxy learnt of a route is forgotten when a reload removes the route
+// or points it at another backend. The greeting's connection id is 0: the
+// id of the backend session is not known yet, so clients that KILL by the
+// greeting's id (the mariadb client's Ctrl-C) are refused harmlessly
+// rather than killing someone else's query.
 //
 // Errors leproxy reports, as ERR packets before it closes the connection:
 //
@@ -79,82 +73,155 @@ import (
 //
 // Errors of the backend itself (access denied, unknown database) reach the
 // client verbatim.
+package mysql
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+
+	"github.com/leproxy/leproxy/dbproxy"
+)
 
 func init() {
-	Register("mysql", func() Protocol { return new(mysqlProtocol) })
+	dbproxy.Register("mysql", func() dbproxy.Protocol { return new(protocol) }, "mariadb")
 }
 
 const (
-	// mySwitchPlugin is the authentication plugin leproxy names to the
+	// switchPlugin is the authentication plugin leproxy names to the
 	// backend: no server knows it, so every server answers with an
 	// AuthSwitchRequest for the user's own plugin.
-	mySwitchPlugin = "leproxy_auth_relay"
-	// myGreetingPlugin is the plugin of leproxy's own greeting; the
+	switchPlugin = "leproxy_auth_relay"
+	// greetingPlugin is the plugin of leproxy's own greeting; the
 	// client's answer to it is discarded.
-	myGreetingPlugin = "mysql_native_password"
-	// myFallbackVersion is the version leproxy announces before any
-	// backend has been reached.
-	myFallbackVersion = "5.5.5-10.11.0-MariaDB-leproxy"
-	// myFallbackCharset is utf8mb4_general_ci.
-	myFallbackCharset = 45
+	greetingPlugin = "mysql_native_password"
+	// fallbackVersion is the version leproxy announces until the
+	// backend of the greeting's route has been reached.
+	fallbackVersion = "5.5.5-10.11.0-MariaDB-leproxy"
+	// fallbackCharset is utf8mb4_general_ci.
+	fallbackCharset = 45
 )
 
 // Capabilities offered to clients and how they are passed to backends.
 const (
-	// myOffered are the capabilities leproxy's greeting offers: those it
+	// offeredCaps are the capabilities leproxy's greeting offers: those it
 	// can relay. CLIENT_LONG_PASSWORD (CLIENT_MYSQL to MariaDB clients)
 	// keeps MariaDB's extended capabilities out of the session.
-	myOffered = capLongPassword | capFoundRows | capLongFlag | capConnectWithDB |
+	offeredCaps = capLongPassword | capFoundRows | capLongFlag | capConnectWithDB |
 		capLocalFiles | capIgnoreSpace | capProtocol41 | capInteractive | capSSL |
 		capIgnoreSigpipe | capTransactions | capReserved | capSecureConnection |
 		capMultiStatements | capMultiResults | capPSMultiResults | capPluginAuth |
 		capConnectAttrs | capPluginAuthLenencData | capCanHandleExpiredPasswords |
 		capSessionTrack | capDeprecateEOF
-	// myRequired are the capabilities a client and a backend must have.
-	myRequired = capProtocol41 | capSecureConnection | capPluginAuth
-	// myMustMatch are capabilities that change the wire format after
+	// requiredCaps are the capabilities a client and a backend must have.
+	requiredCaps = capProtocol41 | capSecureConnection | capPluginAuth
+	// mustMatchCaps are capabilities that change the wire format after
 	// authentication: one the client takes must be the backend's too.
-	myMustMatch = capDeprecateEOF | capSessionTrack
-	// myRefused are wire-format capabilities leproxy does not offer; a
+	mustMatchCaps = capDeprecateEOF | capSessionTrack
+	// refusedCaps are wire-format capabilities leproxy does not offer; a
 	// client that takes one anyway is refused.
-	myRefused = capCompress | capZstdCompression | capOptionalResultsetMetadata |
+	refusedCaps = capCompress | capZstdCompression | capOptionalResultsetMetadata |
 		capQueryAttributes | capMultiFactorAuth
 )
 
-// mysqlProtocol is the MySQL Protocol ("mysql"; the configuration's alias
-// "mariadb"). One value serves one Server and remembers the version of
-// the backend it reached last.
-type mysqlProtocol struct {
-	server atomic.Pointer[myServerInfo]
+// protocol is the MySQL Protocol ("mysql", alias "mariadb"). One value
+// serves one Server and remembers, for each of its routes, what the
+// route's backend said of itself, for the greeting.
+type protocol struct {
+	mu sync.Mutex
+	// servers has an entry for each route of the route table
+	// RoutesChanged last gave, by host.
+	servers map[string]routeServer
 }
 
-// myServerInfo is what the greeting of a backend said about it.
-type myServerInfo struct {
+// routeServer is what leproxy knows of one route's backend.
+type routeServer struct {
+	backend string      // the route's backend address
+	info    *serverInfo // nil until the backend has been reached
+}
+
+// serverInfo is what the greeting of a backend said about it.
+type serverInfo struct {
 	version string
 	charset byte
 }
 
 var (
-	_ Protocol = (*mysqlProtocol)(nil)
-	_ Refuser  = (*mysqlProtocol)(nil)
+	_ dbproxy.Protocol      = (*protocol)(nil)
+	_ dbproxy.Refuser       = (*protocol)(nil)
+	_ dbproxy.RoutesWatcher = (*protocol)(nil)
 )
 
-func (*mysqlProtocol) Name() string   { return "mysql" }
-func (*mysqlProtocol) ALPN() []string { return nil }
+func (*protocol) Name() string   { return "mysql" }
+func (*protocol) ALPN() []string { return nil }
 
 // Refuse sends the ERR packet MySQL sends in place of its greeting when it
 // is full.
-func (*mysqlProtocol) Refuse(client net.Conn, reason error) {
+func (*protocol) Refuse(client net.Conn, reason error) {
 	code, state, msg := uint16(erHandshake), stateCommLinkFailure, "leproxy: "+reason.Error()
-	if errors.Is(reason, ErrTooManyConnections) {
-		code, state, msg = erConCount, stateConnRejected, mysqlTooManyConnsText
+	if errors.Is(reason, dbproxy.ErrTooManyConnections) {
+		code, state, msg = erConCount, stateConnRejected, tooManyConnsText
 	}
-	writeMyPacket(client, 0, appendMyERR(nil, code, state, msg))
+	writePacket(client, 0, appendERR(nil, code, state, msg))
 }
 
-// Handshake implements Protocol.
-func (p *mysqlProtocol) Handshake(ctx context.Context, client net.Conn, s *Session) (net.Conn, net.Conn, error) {
-	h := &myClient{raw: client, conn: client}
+// RoutesChanged implements dbproxy.RoutesWatcher: what was learnt of a
+// route's backend stays while the route keeps its host and backend, and is
+// forgotten otherwise.
+func (p *protocol) RoutesChanged(routes []dbproxy.Route) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	servers := make(map[string]routeServer, len(routes))
+	for _, r := range routes {
+		rs := routeServer{backend: r.Backend}
+		if old, ok := p.servers[r.Host]; ok && old.backend == r.Backend {
+			rs.info = old.info
+		}
+		servers[r.Host] = rs
+	}
+	p.servers = servers
+}
+
+// learn records what r's backend said of itself in its greeting. A
+// session routed before a reload that removed r, or pointed it elsewhere,
+// teaches nothing; nor does one routed by a new route in the moment before
+// RoutesChanged hears of it (the next session of the route does).
+func (p *protocol) learn(r *dbproxy.Route, info *serverInfo) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if rs, ok := p.servers[r.Host]; ok && rs.backend == r.Backend {
+		rs.info = info
+		p.servers[r.Host] = rs
+	}
+}
+
+// greetingServer returns what the greeting announces: what the backend of
+// the default route (of the first route without a default) said of
+// itself, the fallback until it has been reached.
+func (p *protocol) greetingServer(s *dbproxy.Session) serverInfo {
+	r := s.DefaultRoute()
+	if r == nil {
+		r = &s.Routes()[0] // a Server has a route at least
+	}
+	p.mu.Lock()
+	rs, ok := p.servers[r.Host]
+	p.mu.Unlock()
+	// Until RoutesChanged hears of a reload, the entry may still be of
+	// the route's former backend.
+	if !ok || rs.info == nil || rs.backend != r.Backend {
+		return serverInfo{version: fallbackVersion, charset: fallbackCharset}
+	}
+	return *rs.info
+}
+
+// Handshake implements dbproxy.Protocol.
+func (p *protocol) Handshake(ctx context.Context, client net.Conn, s *dbproxy.Session) (net.Conn, net.Conn, error) {
+	h := &clientSide{raw: client, conn: client}
 	first, err := h.negotiate(ctx, p, s)
 	if err != nil {
 		return nil, nil, h.tell(err)
@@ -173,15 +240,15 @@ func (p *mysqlProtocol) Handshake(ctx context.Context, client net.Conn, s *Sessi
 	if err != nil {
 		return nil, nil, h.tell(err)
 	}
-	if err := relayMyAuth(h, bk, r); err != nil {
+	if err := relayAuth(h, bk, r); err != nil {
 		return nil, nil, err
 	}
-	c, b := myCommandConns(h.conn, bk.conn, r, resp.charset, h.tls != nil && !bk.tls)
+	c, b := commandConns(h.conn, bk.conn, r, resp.charset, h.tls != nil && !bk.tls)
 	return c, b, nil
 }
 
-// myClient is the client side of one MySQL handshake.
-type myClient struct {
+// clientSide is the client side of one MySQL handshake.
+type clientSide struct {
 	raw  net.Conn  // as accepted
 	conn net.Conn  // raw, or TLS over it
 	tls  *tls.Conn // nil until TLS is up
@@ -190,9 +257,9 @@ type myClient struct {
 
 // read reads the client's next packet, which must have the next sequence
 // id, and makes the id after it the next one to send.
-func (h *myClient) read() ([]byte, error) {
+func (h *clientSide) read() ([]byte, error) {
 	want := h.seq
-	pkt, seq, err := readMyPacket(h.conn, myMaxHandshakePacket)
+	pkt, seq, err := readPacket(h.conn, maxHandshakePacket)
 	// An answer, ERR included, follows the packet it answers, even one
 	// out of order.
 	h.seq = seq + 1
@@ -203,15 +270,15 @@ func (h *myClient) read() ([]byte, error) {
 		return nil, fmt.Errorf("reading from client: %w", err)
 	}
 	if seq != want {
-		return nil, &myError{code: erPacketsOutOfOrder, state: stateCommLinkFailure,
+		return nil, &proxyError{code: erPacketsOutOfOrder, state: stateCommLinkFailure,
 			msg: fmt.Sprintf("leproxy: got packets out of order (sequence id %d, want %d)", seq, want)}
 	}
 	return pkt, nil
 }
 
 // write sends one packet to the client with the next sequence id.
-func (h *myClient) write(payload []byte) error {
-	err := writeMyPacket(h.conn, h.seq, payload)
+func (h *clientSide) write(payload []byte) error {
+	err := writePacket(h.conn, h.seq, payload)
 	h.seq++
 	if err != nil {
 		return fmt.Errorf("writing to client: %w", err)
@@ -219,25 +286,22 @@ func (h *myClient) write(payload []byte) error {
 	return nil
 }
 
-// tell sends err to the client as an ERR packet when it is a *myError,
-// or the backend's own ERR packet when it is a *myBackendError, and
+// tell sends err to the client as an ERR packet when it is a *proxyError,
+// or the backend's own ERR packet when it is a *backendError, and
 // returns err.
-func (h *myClient) tell(err error) error {
-	if me, ok := errors.AsType[*myError](err); ok {
-		writeMyPacket(h.conn, h.seq, appendMyERR(nil, me.code, me.state, me.msg))
-	} else if be, ok := errors.AsType[*myBackendError](err); ok {
-		writeMyPacket(h.conn, h.seq, be.payload)
+func (h *clientSide) tell(err error) error {
+	if pe, ok := errors.AsType[*proxyError](err); ok {
+		writePacket(h.conn, h.seq, appendERR(nil, pe.code, pe.state, pe.msg))
+	} else if be, ok := errors.AsType[*backendError](err); ok {
+		writePacket(h.conn, h.seq, be.payload)
 	}
 	return err
 }
 
-// greeting returns leproxy's greeting with a fresh nonce.
-func (p *mysqlProtocol) greeting() (*myGreeting, error) {
-	info := p.server.Load()
-	if info == nil {
-		info = &myServerInfo{version: myFallbackVersion, charset: myFallbackCharset}
-	}
-	nonce := make([]byte, myScrambleLen)
+// makeGreeting returns leproxy's greeting with a fresh nonce.
+func (p *protocol) makeGreeting(s *dbproxy.Session) (*greeting, error) {
+	info := p.greetingServer(s)
+	nonce := make([]byte, scrambleLen)
 	if _, err := rand.Read(nonce); err != nil {
 		return nil, err
 	}
@@ -246,20 +310,20 @@ func (p *mysqlProtocol) greeting() (*myGreeting, error) {
 	for i := range nonce {
 		nonce[i] = nonce[i]%94 + 33
 	}
-	return &myGreeting{
+	return &greeting{
 		version:  info.version,
-		caps:     myOffered,
+		caps:     offeredCaps,
 		charset:  info.charset,
 		status:   statusAutocommit,
 		authData: nonce,
-		plugin:   myGreetingPlugin,
+		plugin:   greetingPlugin,
 	}, nil
 }
 
 // negotiate greets the client, runs TLS if it asks for it and returns its
 // HandshakeResponse41, unparsed.
-func (h *myClient) negotiate(ctx context.Context, p *mysqlProtocol, s *Session) ([]byte, error) {
-	g, err := p.greeting()
+func (h *clientSide) negotiate(ctx context.Context, p *protocol, s *dbproxy.Session) ([]byte, error) {
+	g, err := p.makeGreeting(s)
 	if err != nil {
 		return nil, fmt.Errorf("making greeting: %w", err)
 	}
@@ -270,9 +334,9 @@ func (h *myClient) negotiate(ctx context.Context, p *mysqlProtocol, s *Session) 
 	if err != nil {
 		return nil, err
 	}
-	if !isMySSLRequest(pkt) {
-		if len(pkt) >= 4 && len(pkt) < mySSLRequestLen && binary.LittleEndian.Uint32(pkt)&capSSL != 0 {
-			return nil, badHandshake("SSL request of %d bytes, want %d", len(pkt), mySSLRequestLen)
+	if !isSSLRequest(pkt) {
+		if len(pkt) >= 4 && len(pkt) < sslRequestLen && binary.LittleEndian.Uint32(pkt)&capSSL != 0 {
+			return nil, badHandshake("SSL request of %d bytes, want %d", len(pkt), sslRequestLen)
 		}
 		return pkt, nil
 	}
@@ -288,7 +352,7 @@ func (h *myClient) negotiate(ctx context.Context, p *mysqlProtocol, s *Session) 
 	if pkt, err = h.read(); err != nil {
 		return nil, err
 	}
-	if isMySSLRequest(pkt) {
+	if isSSLRequest(pkt) {
 		return nil, badHandshake("received more than one SSL request")
 	}
 	return pkt, nil
@@ -296,7 +360,7 @@ func (h *myClient) negotiate(ctx context.Context, p *mysqlProtocol, s *Session) 
 
 // route resolves the session's route: by SNI for a TLS client, the
 // default route for a plaintext one, which must allow plaintext.
-func (h *myClient) route(s *Session) (*Route, error) {
+func (h *clientSide) route(s *dbproxy.Session) (*dbproxy.Route, error) {
 	if h.tls == nil {
 		r, err := s.Route("")
 		if err != nil || !r.AllowPlaintext {
@@ -304,34 +368,30 @@ func (h *myClient) route(s *Session) (*Route, error) {
 			if r != nil {
 				msg += " for " + r.Host
 			}
-			return nil, &myError{code: erSecureTransport, state: stateGeneral, msg: msg, err: err}
+			return nil, &proxyError{code: erSecureTransport, state: stateGeneral, msg: msg, err: err}
 		}
 		return r, nil
 	}
 	sni := h.tls.ConnectionState().ServerName
 	r, err := s.Route(sni)
 	if err != nil {
-		msg := "leproxy: no route for clients that send no server name (SNI)"
-		if sni != "" {
-			msg = "leproxy: no route for server name " + sni
-		}
-		return nil, &myError{code: erHostNotPrivileged, state: stateGeneral, msg: msg, err: err}
+		return nil, &proxyError{code: erHostNotPrivileged, state: stateGeneral, msg: "leproxy: " + dbproxy.NoRouteMessage(sni), err: err}
 	}
 	return r, nil
 }
 
 // checkResponse parses the client's HandshakeResponse41 and checks that
 // leproxy can relay the session it asks for.
-func (h *myClient) checkResponse(pkt []byte, r *Route) (*myHandshakeResponse, error) {
-	resp, err := parseMyHandshakeResponse(pkt)
+func (h *clientSide) checkResponse(pkt []byte, r *dbproxy.Route) (*handshakeResponse, error) {
+	resp, err := parseHandshakeResponse(pkt)
 	if err != nil {
 		return nil, badHandshake("route %s: %v", r.Host, err)
 	}
-	if missing := myRequired &^ resp.caps; missing != 0 {
-		return nil, &myError{code: erNotSupportedAuth, state: stateConnRejected,
+	if missing := requiredCaps &^ resp.caps; missing != 0 {
+		return nil, &proxyError{code: erNotSupportedAuth, state: stateConnRejected,
 			msg: fmt.Sprintf("leproxy: route %s: client does not support authentication protocol requested by server (capabilities %#x missing); consider upgrading the client", r.Host, missing)}
 	}
-	if refused := resp.caps & myRefused; refused != 0 {
+	if refused := resp.caps & refusedCaps; refused != 0 {
 		return nil, badHandshake("route %s: client asked for capabilities %#x (compression or other wire formats) that leproxy does not offer", r.Host, refused)
 	}
 	return resp, nil

@@ -1,4 +1,4 @@
-package dbproxy
+package mysql
 
 import (
 	"bytes"
@@ -12,6 +12,7 @@ import (
 	"encoding/binary"
 	"encoding/pem"
 	"fmt"
+	"maps"
 	"net"
 	"reflect"
 	"slices"
@@ -19,11 +20,14 @@ import (
 	"testing"
 	"time"
 
-	"github.com/go-sql-driver/mysql"
+	gomysql "github.com/go-sql-driver/mysql"
+
+	"github.com/leproxy/leproxy/dbproxy"
+	"github.com/leproxy/leproxy/dbproxy/dbtest"
 )
 
-// fakeMyUsers are the accounts of the fake MySQL 8 backends.
-var fakeMyUsers = map[string]fakeMyUser{
+// fakeUsers are the accounts of the fake MySQL 8 backends.
+var fakeUsers = map[string]fakeUser{
 	"alice": {plugin: "mysql_native_password", password: "alicepw"},
 	"carol": {plugin: pluginCachingSHA2, password: "secret", cached: true},
 	"dave":  {plugin: pluginCachingSHA2, password: "secret"},
@@ -31,18 +35,18 @@ var fakeMyUsers = map[string]fakeMyUser{
 	"frank": {plugin: "mysql_clear_password", password: "secret"},
 }
 
-// twoMySQL starts fake MySQL 8 backends "a" and "b" and a proxy routing
+// twoBackends starts fake MySQL 8 backends "a" and "b" and a proxy routing
 // a.test and b.test to them, a.test being the default.
-func twoMySQL(t *testing.T, mod func(*Config)) (*testProxy, *fakeMySQL, *fakeMySQL) {
+func twoBackends(t *testing.T, mod func(*dbproxy.Config)) (*dbtest.Proxy, *fakeServer, *fakeServer) {
 	t.Helper()
-	ca := newTestCA(t)
-	a := startFakeMySQL(t, &fakeMySQL{name: "a", users: fakeMyUsers})
-	b := startFakeMySQL(t, &fakeMySQL{name: "b", users: fakeMyUsers})
-	cfg := Config{Routes: []Route{a.route("a.test"), b.route("b.test")}, Default: "a.test"}
+	ca := dbtest.NewCA(t)
+	a := startFakeServer(t, &fakeServer{name: "a", users: fakeUsers})
+	b := startFakeServer(t, &fakeServer{name: "b", users: fakeUsers})
+	cfg := dbproxy.Config{Routes: []dbproxy.Route{a.route("a.test"), b.route("b.test")}, Default: "a.test"}
 	if mod != nil {
 		mod(&cfg)
 	}
-	return startMySQLProxy(t, ca, cfg), a, b
+	return startProxy(t, ca, cfg), a, b
 }
 
 func pingErr(db *sql.DB) error {
@@ -51,20 +55,32 @@ func pingErr(db *sql.DB) error {
 	return db.PingContext(ctx)
 }
 
+// The protocol is registered as mysql, with mariadb for an alias.
+func TestRegistered(t *testing.T) {
+	for _, name := range []string{"mysql", "mariadb", "MariaDB"} {
+		if p, ok := dbproxy.Lookup(name); !ok || p.Name() != "mysql" {
+			t.Errorf("Lookup(%q) = %v, %t; want the mysql protocol", name, p, ok)
+		}
+	}
+	if got := dbproxy.Aliases()["mariadb"]; got != "mysql" {
+		t.Errorf("alias mariadb names %q, want mysql", got)
+	}
+}
+
 // TestMySQLHandshake drives go-sql-driver/mysql through the proxy to the
 // fake backends: routing, TLS policy and each authentication plugin.
 func TestMySQLHandshake(t *testing.T) {
-	tlsTo := func(sni, verifyName string) func(*testCA) *tls.Config {
-		return func(ca *testCA) *tls.Config { return myTLSConfig(ca, sni, verifyName) }
+	tlsTo := func(sni, verifyName string) func(*dbtest.CA) *tls.Config {
+		return func(ca *dbtest.CA) *tls.Config { return ca.ClientConfig(sni, verifyName) }
 	}
-	plain := func(*testCA) *tls.Config { return nil }
+	plain := func(*dbtest.CA) *tls.Config { return nil }
 	tests := []struct {
 		name      string
 		plaintext bool // the default route allows plaintext
-		tls       func(*testCA) *tls.Config
+		tls       func(*dbtest.CA) *tls.Config
 		user      string
 		password  string
-		mod       func(*mysql.Config)
+		mod       func(*gomysql.Config)
 		// The session reaches this backend…
 		wantBackend string
 		// …or this error comes back, from leproxy (noBackend) or the
@@ -126,27 +142,27 @@ func TestMySQLHandshake(t *testing.T) {
 	}, {
 		name: "mysql_clear_password on a plain backend link", tls: tlsTo("a.test", "a.test"),
 		user: "frank", password: "secret",
-		mod:      func(c *mysql.Config) { c.AllowCleartextPasswords = true },
+		mod:      func(c *gomysql.Config) { c.AllowCleartextPasswords = true },
 		wantCode: erNotSupportedAuth, wantMsg: "authentication plugin mysql_clear_password, which sends the password in cleartext",
 	}, {
 		name: "compression asked for is not negotiated", tls: tlsTo("b.test", "b.test"),
 		user: "alice", password: "alicepw", wantBackend: "b",
-		mod: func(c *mysql.Config) { c.Apply(mysql.EnableCompression(true)) },
+		mod: func(c *gomysql.Config) { c.Apply(gomysql.EnableCompression(true)) },
 	}, {
 		name: "multi-statements asked for", tls: tlsTo("b.test", "b.test"),
 		user: "alice", password: "alicepw", wantBackend: "b",
-		mod: func(c *mysql.Config) { c.MultiStatements = true },
+		mod: func(c *gomysql.Config) { c.MultiStatements = true },
 	}}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			p, a, b := twoMySQL(t, func(cfg *Config) { cfg.Routes[0].AllowPlaintext = tt.plaintext })
-			db := openMySQL(t, p.addr, tt.tls(p.ca), tt.user, tt.password, tt.mod)
+			p, a, b := twoBackends(t, func(cfg *dbproxy.Config) { cfg.Routes[0].AllowPlaintext = tt.plaintext })
+			db := openDB(t, p.Addr, tt.tls(p.CA), tt.user, tt.password, tt.mod)
 			err := pingErr(db)
 			if tt.wantCode != 0 {
 				if err == nil {
 					t.Fatalf("login succeeded, want error %d", tt.wantCode)
 				}
-				me := mysqlErr(t, err)
+				me := serverError(t, err)
 				if me.Number != tt.wantCode || !strings.Contains(me.Message, tt.wantMsg) {
 					t.Errorf("got error %d %q, want %d containing %q", me.Number, me.Message, tt.wantCode, tt.wantMsg)
 				}
@@ -158,17 +174,17 @@ func TestMySQLHandshake(t *testing.T) {
 			if err != nil {
 				t.Fatalf("login: %v", err)
 			}
-			want := map[string]*fakeMySQL{"a": a, "b": b}[tt.wantBackend]
+			want := map[string]*fakeServer{"a": a, "b": b}[tt.wantBackend]
 			if got, want := queryString(t, db, "SELECT 1"), want.name+":"+tt.user+":false"; got != want {
 				t.Errorf("query answered by %q, want %q", got, want)
 			}
 			login := <-want.logins
-			if login.resp.plugin != mySwitchPlugin || len(login.resp.authResp) != 0 {
+			if login.resp.plugin != switchPlugin || len(login.resp.authResp) != 0 {
 				t.Errorf("backend got plugin %q with %d bytes of data, want %q with none",
-					login.resp.plugin, len(login.resp.authResp), mySwitchPlugin)
+					login.resp.plugin, len(login.resp.authResp), switchPlugin)
 			}
-			if got := login.resp.caps & (capSSL | myRefused); got != 0 {
-				t.Errorf("backend got capabilities %#x from a plain link, want none of %#x", got, capSSL|myRefused)
+			if got := login.resp.caps & (capSSL | refusedCaps); got != 0 {
+				t.Errorf("backend got capabilities %#x from a plain link, want none of %#x", got, capSSL|refusedCaps)
 			}
 		})
 	}
@@ -177,8 +193,8 @@ func TestMySQLHandshake(t *testing.T) {
 // The backend gets the client's user, database, collation, connection
 // attributes and capabilities, less those leproxy does not relay.
 func TestMySQLHandshakeResponseToBackend(t *testing.T) {
-	p, a, _ := twoMySQL(t, nil)
-	db := openMySQL(t, p.addr, myTLSConfig(p.ca, "a.test", "a.test"), "alice", "alicepw", func(c *mysql.Config) {
+	p, a, _ := twoBackends(t, nil)
+	db := openDB(t, p.Addr, p.CA.ClientConfig("a.test", "a.test"), "alice", "alicepw", func(c *gomysql.Config) {
 		c.DBName = "app"
 		c.Collation = "utf8mb4_unicode_ci"
 		c.ConnectionAttributes = "program:leproxy-test,tier:unit"
@@ -213,8 +229,8 @@ func TestMySQLHandshakeResponseToBackend(t *testing.T) {
 	if r.caps&wantCaps != wantCaps {
 		t.Errorf("backend got capabilities %#x, want all of %#x", r.caps, wantCaps)
 	}
-	if r.caps&^myOffered != 0 {
-		t.Errorf("backend got capabilities %#x that leproxy does not offer", r.caps&^myOffered)
+	if r.caps&^offeredCaps != 0 {
+		t.Errorf("backend got capabilities %#x that leproxy does not offer", r.caps&^offeredCaps)
 	}
 }
 
@@ -222,32 +238,32 @@ func TestMySQLHandshakeResponseToBackend(t *testing.T) {
 // its certificate; a backend without TLS, or with a certificate the
 // route's CA did not sign, is an error naming the route.
 func TestMySQLBackendTLS(t *testing.T) {
-	ca := newTestCA(t)
-	cert, _, _ := ca.issue(t, "127.0.0.1")
-	other := newTestCA(t)
+	ca := dbtest.NewCA(t)
+	cert, _, _ := ca.Issue(t, "127.0.0.1")
+	other := dbtest.NewCA(t)
 	tests := []struct {
 		name     string
 		cert     *tls.Certificate
-		mode     TLSMode
-		roots    *testCA
+		mode     dbproxy.TLSMode
+		roots    *dbtest.CA
 		wantCode uint16
 		wantMsg  string
 	}{
-		{name: "verify", cert: &cert, mode: TLSVerify, roots: ca},
-		{name: "insecure", cert: &cert, mode: TLSInsecure, roots: other},
-		{name: "backend without TLS", mode: TLSVerify, roots: ca,
+		{name: "verify", cert: &cert, mode: dbproxy.TLSVerify, roots: ca},
+		{name: "insecure", cert: &cert, mode: dbproxy.TLSInsecure, roots: other},
+		{name: "backend without TLS", mode: dbproxy.TLSVerify, roots: ca,
 			wantCode: crSSLConnectionError, wantMsg: "leproxy: the backend of route db.test does not support TLS"},
-		{name: "untrusted certificate", cert: &cert, mode: TLSVerify, roots: other,
+		{name: "untrusted certificate", cert: &cert, mode: dbproxy.TLSVerify, roots: other,
 			wantCode: crSSLConnectionError, wantMsg: "leproxy: TLS with the backend of route db.test failed"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			fm := startFakeMySQL(t, &fakeMySQL{name: "s", users: fakeMyUsers, cert: tt.cert})
+			fm := startFakeServer(t, &fakeServer{name: "s", users: fakeUsers, cert: tt.cert})
 			r := fm.route("db.test")
-			r.TLS, r.RootCAs = tt.mode, tt.roots.pool
-			p := startMySQLProxy(t, ca, Config{Routes: []Route{r}})
+			r.TLS, r.RootCAs = tt.mode, tt.roots.Pool
+			p := startProxy(t, ca, dbproxy.Config{Routes: []dbproxy.Route{r}})
 			for _, user := range []string{"alice", "dave", "frank"} {
-				db := openMySQL(t, p.addr, myTLSConfig(ca, "db.test", "db.test"), user, "secret", func(c *mysql.Config) {
+				db := openDB(t, p.Addr, ca.ClientConfig("db.test", "db.test"), user, "secret", func(c *gomysql.Config) {
 					c.AllowCleartextPasswords = true
 					if user == "alice" {
 						c.Passwd = "alicepw"
@@ -258,7 +274,7 @@ func TestMySQLBackendTLS(t *testing.T) {
 					if err == nil {
 						t.Fatalf("%s: login succeeded, want error %d", user, tt.wantCode)
 					}
-					if me := mysqlErr(t, err); me.Number != tt.wantCode || me.Message != tt.wantMsg {
+					if me := serverError(t, err); me.Number != tt.wantCode || me.Message != tt.wantMsg {
 						t.Errorf("%s: got error %d %q, want %d %q", user, me.Number, me.Message, tt.wantCode, tt.wantMsg)
 					}
 					continue
@@ -297,7 +313,7 @@ var (
 // exchange: what the backend receives after the AuthSwitchRequest in each
 // path. The password never reaches a plain backend link in cleartext.
 func TestMySQLCachingSHA2Exchanges(t *testing.T) {
-	sw, err := parseMyAuthSwitch(recordedCachingSHA2Switch[4:])
+	sw, err := parseAuthSwitch(recordedCachingSHA2Switch[4:])
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -332,24 +348,24 @@ func TestMySQLCachingSHA2Exchanges(t *testing.T) {
 	}}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			ca := newTestCA(t)
-			fm := &fakeMySQL{name: "m8", users: fakeMyUsers, switchNonce: nonce}
+			ca := dbtest.NewCA(t)
+			fm := &fakeServer{name: "m8", users: fakeUsers, switchNonce: nonce}
 			if tt.backendTLS {
-				cert, _, _ := ca.issue(t, "127.0.0.1")
+				cert, _, _ := ca.Issue(t, "127.0.0.1")
 				fm.cert = &cert
 			}
-			startFakeMySQL(t, fm)
+			startFakeServer(t, fm)
 			r := fm.route("db.test")
 			r.AllowPlaintext = true
 			if tt.backendTLS {
-				r.TLS, r.RootCAs = TLSVerify, ca.pool
+				r.TLS, r.RootCAs = dbproxy.TLSVerify, ca.Pool
 			}
-			p := startMySQLProxy(t, ca, Config{Routes: []Route{r}, Default: "db.test"})
+			p := startProxy(t, ca, dbproxy.Config{Routes: []dbproxy.Route{r}, Default: "db.test"})
 			var tc *tls.Config
 			if tt.clientTLS {
-				tc = myTLSConfig(ca, "db.test", "db.test")
+				tc = ca.ClientConfig("db.test", "db.test")
 			}
-			db := openMySQL(t, p.addr, tc, tt.user, "secret", nil)
+			db := openDB(t, p.Addr, tc, tt.user, "secret", nil)
 			if err := pingErr(db); err != nil {
 				t.Fatal(err)
 			}
@@ -382,19 +398,19 @@ func TestMySQLCleartextPasswords(t *testing.T) {
 	for _, backendTLS := range []bool{false, true} {
 		for _, user := range []string{"erin", "frank"} {
 			t.Run(user+map[bool]string{false: " plain backend", true: " TLS backend"}[backendTLS], func(t *testing.T) {
-				ca := newTestCA(t)
-				fm := &fakeMySQL{name: "m8", users: fakeMyUsers}
-				r := Route{Host: "db.test"}
+				ca := dbtest.NewCA(t)
+				fm := &fakeServer{name: "m8", users: fakeUsers}
+				r := dbproxy.Route{Host: "db.test"}
 				if backendTLS {
-					cert, _, _ := ca.issue(t, "127.0.0.1")
+					cert, _, _ := ca.Issue(t, "127.0.0.1")
 					fm.cert = &cert
-					r.TLS, r.RootCAs = TLSVerify, ca.pool
+					r.TLS, r.RootCAs = dbproxy.TLSVerify, ca.Pool
 				}
-				startFakeMySQL(t, fm)
+				startFakeServer(t, fm)
 				r.Backend = fm.addr
-				p := startMySQLProxy(t, ca, Config{Routes: []Route{r}})
-				db := openMySQL(t, p.addr, myTLSConfig(ca, "db.test", "db.test"), user, "secret",
-					func(c *mysql.Config) { c.AllowCleartextPasswords = true })
+				p := startProxy(t, ca, dbproxy.Config{Routes: []dbproxy.Route{r}})
+				db := openDB(t, p.Addr, ca.ClientConfig("db.test", "db.test"), user, "secret",
+					func(c *gomysql.Config) { c.AllowCleartextPasswords = true })
 				err := pingErr(db)
 				var replies [][]byte
 				for len(fm.replies) > 0 {
@@ -409,7 +425,7 @@ func TestMySQLCleartextPasswords(t *testing.T) {
 					if err == nil {
 						t.Fatal("mysql_clear_password over a plain backend link succeeded")
 					}
-					if me := mysqlErr(t, err); me.Number != erNotSupportedAuth || !strings.Contains(me.Message, "route db.test") {
+					if me := serverError(t, err); me.Number != erNotSupportedAuth || !strings.Contains(me.Message, "route db.test") {
 						t.Errorf("got error %d %q, want %d naming the route", me.Number, me.Message, erNotSupportedAuth)
 					}
 					if len(replies) != 0 {
@@ -434,31 +450,31 @@ func TestMySQLRawHandshake(t *testing.T) {
 		name      string
 		plaintext bool
 		login     bool // reaches a backend; the others must not
-		run       func(t *testing.T, c *rawMy, ca *testCA)
+		run       func(t *testing.T, c *rawClient, ca *dbtest.CA)
 	}{{
 		name: "login over TLS with sequence ids 3 and up", login: true,
-		run: func(t *testing.T, c *rawMy, ca *testCA) {
+		run: func(t *testing.T, c *rawClient, ca *dbtest.CA) {
 			c.startTLS(ca, "b.test", "b.test")
 			c.write(c.response("alice", "alicepw", "").append(nil))
 			// The backend's AuthSwitchRequest arrives as packet 3.
 			if c.seq != 3 {
 				t.Fatalf("next sequence id %d, want 3", c.seq)
 			}
-			if pkt := c.authenticate("alicepw"); pkt[0] != myOK {
+			if pkt := c.authenticate("alicepw"); pkt[0] != headerOK {
 				t.Fatalf("got %x, want OK", pkt)
 			}
 			if got := c.query("SELECT 1"); got != "b:alice:false" {
 				t.Errorf("query answered by %q", got)
 			}
-			if pkt := c.command([]byte{0x1f}); pkt[0] != myOK {
+			if pkt := c.command([]byte{0x1f}); pkt[0] != headerOK {
 				t.Errorf("COM_RESET_CONNECTION: got %x, want OK", pkt)
 			}
 		},
 	}, {
 		name: "plaintext login with sequence ids 2 and up", plaintext: true, login: true,
-		run: func(t *testing.T, c *rawMy, ca *testCA) {
+		run: func(t *testing.T, c *rawClient, ca *dbtest.CA) {
 			c.write(c.response("alice", "alicepw", "").append(nil))
-			if pkt := c.authenticate("alicepw"); pkt[0] != myOK {
+			if pkt := c.authenticate("alicepw"); pkt[0] != headerOK {
 				t.Fatalf("got %x, want OK", pkt)
 			}
 			if got := c.query("SELECT 1"); got != "a:alice:false" {
@@ -467,54 +483,54 @@ func TestMySQLRawHandshake(t *testing.T) {
 		},
 	}, {
 		name: "plaintext pipelined after SSLRequest fails TLS",
-		run: func(t *testing.T, c *rawMy, ca *testCA) {
-			req := (&myHandshakeResponse{caps: rawMyCaps | capSSL, maxPacket: 1 << 24, charset: 45}).appendSSLRequest(nil)
-			pkts := appendMyPacket(nil, 1, req)
-			pkts = appendMyPacket(pkts, 2, c.response("alice", "alicepw", "").append(nil))
-			mustWrite(t, c.conn, pkts)
+		run: func(t *testing.T, c *rawClient, ca *dbtest.CA) {
+			req := (&handshakeResponse{caps: rawClientCaps | capSSL, maxPacket: 1 << 24, charset: 45}).appendSSLRequest(nil)
+			pkts := appendPacket(nil, 1, req)
+			pkts = appendPacket(pkts, 2, c.response("alice", "alicepw", "").append(nil))
+			dbtest.MustWrite(t, c.conn, pkts)
 			c.expectClosed()
 		},
 	}, {
 		name: "second SSLRequest inside TLS",
-		run: func(t *testing.T, c *rawMy, ca *testCA) {
+		run: func(t *testing.T, c *rawClient, ca *dbtest.CA) {
 			c.startTLS(ca, "a.test", "a.test")
-			c.write((&myHandshakeResponse{caps: rawMyCaps | capSSL, maxPacket: 1 << 24}).appendSSLRequest(nil))
+			c.write((&handshakeResponse{caps: rawClientCaps | capSSL, maxPacket: 1 << 24}).appendSSLRequest(nil))
 			c.expectERR(erHandshake, "received more than one SSL request")
 		},
 	}, {
 		name: "short SSLRequest",
-		run: func(t *testing.T, c *rawMy, ca *testCA) {
-			c.write(binary.LittleEndian.AppendUint32(nil, rawMyCaps|capSSL))
+		run: func(t *testing.T, c *rawClient, ca *dbtest.CA) {
+			c.write(binary.LittleEndian.AppendUint32(nil, rawClientCaps|capSSL))
 			c.expectERR(erHandshake, "SSL request of 4 bytes")
 		},
 	}, {
 		name: "malformed handshake response names the route",
-		run: func(t *testing.T, c *rawMy, ca *testCA) {
+		run: func(t *testing.T, c *rawClient, ca *dbtest.CA) {
 			c.startTLS(ca, "b.test", "b.test")
 			r := c.response("alice", "alicepw", "")
 			b := r.append(nil)
 			// The authentication data claims more bytes than follow.
-			b = append(b[:mySSLRequestLen+len("alice\x00")], 0xfc, 0xff, 0xff)
+			b = append(b[:sslRequestLen+len("alice\x00")], 0xfc, 0xff, 0xff)
 			c.write(b)
 			c.expectERR(erHandshake, "leproxy: bad handshake: route b.test: malformed packet: bad authentication response length")
 		},
 	}, {
 		name: "packets out of order",
-		run: func(t *testing.T, c *rawMy, ca *testCA) {
+		run: func(t *testing.T, c *rawClient, ca *dbtest.CA) {
 			c.seq = 5
-			c.write((&myHandshakeResponse{caps: rawMyCaps | capSSL}).appendSSLRequest(nil))
+			c.write((&handshakeResponse{caps: rawClientCaps | capSSL}).appendSSLRequest(nil))
 			c.expectERR(erPacketsOutOfOrder, "sequence id 5, want 1")
 		},
 	}, {
 		name: "oversized packet before TLS",
-		run: func(t *testing.T, c *rawMy, ca *testCA) {
-			mustWrite(t, c.conn, []byte{0xff, 0xff, 0xff, 1})
+		run: func(t *testing.T, c *rawClient, ca *dbtest.CA) {
+			dbtest.MustWrite(t, c.conn, []byte{0xff, 0xff, 0xff, 1})
 			c.seq = 2
 			c.expectERR(erHandshake, "exceeds the limit")
 		},
 	}, {
 		name: "client without pluggable authentication",
-		run: func(t *testing.T, c *rawMy, ca *testCA) {
+		run: func(t *testing.T, c *rawClient, ca *dbtest.CA) {
 			c.startTLS(ca, "a.test", "a.test")
 			r := c.response("alice", "alicepw", "")
 			r.caps &^= capPluginAuth
@@ -523,7 +539,7 @@ func TestMySQLRawHandshake(t *testing.T) {
 		},
 	}, {
 		name: "client taking compression it was not offered",
-		run: func(t *testing.T, c *rawMy, ca *testCA) {
+		run: func(t *testing.T, c *rawClient, ca *dbtest.CA) {
 			c.startTLS(ca, "a.test", "a.test")
 			r := c.response("alice", "alicepw", "")
 			r.caps |= capCompress
@@ -533,20 +549,20 @@ func TestMySQLRawHandshake(t *testing.T) {
 	}, {
 		name:      "pre-4.1 handshake response",
 		plaintext: true,
-		run: func(t *testing.T, c *rawMy, ca *testCA) {
+		run: func(t *testing.T, c *rawClient, ca *dbtest.CA) {
 			c.write(append([]byte{0x8f, 0xa0, 0, 0, 0}, "alice\x00"...))
 			c.expectERR(erHandshake, "without CLIENT_PROTOCOL_41")
 		},
 	}}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			p, a, b := twoMySQL(t, func(cfg *Config) { cfg.Routes[0].AllowPlaintext = tt.plaintext })
-			c := dialRawMy(t, p.addr)
-			if c.greeting.caps != myOffered || c.greeting.connID != 0 || len(c.greeting.authData) != myScrambleLen {
+			p, a, b := twoBackends(t, func(cfg *dbproxy.Config) { cfg.Routes[0].AllowPlaintext = tt.plaintext })
+			c := dialRawClient(t, p.Addr)
+			if c.greeting.caps != offeredCaps || c.greeting.connID != 0 || len(c.greeting.authData) != scrambleLen {
 				t.Errorf("greeting: capabilities %#x, connection id %d, %d bytes of nonce; want %#x, 0, 20",
-					c.greeting.caps, c.greeting.connID, len(c.greeting.authData), myOffered)
+					c.greeting.caps, c.greeting.connID, len(c.greeting.authData), offeredCaps)
 			}
-			tt.run(t, c, p.ca)
+			tt.run(t, c, p.CA)
 			if n := a.accepted.Load() + b.accepted.Load(); !tt.login && n != 0 {
 				t.Errorf("backends got %d connections, want 0", n)
 			}
@@ -559,7 +575,7 @@ func TestMySQLRawHandshake(t *testing.T) {
 func TestMySQLBackendFailures(t *testing.T) {
 	// greetThenClose greets like fm and closes after the handshake
 	// response.
-	greetThenClose := func(t *testing.T, greeting []byte) string {
+	greetThenClose := func(t *testing.T, hello []byte) string {
 		t.Helper()
 		l, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
@@ -573,16 +589,16 @@ func TestMySQLBackendFailures(t *testing.T) {
 					return
 				}
 				c.SetDeadline(time.Now().Add(20 * time.Second))
-				writeMyPacket(c, 0, greeting)
-				readMyPacket(c, 1<<20)
+				writePacket(c, 0, hello)
+				readPacket(c, 1<<20)
 				c.Close()
 			}
 		}()
 		return l.Addr().String()
 	}
-	mariaGreeting := (&myGreeting{version: "5.5.5-10.11.19-MariaDB", caps: 0xf7fe | 0x81bf<<16, charset: 8,
+	mariaGreeting := (&greeting{version: "5.5.5-10.11.19-MariaDB", caps: 0xf7fe | 0x81bf<<16, charset: 8,
 		authData: []byte("0123456789abcdefghij"), plugin: "mysql_native_password"}).append(nil)
-	noEOF := (&myGreeting{version: "5.6.51", caps: fakeMySQL8Caps &^ capDeprecateEOF, charset: 8,
+	noEOF := (&greeting{version: "5.6.51", caps: mysql8Caps &^ capDeprecateEOF, charset: 8,
 		authData: []byte("0123456789abcdefghij"), plugin: "mysql_native_password"}).append(nil)
 	tests := []struct {
 		name     string
@@ -604,7 +620,7 @@ func TestMySQLBackendFailures(t *testing.T) {
 	}, {
 		name: "backend refuses with its own ERR",
 		backend: func(t *testing.T) string {
-			return startFakeMySQL(t, &fakeMySQL{greetingERR: appendMyERR(nil, 1040, "08004", "Too many connections")}).addr
+			return startFakeServer(t, &fakeServer{greetingERR: appendERR(nil, 1040, "08004", "Too many connections")}).addr
 		},
 		wantCode: 1040, wantMsg: "Too many connections",
 	}, {
@@ -628,18 +644,18 @@ func TestMySQLBackendFailures(t *testing.T) {
 	}}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			ca := newTestCA(t)
-			p := startMySQLProxy(t, ca, Config{Routes: []Route{{Host: "db.test", Backend: tt.backend(t)}}})
-			db := openMySQL(t, p.addr, myTLSConfig(ca, "db.test", "db.test"), "alice", "alicepw", nil)
+			ca := dbtest.NewCA(t)
+			p := startProxy(t, ca, dbproxy.Config{Routes: []dbproxy.Route{{Host: "db.test", Backend: tt.backend(t)}}})
+			db := openDB(t, p.Addr, ca.ClientConfig("db.test", "db.test"), "alice", "alicepw", nil)
 			err := pingErr(db)
 			if err == nil {
 				t.Fatal("login succeeded")
 			}
-			if me := mysqlErr(t, err); me.Number != tt.wantCode || me.Message != tt.wantMsg {
+			if me := serverError(t, err); me.Number != tt.wantCode || me.Message != tt.wantMsg {
 				t.Errorf("got error %d %q, want %d %q", me.Number, me.Message, tt.wantCode, tt.wantMsg)
 			}
-			waitFor(t, "the session-end log line", func() bool { return len(p.logs.records(t, "session end")) > 0 })
-			rec := p.logs.records(t, "session end")[0]
+			dbtest.WaitFor(t, "the session-end log line", func() bool { return len(p.Logs.Records(t, "session end")) > 0 })
+			rec := p.Logs.Records(t, "session end")[0]
 			if rec["route"] != "db.test" || rec["error"] == nil {
 				t.Errorf("session end logged %v, want route db.test and the error", rec)
 			}
@@ -647,78 +663,176 @@ func TestMySQLBackendFailures(t *testing.T) {
 	}
 }
 
-// The greeting announces the version and collation of the backend the
-// listener reached last, a MariaDB-looking default before that.
+// The greeting announces the version and collation of the default
+// route's backend once it has been reached, a MariaDB-looking default
+// before that.
 func TestMySQLGreetingVersion(t *testing.T) {
-	p, _, _ := twoMySQL(t, nil)
-	c := dialRawMy(t, p.addr)
-	if c.greeting.version != myFallbackVersion || c.greeting.charset != myFallbackCharset {
-		t.Errorf("first greeting: version %q charset %d, want %q %d", c.greeting.version, c.greeting.charset, myFallbackVersion, myFallbackCharset)
+	p, _, _ := twoBackends(t, nil)
+	c := dialRawClient(t, p.Addr)
+	if c.greeting.version != fallbackVersion || c.greeting.charset != fallbackCharset {
+		t.Errorf("first greeting: version %q charset %d, want %q %d", c.greeting.version, c.greeting.charset, fallbackVersion, fallbackCharset)
 	}
-	c.startTLS(p.ca, "a.test", "a.test")
-	if pkt := c.login("alice", "alicepw", ""); pkt[0] != myOK {
+	c.startTLS(p.CA, "a.test", "a.test")
+	if pkt := c.login("alice", "alicepw", ""); pkt[0] != headerOK {
 		t.Fatalf("login: got %x", pkt)
 	}
-	c2 := dialRawMy(t, p.addr)
+	c2 := dialRawClient(t, p.Addr)
 	if c2.greeting.version != "8.0.36" || c2.greeting.charset != 255 {
 		t.Errorf("greeting after a backend was reached: version %q charset %d, want 8.0.36 255", c2.greeting.version, c2.greeting.charset)
 	}
 }
 
+// greetingOf dials the proxy at addr and returns the version and
+// collation of its greeting.
+func greetingOf(t *testing.T, addr string) (string, byte) {
+	t.Helper()
+	c := dialRawClient(t, addr)
+	c.conn.Close()
+	return c.greeting.version, c.greeting.charset
+}
+
+// loginVia logs in as alice through the route for sni.
+func loginVia(t *testing.T, p *dbtest.Proxy, sni string) {
+	t.Helper()
+	c := dialRawClient(t, p.Addr)
+	c.startTLS(p.CA, sni, sni)
+	if pkt := c.login("alice", "alicepw", ""); pkt[0] != headerOK {
+		t.Fatalf("login via %s: got %x", sni, pkt)
+	}
+	c.conn.Close()
+}
+
+// The greeting is sent before the client names a route: it carries what
+// the default route's backend (the first route's without a default) said
+// of itself, and a backend reached through another route never changes it.
+func TestGreetingVersionPerRoute(t *testing.T) {
+	wantGreeting := func(t *testing.T, p *dbtest.Proxy, when, version string, charset byte) {
+		t.Helper()
+		if v, cs := greetingOf(t, p.Addr); v != version || cs != charset {
+			t.Errorf("greeting %s: version %q charset %d, want %q %d", when, v, cs, version, charset)
+		}
+	}
+	start := func(t *testing.T, def string) *dbtest.Proxy {
+		a := startFakeServer(t, &fakeServer{name: "a", version: "8.0.36-a", users: fakeUsers})
+		b := startFakeServer(t, &fakeServer{name: "b", version: "5.5.5-10.11.6-MariaDB-b", users: fakeUsers})
+		return startProxy(t, dbtest.NewCA(t), dbproxy.Config{
+			Routes: []dbproxy.Route{b.route("b.test"), a.route("a.test")}, Default: def})
+	}
+	t.Run("default route", func(t *testing.T) {
+		p := start(t, "a.test")
+		loginVia(t, p, "b.test")
+		wantGreeting(t, p, "after a login via another route", fallbackVersion, fallbackCharset)
+		loginVia(t, p, "a.test")
+		wantGreeting(t, p, "after a login via the default route", "8.0.36-a", 255)
+		loginVia(t, p, "b.test")
+		wantGreeting(t, p, "after another login via another route", "8.0.36-a", 255)
+	})
+	t.Run("first route without a default", func(t *testing.T) {
+		p := start(t, "")
+		loginVia(t, p, "a.test")
+		wantGreeting(t, p, "after a login via the second route", fallbackVersion, fallbackCharset)
+		loginVia(t, p, "b.test")
+		wantGreeting(t, p, "after a login via the first route", "5.5.5-10.11.6-MariaDB-b", 255)
+	})
+}
+
+// What the greeting learnt of a route is forgotten when a reload removes
+// the route or points it at another backend.
+func TestGreetingForgetsRemovedRoutes(t *testing.T) {
+	a := startFakeServer(t, &fakeServer{name: "a", version: "8.0.36-a", users: fakeUsers})
+	b := startFakeServer(t, &fakeServer{name: "b", version: "8.4.0-b", users: fakeUsers})
+	proto := new(protocol)
+	p := dbtest.StartProxy(t, dbtest.NewCA(t), dbproxy.Config{Protocol: proto,
+		Routes: []dbproxy.Route{a.route("a.test"), b.route("b.test")}, Default: "a.test"})
+	hosts := func() []string {
+		proto.mu.Lock()
+		defer proto.mu.Unlock()
+		return slices.Sorted(maps.Keys(proto.servers))
+	}
+	setRoutes := func(def string, routes ...dbproxy.Route) {
+		t.Helper()
+		if err := p.Srv.SetRoutes(routes, def); err != nil {
+			t.Fatal(err)
+		}
+	}
+	wantGreeting := func(when, version string) {
+		t.Helper()
+		if v, _ := greetingOf(t, p.Addr); v != version {
+			t.Errorf("greeting %s: version %q, want %q", when, v, version)
+		}
+	}
+
+	loginVia(t, p, "a.test")
+	wantGreeting("after a login via the default route", "8.0.36-a")
+	setRoutes("b.test", b.route("b.test"))
+	if got := hosts(); !slices.Equal(got, []string{"b.test"}) {
+		t.Errorf("after a.test was removed the protocol knows routes %q, want b.test only", got)
+	}
+	setRoutes("a.test", a.route("a.test"), b.route("b.test"))
+	wantGreeting("after a.test was removed and added again", fallbackVersion)
+
+	loginVia(t, p, "a.test")
+	wantGreeting("after a login via the added route", "8.0.36-a")
+	setRoutes("a.test", b.route("a.test"))
+	wantGreeting("after a.test was pointed at another backend", fallbackVersion)
+	loginVia(t, p, "a.test")
+	wantGreeting("after a login via the repointed route", "8.4.0-b")
+}
+
 // A client beyond MaxConns reads MySQL's own "Too many connections" in
 // place of the greeting.
 func TestMySQLTooManyConnections(t *testing.T) {
-	p, _, _ := twoMySQL(t, func(cfg *Config) { cfg.MaxConns = 1 })
-	dialRawMy(t, p.addr) // holds the only slot, waiting in its handshake
-	conn := p.dial(t)
-	pkt, seq, err := readMyPacket(conn, 1<<10)
+	p, _, _ := twoBackends(t, func(cfg *dbproxy.Config) { cfg.MaxConns = 1 })
+	dialRawClient(t, p.Addr) // holds the only slot, waiting in its handshake
+	conn := p.Dial(t)
+	pkt, seq, err := readPacket(conn, 1<<10)
 	if err != nil {
 		t.Fatal(err)
 	}
-	code, state, msg, err := parseMyERR(pkt)
-	if err != nil || seq != 0 || code != erConCount || state != "08004" || msg != mysqlTooManyConnsText {
-		t.Errorf("got packet %d %x (%d %s %q), want ERR 1040 08004 %q as packet 0", seq, pkt, code, state, msg, mysqlTooManyConnsText)
+	code, state, msg, err := parseERR(pkt)
+	if err != nil || seq != 0 || code != erConCount || state != "08004" || msg != tooManyConnsText {
+		t.Errorf("got packet %d %x (%d %s %q), want ERR 1040 08004 %q as packet 0", seq, pkt, code, state, msg, tooManyConnsText)
 	}
 }
 
 // A client that stalls in its handshake is closed at the handshake
 // timeout.
 func TestMySQLHandshakeTimeout(t *testing.T) {
-	p, _, _ := twoMySQL(t, func(cfg *Config) { cfg.HandshakeTimeout = time.Second })
-	c := dialRawMy(t, p.addr)
+	p, _, _ := twoBackends(t, func(cfg *dbproxy.Config) { cfg.HandshakeTimeout = time.Second })
+	c := dialRawClient(t, p.Addr)
 	c.conn.SetReadDeadline(time.Now().Add(20 * time.Second))
 	_, err := c.conn.Read(make([]byte, 1))
 	if ne, ok := err.(net.Error); err == nil || ok && ne.Timeout() {
 		t.Errorf("read after the handshake timeout: %v, want the connection closed", err)
 	}
-	waitFor(t, "the unrouted counter", func() bool { return p.srv.Stats().Unrouted == 1 })
+	dbtest.WaitFor(t, "the unrouted counter", func() bool { return p.Srv.Stats().Unrouted == 1 })
 }
 
-// myScriptPacket is one packet of a scripted peer.
-type myScriptPacket struct {
+// scriptPacket is one packet of a scripted peer.
+type scriptPacket struct {
 	seq     byte
 	payload []byte
 }
 
-func myScript(pkts ...myScriptPacket) []byte {
+func scriptBytes(pkts ...scriptPacket) []byte {
 	var b []byte
 	for _, p := range pkts {
-		b = appendMyPacket(b, p.seq, p.payload)
+		b = appendPacket(b, p.seq, p.payload)
 	}
 	return b
 }
 
-// readMyScript splits what was written into packets.
-func readMyScript(t *testing.T, b []byte) []myScriptPacket {
+// readScript splits what was written into packets.
+func readScript(t *testing.T, b []byte) []scriptPacket {
 	t.Helper()
-	var out []myScriptPacket
+	var out []scriptPacket
 	r := bytes.NewReader(b)
 	for r.Len() > 0 {
-		payload, seq, err := readMyPacket(r, 1<<20)
+		payload, seq, err := readPacket(r, 1<<20)
 		if err != nil {
 			t.Fatalf("written bytes %x: %v", b, err)
 		}
-		out = append(out, myScriptPacket{seq, payload})
+		out = append(out, scriptPacket{seq, payload})
 	}
 	return out
 }
@@ -734,13 +848,13 @@ func TestMySQLAuthRelay(t *testing.T) {
 		t.Fatal(err)
 	}
 	der, _ := x509.MarshalPKIXPublicKey(&key.PublicKey)
-	keyPkt := append([]byte{myAuthMoreData}, pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der})...)
+	keyPkt := append([]byte{headerAuthMoreData}, pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der})...)
 	sha2Switch := recordedCachingSHA2Switch[4:]
 	sha2Nonce := recordedCachingSHA2Switch[27:47]
-	ok := fakeMyOK(0)
-	denied := appendMyERR(nil, 1045, "28000", "Access denied for user 'u'@'h' (using password: YES)")
-	fullAuth := []byte{myAuthMoreData, cachingSHA2FullAuth}
-	fastAuth := []byte{myAuthMoreData, cachingSHA2FastAuthOK}
+	ok := fakeOK(0)
+	denied := appendERR(nil, 1045, "28000", "Access denied for user 'u'@'h' (using password: YES)")
+	fullAuth := []byte{headerAuthMoreData, cachingSHA2FullAuth}
+	fastAuth := []byte{headerAuthMoreData, cachingSHA2FastAuthOK}
 	sha256Switch := append([]byte("\xfesha256_password\x00"), append(bytes.Clone(sha2Nonce), 0)...)
 	// rsaSecret checks a packet is "secret" encrypted for the key.
 	rsaSecret := func(t *testing.T, b []byte) {
@@ -756,149 +870,149 @@ func TestMySQLAuthRelay(t *testing.T) {
 			t.Errorf("decrypted %q, want secret and NUL", plain)
 		}
 	}
-	p := func(seq byte, payload []byte) myScriptPacket { return myScriptPacket{seq, payload} }
+	p := func(seq byte, payload []byte) scriptPacket { return scriptPacket{seq, payload} }
 	tests := []struct {
 		name        string
 		clientTLS   bool
 		backendTLS  bool
-		backend     []myScriptPacket // what the backend sends
-		client      []myScriptPacket // what the client sends
-		wantBackend []myScriptPacket // what the backend receives; nil payload: RSA of "secret"
-		wantClient  []myScriptPacket // what the client receives
+		backend     []scriptPacket // what the backend sends
+		client      []scriptPacket // what the client sends
+		wantBackend []scriptPacket // what the backend receives; nil payload: RSA of "secret"
+		wantClient  []scriptPacket // what the client receives
 		wantErr     bool
 	}{{
 		name: "MariaDB mysql_native_password", clientTLS: true,
-		backend:     []myScriptPacket{p(2, recordedMariaDBNativeSwitch), p(4, ok)},
-		client:      []myScriptPacket{p(4, nativeScramble("pw", recordedMariaDBNativeSwitch[23:43]))},
-		wantBackend: []myScriptPacket{p(3, nativeScramble("pw", recordedMariaDBNativeSwitch[23:43]))},
-		wantClient:  []myScriptPacket{p(3, recordedMariaDBNativeSwitch), p(5, ok)},
+		backend:     []scriptPacket{p(2, recordedMariaDBNativeSwitch), p(4, ok)},
+		client:      []scriptPacket{p(4, nativeScramble("pw", recordedMariaDBNativeSwitch[23:43]))},
+		wantBackend: []scriptPacket{p(3, nativeScramble("pw", recordedMariaDBNativeSwitch[23:43]))},
+		wantClient:  []scriptPacket{p(3, recordedMariaDBNativeSwitch), p(5, ok)},
 	}, {
 		name: "MariaDB client_ed25519, plaintext client and TLS backend link", backendTLS: true,
-		backend:     []myScriptPacket{p(3, recordedMariaDBEd25519Switch), p(5, ok)},
-		client:      []myScriptPacket{p(3, bytes.Repeat([]byte{0xed}, 64))},
-		wantBackend: []myScriptPacket{p(4, bytes.Repeat([]byte{0xed}, 64))},
-		wantClient:  []myScriptPacket{p(2, recordedMariaDBEd25519Switch), p(4, ok)},
+		backend:     []scriptPacket{p(3, recordedMariaDBEd25519Switch), p(5, ok)},
+		client:      []scriptPacket{p(3, bytes.Repeat([]byte{0xed}, 64))},
+		wantBackend: []scriptPacket{p(4, bytes.Repeat([]byte{0xed}, 64))},
+		wantClient:  []scriptPacket{p(2, recordedMariaDBEd25519Switch), p(4, ok)},
 	}, {
 		name: "caching_sha2_password fast path", clientTLS: true,
-		backend:     []myScriptPacket{p(2, sha2Switch), p(4, fastAuth), p(5, ok)},
-		client:      []myScriptPacket{p(4, recordedCachingSHA2Answer)},
-		wantBackend: []myScriptPacket{p(3, recordedCachingSHA2Answer)},
-		wantClient:  []myScriptPacket{p(3, sha2Switch), p(5, fastAuth), p(6, ok)},
+		backend:     []scriptPacket{p(2, sha2Switch), p(4, fastAuth), p(5, ok)},
+		client:      []scriptPacket{p(4, recordedCachingSHA2Answer)},
+		wantBackend: []scriptPacket{p(3, recordedCachingSHA2Answer)},
+		wantClient:  []scriptPacket{p(3, sha2Switch), p(5, fastAuth), p(6, ok)},
 	}, {
 		name: "caching_sha2_password full authentication, plain backend link", clientTLS: true,
-		backend:     []myScriptPacket{p(2, sha2Switch), p(4, fullAuth), p(6, keyPkt), p(8, ok)},
-		client:      []myScriptPacket{p(4, recordedCachingSHA2Answer), p(6, []byte("secret\x00"))},
-		wantBackend: []myScriptPacket{p(3, recordedCachingSHA2Answer), p(5, []byte{cachingSHA2RequestKey}), p(7, nil)},
-		wantClient:  []myScriptPacket{p(3, sha2Switch), p(5, fullAuth), p(7, ok)},
+		backend:     []scriptPacket{p(2, sha2Switch), p(4, fullAuth), p(6, keyPkt), p(8, ok)},
+		client:      []scriptPacket{p(4, recordedCachingSHA2Answer), p(6, []byte("secret\x00"))},
+		wantBackend: []scriptPacket{p(3, recordedCachingSHA2Answer), p(5, []byte{cachingSHA2RequestKey}), p(7, nil)},
+		wantClient:  []scriptPacket{p(3, sha2Switch), p(5, fullAuth), p(7, ok)},
 	}, {
 		name: "caching_sha2_password full authentication, TLS backend link", clientTLS: true, backendTLS: true,
-		backend:     []myScriptPacket{p(3, sha2Switch), p(5, fullAuth), p(7, ok)},
-		client:      []myScriptPacket{p(4, recordedCachingSHA2Answer), p(6, []byte("secret\x00"))},
-		wantBackend: []myScriptPacket{p(4, recordedCachingSHA2Answer), p(6, []byte("secret\x00"))},
-		wantClient:  []myScriptPacket{p(3, sha2Switch), p(5, fullAuth), p(7, ok)},
+		backend:     []scriptPacket{p(3, sha2Switch), p(5, fullAuth), p(7, ok)},
+		client:      []scriptPacket{p(4, recordedCachingSHA2Answer), p(6, []byte("secret\x00"))},
+		wantBackend: []scriptPacket{p(4, recordedCachingSHA2Answer), p(6, []byte("secret\x00"))},
+		wantClient:  []scriptPacket{p(3, sha2Switch), p(5, fullAuth), p(7, ok)},
 	}, {
 		name:        "caching_sha2_password full authentication, plaintext client does RSA itself",
-		backend:     []myScriptPacket{p(2, sha2Switch), p(4, fullAuth), p(6, keyPkt), p(8, ok)},
-		client:      []myScriptPacket{p(3, recordedCachingSHA2Answer), p(5, []byte{cachingSHA2RequestKey}), p(7, []byte("opaque RSA"))},
-		wantBackend: []myScriptPacket{p(3, recordedCachingSHA2Answer), p(5, []byte{cachingSHA2RequestKey}), p(7, []byte("opaque RSA"))},
-		wantClient:  []myScriptPacket{p(2, sha2Switch), p(4, fullAuth), p(6, keyPkt), p(8, ok)},
+		backend:     []scriptPacket{p(2, sha2Switch), p(4, fullAuth), p(6, keyPkt), p(8, ok)},
+		client:      []scriptPacket{p(3, recordedCachingSHA2Answer), p(5, []byte{cachingSHA2RequestKey}), p(7, []byte("opaque RSA"))},
+		wantBackend: []scriptPacket{p(3, recordedCachingSHA2Answer), p(5, []byte{cachingSHA2RequestKey}), p(7, []byte("opaque RSA"))},
+		wantClient:  []scriptPacket{p(2, sha2Switch), p(4, fullAuth), p(6, keyPkt), p(8, ok)},
 	}, {
 		name: "caching_sha2_password full authentication, wrong password", clientTLS: true,
-		backend:     []myScriptPacket{p(2, sha2Switch), p(4, fullAuth), p(6, keyPkt), p(8, denied)},
-		client:      []myScriptPacket{p(4, recordedCachingSHA2Answer), p(6, []byte("secret\x00"))},
-		wantBackend: []myScriptPacket{p(3, recordedCachingSHA2Answer), p(5, []byte{cachingSHA2RequestKey}), p(7, nil)},
-		wantClient:  []myScriptPacket{p(3, sha2Switch), p(5, fullAuth), p(7, denied)},
+		backend:     []scriptPacket{p(2, sha2Switch), p(4, fullAuth), p(6, keyPkt), p(8, denied)},
+		client:      []scriptPacket{p(4, recordedCachingSHA2Answer), p(6, []byte("secret\x00"))},
+		wantBackend: []scriptPacket{p(3, recordedCachingSHA2Answer), p(5, []byte{cachingSHA2RequestKey}), p(7, nil)},
+		wantClient:  []scriptPacket{p(3, sha2Switch), p(5, fullAuth), p(7, denied)},
 		wantErr:     true,
 	}, {
 		name: "sha256_password, plain backend link", clientTLS: true,
-		backend:     []myScriptPacket{p(2, sha256Switch), p(4, keyPkt), p(6, ok)},
-		client:      []myScriptPacket{p(4, []byte("secret\x00"))},
-		wantBackend: []myScriptPacket{p(3, []byte{sha256RequestKey}), p(5, nil)},
-		wantClient:  []myScriptPacket{p(3, sha256Switch), p(5, ok)},
+		backend:     []scriptPacket{p(2, sha256Switch), p(4, keyPkt), p(6, ok)},
+		client:      []scriptPacket{p(4, []byte("secret\x00"))},
+		wantBackend: []scriptPacket{p(3, []byte{sha256RequestKey}), p(5, nil)},
+		wantClient:  []scriptPacket{p(3, sha256Switch), p(5, ok)},
 	}, {
 		name: "sha256_password, empty password", clientTLS: true,
-		backend:     []myScriptPacket{p(2, sha256Switch), p(4, ok)},
-		client:      []myScriptPacket{p(4, []byte{0})},
-		wantBackend: []myScriptPacket{p(3, []byte{0})},
-		wantClient:  []myScriptPacket{p(3, sha256Switch), p(5, ok)},
+		backend:     []scriptPacket{p(2, sha256Switch), p(4, ok)},
+		client:      []scriptPacket{p(4, []byte{0})},
+		wantBackend: []scriptPacket{p(3, []byte{0})},
+		wantClient:  []scriptPacket{p(3, sha256Switch), p(5, ok)},
 	}, {
 		name: "mysql_clear_password refused on a plain backend link", clientTLS: true,
-		backend:    []myScriptPacket{p(2, []byte("\xfemysql_clear_password\x00"))},
-		wantClient: []myScriptPacket{p(3, appendMyERR(nil, erNotSupportedAuth, stateConnRejected, fmt.Sprintf(myCleartextRefusal, "db.test", "mysql_clear_password")))},
+		backend:    []scriptPacket{p(2, []byte("\xfemysql_clear_password\x00"))},
+		wantClient: []scriptPacket{p(3, appendERR(nil, erNotSupportedAuth, stateConnRejected, fmt.Sprintf(cleartextRefusal, "db.test", "mysql_clear_password")))},
 		wantErr:    true,
 	}, {
 		name: "dialog refused on a plain backend link", clientTLS: true,
-		backend:    []myScriptPacket{p(2, []byte("\xfedialog\x00\x04Password: "))},
-		wantClient: []myScriptPacket{p(3, appendMyERR(nil, erNotSupportedAuth, stateConnRejected, fmt.Sprintf(myCleartextRefusal, "db.test", "dialog")))},
+		backend:    []scriptPacket{p(2, []byte("\xfedialog\x00\x04Password: "))},
+		wantClient: []scriptPacket{p(3, appendERR(nil, erNotSupportedAuth, stateConnRejected, fmt.Sprintf(cleartextRefusal, "db.test", "dialog")))},
 		wantErr:    true,
 	}, {
 		name: "mysql_clear_password relayed over a TLS backend link", clientTLS: true, backendTLS: true,
-		backend:     []myScriptPacket{p(3, []byte("\xfemysql_clear_password\x00")), p(5, ok)},
-		client:      []myScriptPacket{p(4, []byte("secret\x00"))},
-		wantBackend: []myScriptPacket{p(4, []byte("secret\x00"))},
-		wantClient:  []myScriptPacket{p(3, []byte("\xfemysql_clear_password\x00")), p(5, ok)},
+		backend:     []scriptPacket{p(3, []byte("\xfemysql_clear_password\x00")), p(5, ok)},
+		client:      []scriptPacket{p(4, []byte("secret\x00"))},
+		wantBackend: []scriptPacket{p(4, []byte("secret\x00"))},
+		wantClient:  []scriptPacket{p(3, []byte("\xfemysql_clear_password\x00")), p(5, ok)},
 	}, {
 		name: "backend packet out of order", clientTLS: true,
-		backend:    []myScriptPacket{p(3, recordedMariaDBNativeSwitch)},
-		wantClient: []myScriptPacket{p(3, appendMyERR(nil, crMalformedPacket, stateGeneral, "leproxy: invalid handshake from the backend of route db.test"))},
+		backend:    []scriptPacket{p(3, recordedMariaDBNativeSwitch)},
+		wantClient: []scriptPacket{p(3, appendERR(nil, crMalformedPacket, stateGeneral, "leproxy: invalid handshake from the backend of route db.test"))},
 		wantErr:    true,
 	}, {
 		name: "backend gone", clientTLS: true,
-		backend:     []myScriptPacket{p(2, recordedMariaDBNativeSwitch)},
-		client:      []myScriptPacket{p(4, make([]byte, 20))},
-		wantBackend: []myScriptPacket{p(3, make([]byte, 20))},
-		wantClient: []myScriptPacket{p(3, recordedMariaDBNativeSwitch),
-			p(5, appendMyERR(nil, crServerLost, stateGeneral, "leproxy: lost the connection to the backend of route db.test during authentication"))},
+		backend:     []scriptPacket{p(2, recordedMariaDBNativeSwitch)},
+		client:      []scriptPacket{p(4, make([]byte, 20))},
+		wantBackend: []scriptPacket{p(3, make([]byte, 20))},
+		wantClient: []scriptPacket{p(3, recordedMariaDBNativeSwitch),
+			p(5, appendERR(nil, crServerLost, stateGeneral, "leproxy: lost the connection to the backend of route db.test during authentication"))},
 		wantErr: true,
 	}, {
 		name: "unexpected packet from the backend", clientTLS: true,
-		backend:    []myScriptPacket{p(2, []byte{0x05, 1, 2})},
-		wantClient: []myScriptPacket{p(3, appendMyERR(nil, crMalformedPacket, stateGeneral, "leproxy: invalid handshake from the backend of route db.test"))},
+		backend:    []scriptPacket{p(2, []byte{0x05, 1, 2})},
+		wantClient: []scriptPacket{p(3, appendERR(nil, crMalformedPacket, stateGeneral, "leproxy: invalid handshake from the backend of route db.test"))},
 		wantErr:    true,
 	}, {
 		name: "client packet out of order", clientTLS: true,
-		backend: []myScriptPacket{p(2, recordedMariaDBNativeSwitch)},
-		client:  []myScriptPacket{p(9, make([]byte, 20))},
-		wantClient: []myScriptPacket{p(3, recordedMariaDBNativeSwitch),
-			p(10, appendMyERR(nil, erPacketsOutOfOrder, stateCommLinkFailure, "leproxy: got packets out of order (sequence id 9, want 4)"))},
+		backend: []scriptPacket{p(2, recordedMariaDBNativeSwitch)},
+		client:  []scriptPacket{p(9, make([]byte, 20))},
+		wantClient: []scriptPacket{p(3, recordedMariaDBNativeSwitch),
+			p(10, appendERR(nil, erPacketsOutOfOrder, stateCommLinkFailure, "leproxy: got packets out of order (sequence id 9, want 4)"))},
 		wantErr: true,
 	}, {
 		name: "key request refused", clientTLS: true,
-		backend:     []myScriptPacket{p(2, sha2Switch), p(4, fullAuth), p(6, denied)},
-		client:      []myScriptPacket{p(4, recordedCachingSHA2Answer), p(6, []byte("secret\x00"))},
-		wantBackend: []myScriptPacket{p(3, recordedCachingSHA2Answer), p(5, []byte{cachingSHA2RequestKey})},
-		wantClient:  []myScriptPacket{p(3, sha2Switch), p(5, fullAuth), p(7, denied)},
+		backend:     []scriptPacket{p(2, sha2Switch), p(4, fullAuth), p(6, denied)},
+		client:      []scriptPacket{p(4, recordedCachingSHA2Answer), p(6, []byte("secret\x00"))},
+		wantBackend: []scriptPacket{p(3, recordedCachingSHA2Answer), p(5, []byte{cachingSHA2RequestKey})},
+		wantClient:  []scriptPacket{p(3, sha2Switch), p(5, fullAuth), p(7, denied)},
 		wantErr:     true,
 	}, {
 		name: "no key in the answer to a key request", clientTLS: true,
-		backend:     []myScriptPacket{p(2, sha2Switch), p(4, fullAuth), p(6, []byte("\x01not a key"))},
-		client:      []myScriptPacket{p(4, recordedCachingSHA2Answer), p(6, []byte("secret\x00"))},
-		wantBackend: []myScriptPacket{p(3, recordedCachingSHA2Answer), p(5, []byte{cachingSHA2RequestKey})},
-		wantClient: []myScriptPacket{p(3, sha2Switch), p(5, fullAuth),
-			p(7, appendMyERR(nil, crMalformedPacket, stateGeneral, "leproxy: invalid handshake from the backend of route db.test"))},
+		backend:     []scriptPacket{p(2, sha2Switch), p(4, fullAuth), p(6, []byte("\x01not a key"))},
+		client:      []scriptPacket{p(4, recordedCachingSHA2Answer), p(6, []byte("secret\x00"))},
+		wantBackend: []scriptPacket{p(3, recordedCachingSHA2Answer), p(5, []byte{cachingSHA2RequestKey})},
+		wantClient: []scriptPacket{p(3, sha2Switch), p(5, fullAuth),
+			p(7, appendERR(nil, crMalformedPacket, stateGeneral, "leproxy: invalid handshake from the backend of route db.test"))},
 		wantErr: true,
 	}}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			client := &scriptMyConn{r: bytes.NewReader(myScript(tt.client...))}
-			backend := &scriptMyConn{r: bytes.NewReader(myScript(tt.backend...))}
-			h := &myClient{raw: client, conn: client, seq: 2}
+			client := &scriptConn{r: bytes.NewReader(scriptBytes(tt.client...))}
+			backend := &scriptConn{r: bytes.NewReader(scriptBytes(tt.backend...))}
+			h := &clientSide{raw: client, conn: client, seq: 2}
 			if tt.clientTLS {
 				h.tls, h.seq = tls.Server(client, &tls.Config{}), 3
 			}
-			b := &myBackend{conn: backend, seq: 2, tls: tt.backendTLS, route: &Route{Host: "db.test"}}
+			b := &backendSide{conn: backend, seq: 2, tls: tt.backendTLS, route: &dbproxy.Route{Host: "db.test"}}
 			if tt.backendTLS {
 				b.seq = 3
 			}
-			err := relayMyAuth(h, b, b.route)
+			err := relayAuth(h, b, b.route)
 			if (err != nil) != tt.wantErr {
 				t.Fatalf("relay: %v, want error %t", err, tt.wantErr)
 			}
-			gotClient := readMyScript(t, client.written.Bytes())
+			gotClient := readScript(t, client.written.Bytes())
 			if !reflect.DeepEqual(gotClient, tt.wantClient) {
 				t.Errorf("client received\n%q\nwant\n%q", gotClient, tt.wantClient)
 			}
-			gotBackend := readMyScript(t, backend.written.Bytes())
+			gotBackend := readScript(t, backend.written.Bytes())
 			if len(gotBackend) != len(tt.wantBackend) {
 				t.Fatalf("backend received %q, want %d packets", gotBackend, len(tt.wantBackend))
 			}

@@ -1,4 +1,4 @@
-package dbproxy
+package mysql
 
 import (
 	"bytes"
@@ -54,76 +54,76 @@ const (
 )
 
 const (
-	// myMaxHandshakePacket bounds every packet leproxy reads before the
+	// maxHandshakePacket bounds every packet leproxy reads before the
 	// byte pump: greetings, handshake responses (connection attributes
 	// included, which MySQL caps at 64 KiB) and authentication exchanges.
-	myMaxHandshakePacket = 64<<10 + 1024
-	// mySSLRequestLen is the payload length of an SSLRequest.
-	mySSLRequestLen = 32
-	// myMaxPayload is the largest payload of one packet; a payload of
+	maxHandshakePacket = 64<<10 + 1024
+	// sslRequestLen is the payload length of an SSLRequest.
+	sslRequestLen = 32
+	// maxPayload is the largest payload of one packet; a payload of
 	// exactly this length continues in the next packet.
-	myMaxPayload = 1<<24 - 1
-	// myScrambleLen is the length of a MySQL nonce (scramble).
-	myScrambleLen = 20
+	maxPayload = 1<<24 - 1
+	// scrambleLen is the length of a MySQL nonce (scramble).
+	scrambleLen = 20
 
-	myProtocolVersion = 10
+	protocolVersion = 10
 	// Packet headers of the connection phase.
-	myOK             = 0x00
-	myAuthMoreData   = 0x01
-	myAuthSwitch     = 0xfe
-	myERR            = 0xff
-	statusAutocommit = 0x0002
+	headerOK           = 0x00
+	headerAuthMoreData = 0x01
+	headerAuthSwitch   = 0xfe
+	headerERR          = 0xff
+	statusAutocommit   = 0x0002
 )
 
-// myError is an error leproxy reports to a MySQL client as an ERR packet:
+// proxyError is an error leproxy reports to a MySQL client as an ERR packet:
 // code and state (SQLSTATE) as MySQL defines them, msg what the client
 // reads and err, when not nil, the cause that only the log sees.
-type myError struct {
+type proxyError struct {
 	code  uint16
 	state string
 	msg   string
 	err   error
 }
 
-func (e *myError) Error() string {
+func (e *proxyError) Error() string {
 	if e.err != nil {
 		return e.msg + ": " + e.err.Error()
 	}
 	return e.msg
 }
 
-func (e *myError) Unwrap() error { return e.err }
+func (e *proxyError) Unwrap() error { return e.err }
 
 // Error numbers and SQLSTATEs of the ERR packets leproxy sends.
 const (
-	erConCount            = 1040 // ER_CON_COUNT_ERROR, 08004
-	erHandshake           = 1043 // ER_HANDSHAKE_ERROR, 08S01
-	erHostNotPrivileged   = 1130 // ER_HOST_NOT_PRIVILEGED, HY000
-	erPacketsOutOfOrder   = 1156 // ER_NET_PACKETS_OUT_OF_ORDER, 08S01
-	erNotSupportedAuth    = 1251 // ER_NOT_SUPPORTED_AUTH_MODE, 08004
-	erSecureTransport     = 3159 // ER_SECURE_TRANSPORT_REQUIRED, HY000
-	crConnHostError       = 2003 // CR_CONN_HOST_ERROR
-	crServerLost          = 2013 // CR_SERVER_LOST
-	crSSLConnectionError  = 2026 // CR_SSL_CONNECTION_ERROR
-	crMalformedPacket     = 2027 // CR_MALFORMED_PACKET
-	stateGeneral          = "HY000"
-	stateConnRejected     = "08004"
-	stateCommLinkFailure  = "08S01"
-	mysqlTooManyConnsText = "Too many connections"
+	erConCount           = 1040 // ER_CON_COUNT_ERROR, 08004
+	erHandshake          = 1043 // ER_HANDSHAKE_ERROR, 08S01
+	erHostNotPrivileged  = 1130 // ER_HOST_NOT_PRIVILEGED, HY000
+	erPacketsOutOfOrder  = 1156 // ER_NET_PACKETS_OUT_OF_ORDER, 08S01
+	erNotSupportedAuth   = 1251 // ER_NOT_SUPPORTED_AUTH_MODE, 08004
+	erSecureTransport    = 3159 // ER_SECURE_TRANSPORT_REQUIRED, HY000
+	crConnHostError      = 2003 // CR_CONN_HOST_ERROR
+	crServerLost         = 2013 // CR_SERVER_LOST
+	crSSLConnectionError = 2026 // CR_SSL_CONNECTION_ERROR
+	crMalformedPacket    = 2027 // CR_MALFORMED_PACKET
+	stateGeneral         = "HY000"
+	stateConnRejected    = "08004"
+	stateCommLinkFailure = "08S01"
+	tooManyConnsText     = "Too many connections"
 )
 
 // badHandshake is a malformed packet from a client.
-func badHandshake(format string, args ...any) *myError {
-	return &myError{code: erHandshake, state: stateCommLinkFailure, msg: "leproxy: bad handshake: " + fmt.Sprintf(format, args...)}
+func badHandshake(format string, args ...any) *proxyError {
+	return &proxyError{code: erHandshake, state: stateCommLinkFailure, msg: "leproxy: bad handshake: " + fmt.Sprintf(format, args...)}
 }
 
 // errMalformed is the cause of every parse failure.
 var errMalformed = errors.New("malformed packet")
 
-// readMyPacket reads one packet, refusing payloads over limit before it
-// allocates. limit must be below myMaxPayload: the connection phase has
+// readPacket reads one packet, refusing payloads over limit before it
+// allocates. limit must be below maxPayload: the connection phase has
 // no multi-packet payloads.
-func readMyPacket(r io.Reader, limit int) (payload []byte, seq byte, err error) {
+func readPacket(r io.Reader, limit int) (payload []byte, seq byte, err error) {
 	var hdr [4]byte
 	if _, err := io.ReadFull(r, hdr[:]); err != nil {
 		return nil, 0, err
@@ -139,17 +139,17 @@ func readMyPacket(r io.Reader, limit int) (payload []byte, seq byte, err error) 
 	return payload, hdr[3], nil
 }
 
-// appendMyPacket appends payload as one packet with sequence id seq. The
-// payload must be shorter than myMaxPayload.
-func appendMyPacket(dst []byte, seq byte, payload []byte) []byte {
+// appendPacket appends payload as one packet with sequence id seq. The
+// payload must be shorter than maxPayload.
+func appendPacket(dst []byte, seq byte, payload []byte) []byte {
 	n := len(payload)
 	dst = append(dst, byte(n), byte(n>>8), byte(n>>16), seq)
 	return append(dst, payload...)
 }
 
-// writeMyPacket writes payload as one packet in a single Write.
-func writeMyPacket(w io.Writer, seq byte, payload []byte) error {
-	_, err := w.Write(appendMyPacket(make([]byte, 0, 4+len(payload)), seq, payload))
+// writePacket writes payload as one packet in a single Write.
+func writePacket(w io.Writer, seq byte, payload []byte) error {
+	_, err := w.Write(appendPacket(make([]byte, 0, 4+len(payload)), seq, payload))
 	return err
 }
 
@@ -217,8 +217,8 @@ func readNulString(b []byte) (s, rest []byte, ok bool) {
 	return b[:i], b[i+1:], true
 }
 
-// myGreeting is an Initial Handshake Packet, protocol version 10.
-type myGreeting struct {
+// greeting is an Initial Handshake Packet, protocol version 10.
+type greeting struct {
 	version  string
 	connID   uint32
 	caps     uint32
@@ -229,8 +229,8 @@ type myGreeting struct {
 }
 
 // append appends the greeting's payload.
-func (g *myGreeting) append(dst []byte) []byte {
-	dst = append(dst, myProtocolVersion)
+func (g *greeting) append(dst []byte) []byte {
+	dst = append(dst, protocolVersion)
 	dst = append(dst, g.version...)
 	dst = append(dst, 0)
 	dst = binary.LittleEndian.AppendUint32(dst, g.connID)
@@ -266,11 +266,11 @@ func (g *myGreeting) append(dst []byte) []byte {
 	return dst
 }
 
-// parseMyGreeting parses an Initial Handshake Packet v10 as clients do:
+// parseGreeting parses an Initial Handshake Packet v10 as clients do:
 // the fields after the lower capability flags, and the plugin name's NUL,
 // may be missing.
-func parseMyGreeting(b []byte) (*myGreeting, error) {
-	if len(b) == 0 || b[0] != myProtocolVersion {
+func parseGreeting(b []byte) (*greeting, error) {
+	if len(b) == 0 || b[0] != protocolVersion {
 		if len(b) > 0 {
 			return nil, fmt.Errorf("%w: handshake protocol version %d, want 10", errMalformed, b[0])
 		}
@@ -280,7 +280,7 @@ func parseMyGreeting(b []byte) (*myGreeting, error) {
 	if !ok || len(rest) < 4+8+1+2 {
 		return nil, fmt.Errorf("%w: short handshake", errMalformed)
 	}
-	g := &myGreeting{version: string(version)}
+	g := &greeting{version: string(version)}
 	g.connID = binary.LittleEndian.Uint32(rest)
 	g.authData = bytes.Clone(rest[4:12])
 	g.caps = uint32(binary.LittleEndian.Uint16(rest[13:]))
@@ -318,9 +318,9 @@ func parseMyGreeting(b []byte) (*myGreeting, error) {
 	return g, nil
 }
 
-// myHandshakeResponse is a HandshakeResponse41 (or, with only the fixed
+// handshakeResponse is a HandshakeResponse41 (or, with only the fixed
 // part, an SSLRequest).
-type myHandshakeResponse struct {
+type handshakeResponse struct {
 	caps      uint32
 	maxPacket uint32
 	charset   byte
@@ -332,27 +332,27 @@ type myHandshakeResponse struct {
 	zstdLevel byte   // with capZstdCompression
 }
 
-// isMySSLRequest reports whether the first packet a client sent is an
+// isSSLRequest reports whether the first packet a client sent is an
 // SSLRequest: the fixed part of a HandshakeResponse41 alone, CLIENT_SSL set.
-func isMySSLRequest(b []byte) bool {
-	return len(b) == mySSLRequestLen && binary.LittleEndian.Uint32(b)&capSSL != 0
+func isSSLRequest(b []byte) bool {
+	return len(b) == sslRequestLen && binary.LittleEndian.Uint32(b)&capSSL != 0
 }
 
-// parseMyHandshakeResponse parses a HandshakeResponse41.
-func parseMyHandshakeResponse(b []byte) (*myHandshakeResponse, error) {
+// parseHandshakeResponse parses a HandshakeResponse41.
+func parseHandshakeResponse(b []byte) (*handshakeResponse, error) {
 	if len(b) >= 4 && binary.LittleEndian.Uint32(b)&capProtocol41 == 0 {
 		// A HandshakeResponse320, from a client before MySQL 4.1.
 		return nil, fmt.Errorf("%w: handshake response without CLIENT_PROTOCOL_41", errMalformed)
 	}
-	if len(b) < mySSLRequestLen+1 {
+	if len(b) < sslRequestLen+1 {
 		return nil, fmt.Errorf("%w: handshake response of %d bytes", errMalformed, len(b))
 	}
-	h := &myHandshakeResponse{
+	h := &handshakeResponse{
 		caps:      binary.LittleEndian.Uint32(b),
 		maxPacket: binary.LittleEndian.Uint32(b[4:]),
 		charset:   b[8],
 	}
-	user, rest, ok := readNulString(b[mySSLRequestLen:])
+	user, rest, ok := readNulString(b[sslRequestLen:])
 	if !ok {
 		return nil, fmt.Errorf("%w: unterminated user name", errMalformed)
 	}
@@ -398,7 +398,7 @@ func parseMyHandshakeResponse(b []byte) (*myHandshakeResponse, error) {
 		if err != nil {
 			return nil, fmt.Errorf("%w: bad connection attributes length", errMalformed)
 		}
-		if err := checkMyAttrs(attrs); err != nil {
+		if err := checkAttrs(attrs); err != nil {
 			return nil, err
 		}
 		h.attrs, rest = bytes.Clone(attrs), after
@@ -409,9 +409,9 @@ func parseMyHandshakeResponse(b []byte) (*myHandshakeResponse, error) {
 	return h, nil
 }
 
-// checkMyAttrs checks that a connection attribute block is a sequence of
+// checkAttrs checks that a connection attribute block is a sequence of
 // length-encoded key and value strings.
-func checkMyAttrs(b []byte) error {
+func checkAttrs(b []byte) error {
 	for len(b) > 0 {
 		var err error
 		for range 2 {
@@ -425,7 +425,7 @@ func checkMyAttrs(b []byte) error {
 
 // appendSSLRequest appends the payload of an SSLRequest: the fixed part
 // of a HandshakeResponse41.
-func (h *myHandshakeResponse) appendSSLRequest(dst []byte) []byte {
+func (h *handshakeResponse) appendSSLRequest(dst []byte) []byte {
 	dst = binary.LittleEndian.AppendUint32(dst, h.caps)
 	dst = binary.LittleEndian.AppendUint32(dst, h.maxPacket)
 	dst = append(dst, h.charset)
@@ -434,7 +434,7 @@ func (h *myHandshakeResponse) appendSSLRequest(dst []byte) []byte {
 
 // append appends the payload of the HandshakeResponse41, encoding each
 // field as its capability flags say.
-func (h *myHandshakeResponse) append(dst []byte) []byte {
+func (h *handshakeResponse) append(dst []byte) []byte {
 	dst = h.appendSSLRequest(dst)
 	dst = append(dst, h.user...)
 	dst = append(dst, 0)
@@ -467,40 +467,40 @@ func (h *myHandshakeResponse) append(dst []byte) []byte {
 	return dst
 }
 
-// myAuthSwitchRequest is an AuthSwitchRequest: the server asks the client
+// authSwitchRequest is an AuthSwitchRequest: the server asks the client
 // to authenticate with another plugin, giving it the plugin's first data
 // (usually a nonce).
-type myAuthSwitchRequest struct {
+type authSwitchRequest struct {
 	plugin string
 	data   []byte
 }
 
-// parseMyAuthSwitch parses an AuthSwitchRequest packet, 0xFE included.
+// parseAuthSwitch parses an AuthSwitchRequest packet, 0xFE included.
 // The old one-byte form (switch to old_password) is refused.
-func parseMyAuthSwitch(b []byte) (*myAuthSwitchRequest, error) {
-	if len(b) < 2 || b[0] != myAuthSwitch {
+func parseAuthSwitch(b []byte) (*authSwitchRequest, error) {
+	if len(b) < 2 || b[0] != headerAuthSwitch {
 		return nil, fmt.Errorf("%w: not an AuthSwitchRequest", errMalformed)
 	}
 	name, data, ok := readNulString(b[1:])
 	if !ok || len(name) == 0 {
 		return nil, fmt.Errorf("%w: AuthSwitchRequest without a plugin name", errMalformed)
 	}
-	return &myAuthSwitchRequest{plugin: string(name), data: bytes.Clone(data)}, nil
+	return &authSwitchRequest{plugin: string(name), data: bytes.Clone(data)}, nil
 }
 
 // nonce is the scramble of the request's data: MySQL's 20 bytes without
 // the NUL that servers end them with; other plugins' data as it is.
-func (a *myAuthSwitchRequest) nonce() []byte {
-	if len(a.data) == myScrambleLen+1 && a.data[myScrambleLen] == 0 {
-		return a.data[:myScrambleLen]
+func (a *authSwitchRequest) nonce() []byte {
+	if len(a.data) == scrambleLen+1 && a.data[scrambleLen] == 0 {
+		return a.data[:scrambleLen]
 	}
 	return a.data
 }
 
-// appendMyERR appends the payload of an ERR packet in the protocol 4.1
+// appendERR appends the payload of an ERR packet in the protocol 4.1
 // form: error number, SQLSTATE and message.
-func appendMyERR(dst []byte, code uint16, state, msg string) []byte {
-	dst = append(dst, myERR)
+func appendERR(dst []byte, code uint16, state, msg string) []byte {
+	dst = append(dst, headerERR)
 	dst = binary.LittleEndian.AppendUint16(dst, code)
 	dst = append(dst, '#')
 	st := []byte(state + "HY000")[:5]
@@ -508,10 +508,10 @@ func appendMyERR(dst []byte, code uint16, state, msg string) []byte {
 	return append(dst, msg...)
 }
 
-// parseMyERR returns the error number, SQLSTATE ("" when absent) and
+// parseERR returns the error number, SQLSTATE ("" when absent) and
 // message of an ERR packet, 0xFF included.
-func parseMyERR(b []byte) (code uint16, state, msg string, err error) {
-	if len(b) < 3 || b[0] != myERR {
+func parseERR(b []byte) (code uint16, state, msg string, err error) {
+	if len(b) < 3 || b[0] != headerERR {
 		return 0, "", "", fmt.Errorf("%w: not an ERR packet", errMalformed)
 	}
 	code = binary.LittleEndian.Uint16(b[1:])

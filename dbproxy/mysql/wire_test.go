@@ -1,4 +1,4 @@
-package dbproxy
+package mysql
 
 import (
 	"bytes"
@@ -69,7 +69,7 @@ func TestMySQLReadPacket(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			r := &stepReader{r: bytes.NewReader(tt.in)}
-			got, seq, err := readMyPacket(r, tt.limit)
+			got, seq, err := readPacket(r, tt.limit)
 			if !errors.Is(err, tt.wantErr) {
 				t.Fatalf("error %v, want %v", err, tt.wantErr)
 			}
@@ -81,8 +81,8 @@ func TestMySQLReadPacket(t *testing.T) {
 			}
 		})
 	}
-	if got, want := appendMyPacket([]byte{9}, 3, []byte("hi")), []byte{9, 2, 0, 0, 3, 'h', 'i'}; !bytes.Equal(got, want) {
-		t.Errorf("appendMyPacket: got %x, want %x", got, want)
+	if got, want := appendPacket([]byte{9}, 3, []byte("hi")), []byte{9, 2, 0, 0, 3, 'h', 'i'}; !bytes.Equal(got, want) {
+		t.Errorf("appendPacket: got %x, want %x", got, want)
 	}
 }
 
@@ -113,12 +113,12 @@ func TestMySQLParseGreeting(t *testing.T) {
 	tests := []struct {
 		name    string
 		in      []byte
-		want    *myGreeting
+		want    *greeting
 		wantErr bool
 	}{{
 		name: "MariaDB 10.11 (recorded)",
 		in:   recordedMariaDBGreeting,
-		want: &myGreeting{version: "5.5.5-10.11.19-MariaDB-0+deb12u1", connID: 38, caps: 0x81fff7fe, charset: 8, status: 2,
+		want: &greeting{version: "5.5.5-10.11.19-MariaDB-0+deb12u1", connID: 38, caps: 0x81fff7fe, charset: 8, status: 2,
 			authData: []byte("`4!G%}l&u>q@-_tMc+Ku"), plugin: "mysql_native_password"},
 	}, {
 		// From go-sql-driver/mysql's regression test #801: the plugin
@@ -129,13 +129,13 @@ func TestMySQLParseGreeting(t *testing.T) {
 			0, 0, 0, 0, 0, 0, 0, 0, 0, 98, 120, 114, 47, 85, 75, 109, 99, 51, 77,
 			50, 64, 0, 109, 121, 115, 113, 108, 95, 110, 97, 116, 105, 118, 101, 95,
 			112, 97, 115, 115, 119, 111, 114, 100},
-		want: &myGreeting{version: "5.5.8", connID: 165, caps: 2148530143, charset: 33, status: 2,
+		want: &greeting{version: "5.5.8", connID: 165, caps: 2148530143, charset: 33, status: 2,
 			authData: []byte{60, 70, 63, 58, 68, 104, 34, 97, 98, 120, 114, 47, 85, 75, 109, 99, 51, 77, 50, 64},
 			plugin:   "mysql_native_password"},
 	}, {
 		name: "only the lower capabilities",
 		in:   append([]byte("\x0a4.1\x00\x01\x00\x00\x0012345678\x00"), 0x00, 0x02),
-		want: &myGreeting{version: "4.1", connID: 1, caps: capProtocol41, authData: []byte("12345678")},
+		want: &greeting{version: "4.1", connID: 1, caps: capProtocol41, authData: []byte("12345678")},
 	},
 		{name: "empty", in: nil, wantErr: true},
 		{name: "protocol 9", in: []byte("\x093.20\x00"), wantErr: true},
@@ -145,7 +145,7 @@ func TestMySQLParseGreeting(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, err := parseMyGreeting(tt.in)
+			got, err := parseGreeting(tt.in)
 			if (err != nil) != tt.wantErr {
 				t.Fatalf("error %v, want error %t", err, tt.wantErr)
 			}
@@ -155,46 +155,46 @@ func TestMySQLParseGreeting(t *testing.T) {
 		})
 	}
 	// leproxy's greeting parses back as written, as clients parse it.
-	g := &myGreeting{version: "8.0.36", caps: myOffered, charset: 45, status: statusAutocommit,
-		authData: []byte("abcdefghijklmnopqrst"), plugin: myGreetingPlugin}
-	got, err := parseMyGreeting(g.append(nil))
+	g := &greeting{version: "8.0.36", caps: offeredCaps, charset: 45, status: statusAutocommit,
+		authData: []byte("abcdefghijklmnopqrst"), plugin: greetingPlugin}
+	got, err := parseGreeting(g.append(nil))
 	if err != nil || !reflect.DeepEqual(got, g) {
 		t.Errorf("round trip: got %+v, %v; want %+v", got, err, g)
 	}
 }
 
 func TestMySQLParseHandshakeResponse(t *testing.T) {
-	base := &myHandshakeResponse{caps: capProtocol41 | capSecureConnection | capPluginAuth | capLongPassword,
+	base := &handshakeResponse{caps: capProtocol41 | capSecureConnection | capPluginAuth | capLongPassword,
 		maxPacket: 1 << 24, charset: 45, user: "alice", authResp: []byte("0123456789abcdefghij"), plugin: "mysql_native_password"}
-	with := func(mod func(*myHandshakeResponse)) *myHandshakeResponse {
+	with := func(mod func(*handshakeResponse)) *handshakeResponse {
 		r := *base
 		mod(&r)
 		return &r
 	}
 	roundTrips := []struct {
 		name string
-		r    *myHandshakeResponse
+		r    *handshakeResponse
 	}{
 		{"one-byte authentication length", base},
-		{"length-encoded authentication data", with(func(r *myHandshakeResponse) {
+		{"length-encoded authentication data", with(func(r *handshakeResponse) {
 			r.caps |= capPluginAuthLenencData
 			r.authResp = bytes.Repeat([]byte{7}, 300)
 		})},
-		{"NUL-terminated authentication data", with(func(r *myHandshakeResponse) {
+		{"NUL-terminated authentication data", with(func(r *handshakeResponse) {
 			r.caps &^= capSecureConnection
 			r.authResp = []byte("scrambled")
 		})},
-		{"database", with(func(r *myHandshakeResponse) { r.caps |= capConnectWithDB; r.database = "app" })},
-		{"attributes", with(func(r *myHandshakeResponse) {
+		{"database", with(func(r *handshakeResponse) { r.caps |= capConnectWithDB; r.database = "app" })},
+		{"attributes", with(func(r *handshakeResponse) {
 			r.caps |= capConnectAttrs
 			r.attrs = []byte("\x0c_client_name\x05rawMy\x01k\x00")
 		})},
-		{"zstd level", with(func(r *myHandshakeResponse) { r.caps |= capZstdCompression; r.zstdLevel = 3 })},
-		{"empty password", with(func(r *myHandshakeResponse) { r.authResp = []byte{} })},
+		{"zstd level", with(func(r *handshakeResponse) { r.caps |= capZstdCompression; r.zstdLevel = 3 })},
+		{"empty password", with(func(r *handshakeResponse) { r.authResp = []byte{} })},
 	}
 	for _, tt := range roundTrips {
 		t.Run(tt.name, func(t *testing.T) {
-			got, err := parseMyHandshakeResponse(tt.r.append(nil))
+			got, err := parseHandshakeResponse(tt.r.append(nil))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -207,18 +207,18 @@ func TestMySQLParseHandshakeResponse(t *testing.T) {
 	lenient := []struct {
 		name string
 		in   []byte
-		want func(*myHandshakeResponse) bool
+		want func(*handshakeResponse) bool
 	}{
 		{"database flag without a database", append(append(bytes.Clone(fixed[:0]),
-			with(func(r *myHandshakeResponse) { r.caps |= capConnectWithDB; r.plugin = "" }).appendSSLRequest(nil)...),
+			with(func(r *handshakeResponse) { r.caps |= capConnectWithDB; r.plugin = "" }).appendSSLRequest(nil)...),
 			"alice\x00\x00"...),
-			func(r *myHandshakeResponse) bool { return r.database == "" && r.plugin == "" }},
+			func(r *handshakeResponse) bool { return r.database == "" && r.plugin == "" }},
 		{"plugin name without NUL", append(bytes.Clone(fixed), "alice\x00\x00mysql_native_password"...),
-			func(r *myHandshakeResponse) bool { return r.plugin == "mysql_native_password" }},
+			func(r *handshakeResponse) bool { return r.plugin == "mysql_native_password" }},
 	}
 	for _, tt := range lenient {
 		t.Run(tt.name, func(t *testing.T) {
-			got, err := parseMyHandshakeResponse(tt.in)
+			got, err := parseHandshakeResponse(tt.in)
 			if err != nil || !tt.want(got) {
 				t.Errorf("got %+v, %v", got, err)
 			}
@@ -231,16 +231,16 @@ func TestMySQLParseHandshakeResponse(t *testing.T) {
 		{"only the fixed part", string(fixed), "handshake response of 32 bytes"},
 		{"unterminated user", string(fixed) + "alice", "unterminated user name"},
 		{"authentication longer than the packet", string(fixed) + "alice\x00\x14abc", "bad authentication response length"},
-		{"bad attributes length", string(with(func(r *myHandshakeResponse) { r.caps |= capConnectAttrs }).appendSSLRequest(nil)) +
+		{"bad attributes length", string(with(func(r *handshakeResponse) { r.caps |= capConnectAttrs }).appendSSLRequest(nil)) +
 			"alice\x00\x00mysql_native_password\x00\x10ab", "bad connection attributes length"},
-		{"attribute without a value", string(with(func(r *myHandshakeResponse) { r.caps |= capConnectAttrs }).appendSSLRequest(nil)) +
+		{"attribute without a value", string(with(func(r *handshakeResponse) { r.caps |= capConnectAttrs }).appendSSLRequest(nil)) +
 			"alice\x00\x00mysql_native_password\x00\x02\x01k", "bad connection attribute"},
-		{"unterminated database", string(with(func(r *myHandshakeResponse) { r.caps |= capConnectWithDB }).appendSSLRequest(nil)) +
+		{"unterminated database", string(with(func(r *handshakeResponse) { r.caps |= capConnectWithDB }).appendSSLRequest(nil)) +
 			"alice\x00\x00app", "unterminated database name"},
 	}
 	for _, tt := range malformed {
 		t.Run(tt.name, func(t *testing.T) {
-			_, err := parseMyHandshakeResponse([]byte(tt.in))
+			_, err := parseHandshakeResponse([]byte(tt.in))
 			if !errors.Is(err, errMalformed) || !strings.Contains(err.Error(), tt.want) {
 				t.Errorf("got %v, want a malformed packet error containing %q", err, tt.want)
 			}
@@ -249,19 +249,19 @@ func TestMySQLParseHandshakeResponse(t *testing.T) {
 }
 
 func TestMySQLIsSSLRequest(t *testing.T) {
-	r := &myHandshakeResponse{caps: capProtocol41 | capSSL, maxPacket: 1 << 24, charset: 45}
+	r := &handshakeResponse{caps: capProtocol41 | capSSL, maxPacket: 1 << 24, charset: 45}
 	tests := []struct {
 		name string
 		in   []byte
 		want bool
 	}{
 		{"SSLRequest", r.appendSSLRequest(nil), true},
-		{"without CLIENT_SSL", (&myHandshakeResponse{caps: capProtocol41}).appendSSLRequest(nil), false},
+		{"without CLIENT_SSL", (&handshakeResponse{caps: capProtocol41}).appendSSLRequest(nil), false},
 		{"full handshake response", r.append(nil), false},
 		{"short", r.appendSSLRequest(nil)[:31], false},
 	}
 	for _, tt := range tests {
-		if got := isMySSLRequest(tt.in); got != tt.want {
+		if got := isSSLRequest(tt.in); got != tt.want {
 			t.Errorf("%s: got %t, want %t", tt.name, got, tt.want)
 		}
 	}
@@ -285,7 +285,7 @@ func TestMySQLParseAuthSwitch(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, err := parseMyAuthSwitch(tt.in)
+			got, err := parseAuthSwitch(tt.in)
 			if (err != nil) != tt.wantErr {
 				t.Fatalf("error %v, want error %t", err, tt.wantErr)
 			}
@@ -296,15 +296,15 @@ func TestMySQLParseAuthSwitch(t *testing.T) {
 	}
 	// The recorded MariaDB exchange: the native switch repeats the
 	// greeting's nonce.
-	g, _ := parseMyGreeting(recordedMariaDBGreeting)
-	sw, _ := parseMyAuthSwitch(recordedMariaDBNativeSwitch)
+	g, _ := parseGreeting(recordedMariaDBGreeting)
+	sw, _ := parseAuthSwitch(recordedMariaDBNativeSwitch)
 	if !bytes.Equal(sw.nonce(), g.authData) {
 		t.Errorf("switch nonce %q, greeting nonce %q", sw.nonce(), g.authData)
 	}
 }
 
 func TestMySQLERR(t *testing.T) {
-	b := appendMyERR(nil, erSecureTransport, stateGeneral, "leproxy: TLS is required for db.test")
+	b := appendERR(nil, erSecureTransport, stateGeneral, "leproxy: TLS is required for db.test")
 	if want := "\xff\x57\x0c#HY000leproxy: TLS is required for db.test"; string(b) != want {
 		t.Errorf("ERR packet %q, want %q", b, want)
 	}
@@ -321,9 +321,9 @@ func TestMySQLERR(t *testing.T) {
 		{"\x00\x00\x00", 0, "", "", true},
 	}
 	for _, tt := range tests {
-		code, state, msg, err := parseMyERR([]byte(tt.in))
+		code, state, msg, err := parseERR([]byte(tt.in))
 		if (err != nil) != tt.wantError || code != tt.code || state != tt.state || msg != tt.msg {
-			t.Errorf("parseMyERR(%q) = %d %q %q %v", tt.in, code, state, msg, err)
+			t.Errorf("parseERR(%q) = %d %q %q %v", tt.in, code, state, msg, err)
 		}
 	}
 }
@@ -339,15 +339,15 @@ func TestMySQLPasswordEncryption(t *testing.T) {
 		pkt     []byte
 		wantErr bool
 	}{
-		{"PKIX after AuthMoreData", append([]byte{myAuthMoreData}, pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pkix})...), false},
+		{"PKIX after AuthMoreData", append([]byte{headerAuthMoreData}, pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pkix})...), false},
 		{"PKCS #1", pem.EncodeToMemory(&pem.Block{Type: "RSA PUBLIC KEY", Bytes: x509.MarshalPKCS1PublicKey(&key.PublicKey)}), false},
-		{"no PEM", []byte{myAuthMoreData, 'x'}, true},
+		{"no PEM", []byte{headerAuthMoreData, 'x'}, true},
 		{"garbage in PEM", pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: []byte("nonsense")}), true},
 	}
 	nonce := []byte("abcdefghijklmnopqrst")
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			pub, err := parseMyPublicKey(tt.pkt)
+			pub, err := parsePublicKey(tt.pkt)
 			if (err != nil) != tt.wantErr {
 				t.Fatalf("error %v, want error %t", err, tt.wantErr)
 			}
@@ -355,7 +355,7 @@ func TestMySQLPasswordEncryption(t *testing.T) {
 				return
 			}
 			password := []byte("a password longer than the twenty-byte nonce\x00")
-			enc, err := encryptMyPassword(password, nonce, pub)
+			enc, err := encryptPassword(password, nonce, pub)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -1,15 +1,20 @@
-package dbproxy
+package postgres
 
 import (
 	"context"
 	"crypto/tls"
+	"encoding/binary"
 	"io"
 	"net"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgproto3"
 
+	"github.com/leproxy/leproxy/dbproxy"
+	"github.com/leproxy/leproxy/dbproxy/dbtest"
+	"github.com/leproxy/leproxy/dbproxy/dbtest/pgtest"
 	"github.com/leproxy/leproxy/internal/testenv"
 )
 
@@ -18,14 +23,14 @@ import (
 // resumption), StartupMessage, BackendKeyData, ReadyForQuery, Terminate;
 // and, for scale, the same session straight to the backend in plaintext.
 func BenchmarkPostgresHandshake(b *testing.B) {
-	ca := newTestCA(b)
-	fb := startFakeBackend(b, &fakeBackend{name: "a", pid: 1, key: []byte{1, 2, 3, 4}})
-	p := startProxy(b, ca, Config{Routes: []Route{fb.route("a.test")}})
-	startup := startupBytes(3, 0, "user", "u")
+	ca := dbtest.NewCA(b)
+	fb := pgtest.StartBackend(b, &pgtest.Backend{Name: "a", PID: 1, Key: []byte{1, 2, 3, 4}})
+	p := startProxy(b, ca, dbproxy.Config{Routes: []dbproxy.Route{fb.Route("a.test")}})
+	startup := pgtest.StartupBytes(3, 0, "user", "u")
 	session := func(b *testing.B, conn net.Conn) {
-		mustWrite(b, conn, startup)
+		dbtest.MustWrite(b, conn, startup)
 		fe := pgproto3.NewFrontend(conn, conn)
-		if res := readStartup(b, fe); res.err != nil || res.readErr != nil {
+		if res := pgtest.ReadStartup(b, fe); res.Err != nil || res.ReadErr != nil {
 			b.Fatalf("startup: %+v", res)
 		}
 		fe.Send(&pgproto3.Terminate{})
@@ -35,23 +40,23 @@ func BenchmarkPostgresHandshake(b *testing.B) {
 	}
 	b.Run("direct-plaintext", func(b *testing.B) {
 		for b.Loop() {
-			conn, err := net.Dial("tcp", fb.addr)
+			conn, err := net.Dial("tcp", fb.Addr)
 			if err != nil {
 				b.Fatal(err)
 			}
 			session(b, conn)
-			<-fb.startups
+			<-fb.Startups
 		}
 	})
 	b.Run("proxy-tls", func(b *testing.B) {
-		cfg := &tls.Config{ServerName: "a.test", RootCAs: ca.pool, ClientSessionCache: nil, SessionTicketsDisabled: true}
+		cfg := &tls.Config{ServerName: "a.test", RootCAs: ca.Pool, ClientSessionCache: nil, SessionTicketsDisabled: true}
 		for b.Loop() {
-			conn, err := net.Dial("tcp", p.addr)
+			conn, err := net.Dial("tcp", p.Addr)
 			if err != nil {
 				b.Fatal(err)
 			}
-			mustWrite(b, conn, requestBytes(sslRequestCode))
-			if readByte(b, conn) != 'S' {
+			dbtest.MustWrite(b, conn, pgtest.RequestBytes(sslRequestCode))
+			if pgtest.ReadByte(b, conn) != 'S' {
 				b.Fatal("SSLRequest refused")
 			}
 			tc := tls.Client(conn, cfg)
@@ -59,14 +64,16 @@ func BenchmarkPostgresHandshake(b *testing.B) {
 				b.Fatal(err)
 			}
 			session(b, tc)
-			<-fb.startups
+			<-fb.Startups
 		}
 	})
 }
 
 // BenchmarkPump measures bulk throughput one way: straight over loopback
-// TCP, through the pump with TCP on both sides (splice), and through the
-// pump with TLS on the client side.
+// TCP, through a proxy session with TCP on both sides (splice), and
+// through one with TLS on the client side. The session is set up before
+// the clock starts; what is measured is the core's pump, as PostgreSQL
+// sessions use it.
 func BenchmarkPump(b *testing.B) {
 	const chunk = 256 << 10
 	buf := make([]byte, chunk)
@@ -82,33 +89,106 @@ func BenchmarkPump(b *testing.B) {
 				b.Fatal(err)
 			}
 		}
-		closeWrite(client)
+		dbproxy.CloseWrite(client)
 		if n := <-done; n != int64(b.N)*chunk {
 			b.Fatalf("sink got %d bytes, want %d", n, int64(b.N)*chunk)
 		}
 	}
 	b.Run("direct", func(b *testing.B) {
-		client, sink := tcpPair(b)
+		addr, sessions := startSink(b)
+		client, err := net.Dial("tcp", addr)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer client.Close()
+		startSession(b, client)
+		sink := <-sessions
+		if sink == nil {
+			b.Fatal("the sink backend failed")
+		}
+		defer sink.Close()
 		run(b, client, sink)
 	})
 	for _, withTLS := range []bool{false, true} {
 		name := map[bool]string{false: "pump-tcp", true: "pump-tls"}[withTLS]
 		b.Run(name, func(b *testing.B) {
-			ps := newPumpSetup(b, withTLS)
-			res := ps.run(pumpLimits{idle: DefaultIdleTimeout, halfClosed: halfClosedIdle})
-			run(b, ps.client, ps.backend)
-			ps.backend.Close()
-			waitResult(b, res)
+			addr, sessions := startSink(b)
+			ca := dbtest.NewCA(b)
+			p := startProxy(b, ca, dbproxy.Config{
+				Routes:      []dbproxy.Route{{Host: "a.test", Backend: addr, AllowPlaintext: !withTLS}},
+				Default:     "a.test",
+				IdleTimeout: dbproxy.DefaultIdleTimeout,
+			})
+			client := p.Dial(b)
+			client.SetDeadline(time.Time{})
+			if withTLS {
+				client = pgtest.SSLRequest(b, client, ca, "a.test", "a.test")
+			}
+			startSession(b, client)
+			sink := <-sessions
+			if sink == nil {
+				b.Fatal("the sink backend failed")
+			}
+			run(b, client, sink)
+			sink.Close()
+			dbtest.WaitFor(b, "the session to end", func() bool { return len(p.SessionEnds(b)) == 1 })
 		})
 	}
+}
+
+// startSession sends a StartupMessage on conn and reads until
+// ReadyForQuery.
+func startSession(b *testing.B, conn net.Conn) {
+	b.Helper()
+	dbtest.MustWrite(b, conn, pgtest.StartupBytes(3, 0, "user", "u"))
+	if res := pgtest.ReadStartup(b, pgproto3.NewFrontend(conn, conn)); res.Err != nil || res.ReadErr != nil {
+		b.Fatalf("startup: %+v", res)
+	}
+}
+
+// startSink starts a backend for one session: it reads the
+// StartupMessage, trusts the client (AuthenticationOk, ReadyForQuery)
+// and hands the connection over to be read to its end; nil when the
+// startup failed.
+func startSink(b *testing.B) (addr string, session <-chan net.Conn) {
+	b.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { l.Close() })
+	ch := make(chan net.Conn, 1)
+	go func() {
+		c, err := l.Accept()
+		if err != nil {
+			ch <- nil
+			return
+		}
+		var hdr [4]byte
+		if _, err = io.ReadFull(c, hdr[:]); err == nil {
+			_, err = io.CopyN(io.Discard, c, int64(binary.BigEndian.Uint32(hdr[:]))-4)
+		}
+		if err == nil {
+			var ready []byte
+			ready, _ = (&pgproto3.AuthenticationOk{}).Encode(ready)
+			ready, _ = (&pgproto3.ReadyForQuery{TxStatus: 'I'}).Encode(ready)
+			_, err = c.Write(ready)
+		}
+		if err != nil {
+			c.Close()
+			c = nil
+		}
+		ch <- c
+	}()
+	return l.Addr().String(), ch
 }
 
 // BenchmarkPostgresIntegrationSelect runs "select 1" on one connection to
 // a real PostgreSQL, directly and through the proxy with verify-full TLS.
 func BenchmarkPostgresIntegrationSelect(b *testing.B) {
 	pg := testenv.StartPostgres(b, testenv.PostgresOptions{})
-	ca := newTestCA(b)
-	p := startProxy(b, ca, Config{Routes: []Route{pgRoute("db.test", pg)}})
+	ca := dbtest.NewCA(b)
+	p := startProxy(b, ca, dbproxy.Config{Routes: []dbproxy.Route{serverRoute("db.test", pg)}})
 	ctx := context.Background()
 	direct, err := pgx.Connect(ctx, pg.ConnString())
 	if err != nil {

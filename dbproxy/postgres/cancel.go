@@ -1,6 +1,10 @@
-package dbproxy
+package postgres
 
-import "sync"
+import (
+	"sync"
+
+	"github.com/leproxy/leproxy/dbproxy"
+)
 
 // cancelKey identifies a PostgreSQL backend session for cancellation: the
 // process ID and secret key of its BackendKeyData.
@@ -18,13 +22,13 @@ type cancelTable struct {
 }
 
 type cancelEntry struct {
-	route *Route
+	route *dbproxy.Route
 }
 
 // add records that r's backend owns k and returns the function that
 // forgets it at the session's end. Should two sessions ever share a key,
 // the later one wins and the earlier one's removal leaves it alone.
-func (t *cancelTable) add(k cancelKey, r *Route) (remove func()) {
+func (t *cancelTable) add(k cancelKey, r *dbproxy.Route) (remove func()) {
 	e := &cancelEntry{route: r}
 	t.mu.Lock()
 	if t.m == nil {
@@ -42,7 +46,7 @@ func (t *cancelTable) add(k cancelKey, r *Route) (remove func()) {
 }
 
 // lookup returns the route whose backend owns (pid, key).
-func (t *cancelTable) lookup(pid uint32, key []byte) (*Route, bool) {
+func (t *cancelTable) lookup(pid uint32, key []byte) (*dbproxy.Route, bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	e, ok := t.m[cancelKey{pid: pid, key: string(key)}]

@@ -1,10 +1,14 @@
-package dbproxy
+package postgres
 
-import "testing"
+import (
+	"testing"
+
+	"github.com/leproxy/leproxy/dbproxy"
+)
 
 func TestCancelTable(t *testing.T) {
 	var tbl cancelTable
-	ra, rb := &Route{Host: "a.test"}, &Route{Host: "b.test"}
+	ra, rb := &dbproxy.Route{Host: "a.test"}, &dbproxy.Route{Host: "b.test"}
 	k := cancelKey{pid: 1, key: "\x01\x02\x03\x04"}
 	removeA := tbl.add(k, ra)
 	if r, ok := tbl.lookup(1, []byte{1, 2, 3, 4}); !ok || r != ra {

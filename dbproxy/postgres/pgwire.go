@@ -1,4 +1,4 @@
-package dbproxy
+package postgres
 
 import (
 	"bytes"
@@ -32,10 +32,6 @@ const (
 	sslRequestCode    = 1234<<16 | 5679 // 80877103
 	gssEncRequestCode = 1234<<16 | 5680 // 80877104
 	cancelRequestCode = 1234<<16 | 5678 // 80877102
-
-	// tlsHandshakeRecord is the first byte of a TLS ClientHello: a
-	// PostgreSQL 17 client with sslnegotiation=direct starts with it.
-	tlsHandshakeRecord = 0x16
 )
 
 // SQLSTATE codes leproxy sends in its own ErrorResponses.

@@ -1,4 +1,4 @@
-package dbproxy
+package postgres
 
 import (
 	"bytes"
@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgproto3"
+
+	"github.com/leproxy/leproxy/dbproxy/dbtest/pgtest"
 )
 
 func TestParseStartupPacket(t *testing.T) {
@@ -19,36 +21,36 @@ func TestParseStartupPacket(t *testing.T) {
 		wantCode string // SQLSTATE of the refusal
 		check    func(t *testing.T, p *startupPacket)
 	}{
-		{"SSLRequest", requestBytes(sslRequestCode), pktSSL, "", nil},
-		{"GSSENCRequest", requestBytes(gssEncRequestCode), pktGSSENC, "", nil},
-		{"SSLRequest too long", append([]byte{0, 0, 0, 9}, append(requestBytes(sslRequestCode)[4:], 0)...), 0, "08P01", nil},
-		{"cancel 3.0", cancelBytes(7, []byte{1, 2, 3, 4}), pktCancel, "", func(t *testing.T, p *startupPacket) {
+		{"SSLRequest", pgtest.RequestBytes(sslRequestCode), pktSSL, "", nil},
+		{"GSSENCRequest", pgtest.RequestBytes(gssEncRequestCode), pktGSSENC, "", nil},
+		{"SSLRequest too long", append([]byte{0, 0, 0, 9}, append(pgtest.RequestBytes(sslRequestCode)[4:], 0)...), 0, "08P01", nil},
+		{"cancel 3.0", pgtest.CancelBytes(7, []byte{1, 2, 3, 4}), pktCancel, "", func(t *testing.T, p *startupPacket) {
 			if p.pid != 7 || !bytes.Equal(p.key, []byte{1, 2, 3, 4}) {
 				t.Errorf("got pid %d key %x", p.pid, p.key)
 			}
 		}},
-		{"cancel 3.2 256-byte key", cancelBytes(7, bytes.Repeat([]byte{9}, 256)), pktCancel, "", nil},
-		{"cancel key too short", cancelBytes(7, []byte{1, 2, 3}), 0, "08P01", nil},
-		{"cancel key too long", cancelBytes(7, bytes.Repeat([]byte{9}, 257)), 0, "08P01", nil},
-		{"startup 3.0", startupBytes(3, 0, "user", "alice", "database", "db", "options", ""), pktStartup, "", func(t *testing.T, p *startupPacket) {
+		{"cancel 3.2 256-byte key", pgtest.CancelBytes(7, bytes.Repeat([]byte{9}, 256)), pktCancel, "", nil},
+		{"cancel key too short", pgtest.CancelBytes(7, []byte{1, 2, 3}), 0, "08P01", nil},
+		{"cancel key too long", pgtest.CancelBytes(7, bytes.Repeat([]byte{9}, 257)), 0, "08P01", nil},
+		{"startup 3.0", pgtest.StartupBytes(3, 0, "user", "alice", "database", "db", "options", ""), pktStartup, "", func(t *testing.T, p *startupPacket) {
 			if p.major != 3 || p.minor != 0 || p.param("user") != "alice" || p.param("database") != "db" || p.param("nope") != "" {
 				t.Errorf("got %d.%d %v", p.major, p.minor, p.params)
 			}
 		}},
-		{"startup 3.2", startupBytes(3, 2, "user", "bob"), pktStartup, "", func(t *testing.T, p *startupPacket) {
+		{"startup 3.2", pgtest.StartupBytes(3, 2, "user", "bob"), pktStartup, "", func(t *testing.T, p *startupPacket) {
 			if p.minor != 2 || p.param("user") != "bob" {
 				t.Errorf("got %d.%d %v", p.major, p.minor, p.params)
 			}
 		}},
-		{"startup without parameters", startupBytes(3, 0), pktStartup, "", nil},
-		{"no terminator", startupBytes(3, 0, "user", "a")[:len(startupBytes(3, 0, "user", "a"))-1], 0, "08P01", nil},
-		{"name without value", startupBytes(3, 0, "user"), 0, "08P01", nil},
-		{"empty name", startupBytes(3, 0, "", "x"), 0, "08P01", nil},
-		{"protocol 2.0", startupBytes(2, 0, "user", "a"), 0, "0A000", nil},
-		{"protocol 4.0", startupBytes(4, 0, "user", "a"), 0, "0A000", nil},
-		{"unknown request", requestBytes(1234<<16 | 1), 0, "08P01", nil},
+		{"startup without parameters", pgtest.StartupBytes(3, 0), pktStartup, "", nil},
+		{"no terminator", pgtest.StartupBytes(3, 0, "user", "a")[:len(pgtest.StartupBytes(3, 0, "user", "a"))-1], 0, "08P01", nil},
+		{"name without value", pgtest.StartupBytes(3, 0, "user"), 0, "08P01", nil},
+		{"empty name", pgtest.StartupBytes(3, 0, "", "x"), 0, "08P01", nil},
+		{"protocol 2.0", pgtest.StartupBytes(2, 0, "user", "a"), 0, "0A000", nil},
+		{"protocol 4.0", pgtest.StartupBytes(4, 0, "user", "a"), 0, "0A000", nil},
+		{"unknown request", pgtest.RequestBytes(1234<<16 | 1), 0, "08P01", nil},
 		{"short", []byte{0, 0, 0, 4}, 0, "08P01", nil},
-		{"length mismatch", append(requestBytes(sslRequestCode), 0), 0, "08P01", nil},
+		{"length mismatch", append(pgtest.RequestBytes(sslRequestCode), 0), 0, "08P01", nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -132,14 +134,14 @@ func (c *countingReader) Read(p []byte) (int, error) {
 }
 
 func FuzzStartupPacket(f *testing.F) {
-	f.Add(requestBytes(sslRequestCode))
-	f.Add(requestBytes(gssEncRequestCode))
-	f.Add(cancelBytes(1, []byte{1, 2, 3, 4}))
-	f.Add(cancelBytes(1, bytes.Repeat([]byte{7}, 32)))
-	f.Add(startupBytes(3, 0, "user", "alice", "database", "db"))
-	f.Add(startupBytes(3, 2, "user", "alice", "_pq_.x", "1"))
-	f.Add(startupBytes(3, 0, "user"))
-	f.Add(startupBytes(2, 0))
+	f.Add(pgtest.RequestBytes(sslRequestCode))
+	f.Add(pgtest.RequestBytes(gssEncRequestCode))
+	f.Add(pgtest.CancelBytes(1, []byte{1, 2, 3, 4}))
+	f.Add(pgtest.CancelBytes(1, bytes.Repeat([]byte{7}, 32)))
+	f.Add(pgtest.StartupBytes(3, 0, "user", "alice", "database", "db"))
+	f.Add(pgtest.StartupBytes(3, 2, "user", "alice", "_pq_.x", "1"))
+	f.Add(pgtest.StartupBytes(3, 0, "user"))
+	f.Add(pgtest.StartupBytes(2, 0))
 	f.Add([]byte{0, 0, 0x27, 0x11, 0, 3, 0, 0})
 	f.Add([]byte{0x16, 3, 1, 0, 0xa5})
 	f.Fuzz(func(t *testing.T, in []byte) {
@@ -177,7 +179,7 @@ func FuzzStartupPacket(f *testing.F) {
 			}
 			// The parameters, written back, are the packet.
 			params := append([]string(nil), p.params...)
-			if re := startupBytes(p.major, p.minor, params...); !bytes.Equal(re, p.raw) {
+			if re := pgtest.StartupBytes(p.major, p.minor, params...); !bytes.Equal(re, p.raw) {
 				t.Fatalf("re-encoded %x, want %x", re, p.raw)
 			}
 		default:
@@ -279,3 +281,11 @@ type memConn struct {
 }
 
 func (*memConn) SetReadDeadline(time.Time) error { return nil }
+
+func TestWireErrorUnwrap(t *testing.T) {
+	cause := errors.New("connection refused")
+	err := error(&wireError{code: sqlstateConnectFailed, msg: "could not connect", err: cause})
+	if !errors.Is(err, cause) || err.Error() != "could not connect: connection refused" {
+		t.Errorf("got %q, want it to wrap %q", err, cause)
+	}
+}

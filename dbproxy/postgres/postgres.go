@@ -1,24 +1,10 @@
-package dbproxy
-
-import (
-	"bufio"
-	"context"
-	"crypto/tls"
-	"errors"
-	"fmt"
-	"io"
-	"net"
-	"os"
-	"sync/atomic"
-	"time"
-)
-
-// PostgreSQL: the client's SSLRequest (or a PostgreSQL 17 direct TLS
-// ClientHello) is answered by leproxy, which terminates TLS, reads the
-// StartupMessage, picks the route by SNI, connects to the backend (sending
-// its own SSLRequest when the route wants TLS), relays authentication and
-// hands over to the byte pump at the first ReadyForQuery. Cancel requests
-// go to the backend that issued the key.
+// Package postgres is the PostgreSQL protocol of dbproxy, registered as
+// "postgres" (alias "postgresql"). The client's SSLRequest (or a
+// PostgreSQL 17 direct TLS ClientHello) is answered by leproxy, which
+// terminates TLS, reads the StartupMessage, picks the route by SNI,
+// connects to the backend (sending its own SSLRequest when the route wants
+// TLS), relays authentication and hands over to the byte pump at the first
+// ReadyForQuery. Cancel requests go to the backend that issued the key.
 //
 // Errors leproxy itself reports to clients, as ErrorResponse with severity
 // FATAL:
@@ -35,43 +21,59 @@ import (
 //
 // Errors from the backend itself (authentication, unknown database) reach
 // the client verbatim.
+package postgres
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"sync/atomic"
+	"time"
+
+	"github.com/leproxy/leproxy/dbproxy"
+)
 
 func init() {
-	Register("postgres", func() Protocol { return new(postgres) })
+	dbproxy.Register("postgres", func() dbproxy.Protocol { return new(protocol) }, "postgresql")
 }
 
-// alpnPostgres is PostgreSQL's ALPN identifier, required of direct TLS
+// alpnProtocol is PostgreSQL's ALPN identifier, required of direct TLS
 // clients as PostgreSQL 17 does.
-const alpnPostgres = "postgresql"
+const alpnProtocol = "postgresql"
 
-// postgres is the PostgreSQL Protocol. One value serves one Server and
+// protocol is the PostgreSQL Protocol. One value serves one Server and
 // keeps its sessions' cancel keys.
-type postgres struct {
+type protocol struct {
 	cancels cancelTable
 }
 
 var (
-	_ Protocol = (*postgres)(nil)
-	_ Refuser  = (*postgres)(nil)
+	_ dbproxy.Protocol = (*protocol)(nil)
+	_ dbproxy.Refuser  = (*protocol)(nil)
 )
 
-func (*postgres) Name() string   { return "postgres" }
-func (*postgres) ALPN() []string { return []string{alpnPostgres} }
+func (*protocol) Name() string   { return "postgres" }
+func (*protocol) ALPN() []string { return []string{alpnProtocol} }
 
 // Refuse sends the ErrorResponse PostgreSQL sends when it is full. A client
 // reads it in place of its SSLRequest's answer, as it would PostgreSQL's
 // own when PostgreSQL cannot start a backend.
-func (*postgres) Refuse(client net.Conn, reason error) {
+func (*protocol) Refuse(client net.Conn, reason error) {
 	code, msg := sqlstateProtocolViolation, reason.Error()
-	if errors.Is(reason, ErrTooManyConnections) {
+	if errors.Is(reason, dbproxy.ErrTooManyConnections) {
 		code, msg = sqlstateTooManyConnections, "sorry, too many clients already"
 	}
 	client.Write(appendErrorResponse(nil, code, msg))
 }
 
 // Handshake implements Protocol.
-func (p *postgres) Handshake(ctx context.Context, client net.Conn, s *Session) (net.Conn, net.Conn, error) {
-	h := &pgClient{raw: client, conn: client}
+func (p *protocol) Handshake(ctx context.Context, client net.Conn, s *dbproxy.Session) (net.Conn, net.Conn, error) {
+	h := &frontend{raw: client, conn: client}
 	pkt, err := h.negotiate(ctx, s)
 	if err != nil {
 		return nil, nil, h.tell(err)
@@ -82,7 +84,7 @@ func (p *postgres) Handshake(ctx context.Context, client net.Conn, s *Session) (
 	}
 	s.Logger = s.Logger.With("user", pkt.param("user"), "database", pkt.param("database"))
 
-	var r *Route
+	var r *dbproxy.Route
 	if h.tls == nil {
 		r, err = s.Route("")
 		if err != nil || !r.AllowPlaintext {
@@ -119,8 +121,9 @@ func (p *postgres) Handshake(ctx context.Context, client net.Conn, s *Session) (
 	return h.conn, b, nil
 }
 
-// pgClient is the client side of one PostgreSQL handshake.
-type pgClient struct {
+// frontend is the client side of one handshake (a frontend, in
+// PostgreSQL's words).
+type frontend struct {
 	raw  net.Conn  // as accepted
 	conn net.Conn  // raw, or TLS over it
 	tls  *tls.Conn // nil until TLS is up
@@ -128,7 +131,7 @@ type pgClient struct {
 
 // negotiate answers SSLRequest, GSSENCRequest and direct TLS until the
 // client sends a StartupMessage or a CancelRequest, and returns that.
-func (h *pgClient) negotiate(ctx context.Context, s *Session) (*startupPacket, error) {
+func (h *frontend) negotiate(ctx context.Context, s *dbproxy.Session) (*startupPacket, error) {
 	var hdr [4]byte
 	// The first byte tells a direct TLS ClientHello from a packet length,
 	// which is below 10000 and so starts with 0.
@@ -136,12 +139,14 @@ func (h *pgClient) negotiate(ctx context.Context, s *Session) (*startupPacket, e
 		return nil, fmt.Errorf("reading startup packet: %w", err)
 	}
 	have := 1
-	if hdr[0] == tlsHandshakeRecord {
-		if err := h.startTLS(ctx, &prefixConn{Conn: h.raw, prefix: []byte{hdr[0]}}, s); err != nil {
+	// A PostgreSQL 17 client with sslnegotiation=direct starts with a
+	// ClientHello.
+	if hdr[0] == dbproxy.TLSRecordHandshake {
+		if err := h.startTLS(ctx, dbproxy.NewPrefixConn(h.raw, []byte{hdr[0]}), s); err != nil {
 			return nil, err
 		}
-		if h.tls.ConnectionState().NegotiatedProtocol != alpnPostgres {
-			return nil, protocolViolation("direct TLS connections must negotiate the ALPN protocol %q", alpnPostgres)
+		if h.tls.ConnectionState().NegotiatedProtocol != alpnProtocol {
+			return nil, protocolViolation("direct TLS connections must negotiate the ALPN protocol %q", alpnProtocol)
 		}
 		have = 0
 	}
@@ -160,7 +165,7 @@ func (h *pgClient) negotiate(ctx context.Context, s *Session) (*startupPacket, e
 			if h.tls != nil {
 				return nil, protocolViolation("received more than one SSLRequest")
 			}
-			pending, err := pendingInput(h.raw)
+			pending, err := dbproxy.PendingInput(h.raw)
 			if err != nil {
 				return nil, fmt.Errorf("checking for data after SSLRequest: %w", err)
 			}
@@ -190,7 +195,7 @@ func (h *pgClient) negotiate(ctx context.Context, s *Session) (*startupPacket, e
 }
 
 // startTLS runs the server side of the TLS handshake over conn.
-func (h *pgClient) startTLS(ctx context.Context, conn net.Conn, s *Session) error {
+func (h *frontend) startTLS(ctx context.Context, conn net.Conn, s *dbproxy.Session) error {
 	tc, herr := s.ServerHandshake(ctx, conn)
 	if herr != nil {
 		return fmt.Errorf("TLS handshake: %w", herr)
@@ -201,7 +206,7 @@ func (h *pgClient) startTLS(ctx context.Context, conn net.Conn, s *Session) erro
 
 // tell sends err to the client as an ErrorResponse when it is a
 // *wireError, and returns err.
-func (h *pgClient) tell(err error) error {
+func (h *frontend) tell(err error) error {
 	if we, ok := errors.AsType[*wireError](err); ok {
 		h.conn.Write(appendErrorResponse(nil, we.code, we.msg))
 	}
@@ -210,13 +215,12 @@ func (h *pgClient) tell(err error) error {
 
 // dialBackend connects to r's backend, over TLS after an SSLRequest when
 // the route says so.
-func (p *postgres) dialBackend(ctx context.Context, s *Session, r *Route) (net.Conn, error) {
+func (p *protocol) dialBackend(ctx context.Context, s *dbproxy.Session, r *dbproxy.Route) (net.Conn, error) {
 	b, err := s.Dial(ctx, r)
 	if err != nil {
 		return nil, err
 	}
-	cfg := s.BackendTLSConfig(r)
-	if cfg == nil {
+	if !r.TLS.Enabled() {
 		return b, nil
 	}
 	if _, err := b.Write(sslRequestPacket); err != nil {
@@ -231,18 +235,14 @@ func (p *postgres) dialBackend(ctx context.Context, s *Session, r *Route) (net.C
 	if answer[0] != 'S' {
 		return nil, fmt.Errorf("backend %s refused TLS (answered %q to SSLRequest)", r.Backend, answer[0])
 	}
-	tc := tls.Client(b, cfg)
-	if err := tc.HandshakeContext(ctx); err != nil {
-		return nil, fmt.Errorf("TLS handshake with backend %s: %w", r.Backend, err)
-	}
-	return tc, nil
+	return s.StartBackendTLS(ctx, b, r)
 }
 
 // forwardCancel sends a CancelRequest to the backend that issued its key,
 // waits for the backend to close as a client would, and logs the outcome.
 // A key no live session owns is dropped, as PostgreSQL drops it: the
 // client learns nothing either way.
-func (p *postgres) forwardCancel(ctx context.Context, s *Session, pkt *startupPacket) {
+func (p *protocol) forwardCancel(ctx context.Context, s *dbproxy.Session, pkt *startupPacket) {
 	r, ok := p.cancels.lookup(pkt.pid, pkt.key)
 	if !ok {
 		s.Logger.Info("cancel request dropped", "pid", pkt.pid, "reason", "unknown key")
@@ -329,7 +329,7 @@ func (f *clientForwarder) run() {
 			}
 			if err == io.EOF {
 				// Pass the client's close on, so the backend ends too.
-				closeWrite(f.backend)
+				dbproxy.CloseWrite(f.backend)
 			}
 			f.err = fmt.Errorf("reading from client: %w", err)
 			return

@@ -1,4 +1,4 @@
-package dbproxy
+package redis
 
 import (
 	"bytes"
@@ -9,6 +9,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/leproxy/leproxy/dbproxy"
 )
 
 // Redis Cluster through leproxy: one hostname per cluster node, each a
@@ -43,46 +45,63 @@ import (
 // the one the connection arrived on; behind a port mapping the rewritten
 // port is the inside one.
 
-// redisNodes maps backend addresses to the route hosts that serve them,
-// for one Server. It is built at the first session and rebuilt every
-// redisNodesTTL when a backend is named by hostname, whose addresses may
+// nodeMap maps backend addresses to the route hosts that serve them, for
+// one Server. It is built from the Server's routes at the first session
+// after the Server starts or its routes change (invalidate), and rebuilt
+// every nodesTTL when a backend is named by hostname, whose addresses may
 // change. Safe for concurrent use.
-type redisNodes struct {
+type nodeMap struct {
 	mu      sync.Mutex
-	m       map[string]string
-	expires time.Time // zero: never
+	m       map[string]string // nil: to be built
+	expires time.Time         // zero: never
+	// gen counts invalidations, so that a map built from routes that
+	// were replaced meanwhile is not kept.
+	gen uint64
 }
 
 const (
-	redisNodesTTL     = time.Minute
-	redisResolveLimit = 2 * time.Second
+	nodesTTL     = time.Minute
+	resolveLimit = 2 * time.Second
 )
 
-// get returns the Server's current map.
-func (n *redisNodes) get(ctx context.Context, s *Session) map[string]string {
+// get returns the current map, built from routes() (the Server's current
+// routes, Session.Routes) when there is none.
+func (n *nodeMap) get(ctx context.Context, routes func() []dbproxy.Route) map[string]string {
 	n.mu.Lock()
-	m, expires := n.m, n.expires
+	m, expires, gen := n.m, n.expires, n.gen
 	n.mu.Unlock()
 	if m != nil && (expires.IsZero() || time.Now().Before(expires)) {
 		return m
 	}
-	m, named := buildRedisNodes(ctx, s.srv.router().ordered)
+	// gen is read before the routes: if they change after, invalidate
+	// bumps gen and the map built here serves this session only.
+	m, named := buildNodes(ctx, routes())
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	n.m, n.expires = m, time.Time{}
-	if named {
-		n.expires = time.Now().Add(redisNodesTTL)
+	if n.gen == gen {
+		n.m, n.expires = m, time.Time{}
+		if named {
+			n.expires = time.Now().Add(nodesTTL)
+		}
 	}
 	return m
 }
 
-// buildRedisNodes maps each route's backend address, and the addresses a
+// invalidate drops the map: the Server's routes changed.
+func (n *nodeMap) invalidate() {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.m, n.expires = nil, time.Time{}
+	n.gen++
+}
+
+// buildNodes maps each route's backend address, and the addresses a
 // backend hostname resolves to, to the route's host; named reports
 // whether any backend is a hostname.
-func buildRedisNodes(ctx context.Context, routes []*route) (m map[string]string, named bool) {
+func buildNodes(ctx context.Context, routes []dbproxy.Route) (m map[string]string, named bool) {
 	m = make(map[string]string, len(routes))
 	add := func(host, port, routeHost string) {
-		k := redisNodeKey(host, port)
+		k := nodeKey(host, port)
 		if _, dup := m[k]; !dup {
 			m[k] = routeHost
 		}
@@ -97,7 +116,7 @@ func buildRedisNodes(ctx context.Context, routes []*route) (m map[string]string,
 			continue
 		}
 		named = true
-		rctx, cancel := context.WithTimeout(ctx, redisResolveLimit)
+		rctx, cancel := context.WithTimeout(ctx, resolveLimit)
 		addrs, err := net.DefaultResolver.LookupHost(rctx, host)
 		cancel()
 		if err == nil {
@@ -109,10 +128,10 @@ func buildRedisNodes(ctx context.Context, routes []*route) (m map[string]string,
 	return m, named
 }
 
-// redisNodeKey normalises a node address: host lower case without a
+// nodeKey normalises a node address: host lower case without a
 // trailing dot or brackets, IP addresses in canonical form, the port as a
 // decimal number.
-func redisNodeKey(host, port string) string {
+func nodeKey(host, port string) string {
 	host = strings.TrimSuffix(strings.ToLower(strings.Trim(host, "[]")), ".")
 	if ip := net.ParseIP(host); ip != nil {
 		host = ip.String()
@@ -123,12 +142,11 @@ func redisNodeKey(host, port string) string {
 	return net.JoinHostPort(host, port)
 }
 
-// maxRedisWarned bounds the unrouted node addresses one session warns
-// about.
-const maxRedisWarned = 16
+// maxWarned bounds the unrouted node addresses one session warns about.
+const maxWarned = 16
 
-// redisRewrite rewrites the node addresses of one session's replies.
-type redisRewrite struct {
+// rewrite rewrites the node addresses of one session's replies.
+type rewrite struct {
 	nodes       map[string]string // backend address → route host
 	port        string            // the listener's port
 	backendHost string            // the session backend's host
@@ -137,17 +155,17 @@ type redisRewrite struct {
 }
 
 // target returns the route host serving the node at host:port.
-func (w *redisRewrite) target(host, port string) (string, bool) {
+func (w *rewrite) target(host, port string) (string, bool) {
 	if host == "" || port == "" {
 		return "", false
 	}
-	rh, ok := w.nodes[redisNodeKey(host, port)]
+	rh, ok := w.nodes[nodeKey(host, port)]
 	return rh, ok
 }
 
 // unrouted logs, once per address, a node no route serves.
-func (w *redisRewrite) unrouted(addr, where string) {
-	if w.warned[addr] || len(w.warned) >= maxRedisWarned || w.logger == nil {
+func (w *rewrite) unrouted(addr, where string) {
+	if w.warned[addr] || len(w.warned) >= maxWarned || w.logger == nil {
 		return
 	}
 	if w.warned == nil {
@@ -158,7 +176,7 @@ func (w *redisRewrite) unrouted(addr, where string) {
 }
 
 // errorLine rewrites a MOVED or ASK error's content; see respReplies.
-func (w *redisRewrite) errorLine(line []byte) []byte {
+func (w *rewrite) errorLine(line []byte) []byte {
 	kind, rest, ok := bytes.Cut(line, []byte(" "))
 	if !ok || (string(kind) != "MOVED" && string(kind) != "ASK") {
 		return nil
@@ -185,7 +203,7 @@ func (w *redisRewrite) errorLine(line []byte) []byte {
 
 // cluster rewrites a whole reply to a CLUSTER command; see respReplies.
 // A reply that does not parse, or has nothing to rewrite, is kept.
-func (w *redisRewrite) cluster(kind clusterReply, reply []byte) []byte {
+func (w *rewrite) cluster(kind clusterReply, reply []byte) []byte {
 	v, rest, err := parseRESP(reply)
 	if err != nil || len(rest) != 0 {
 		return nil
@@ -213,7 +231,7 @@ func (w *redisRewrite) cluster(kind clusterReply, reply []byte) []byte {
 
 // slots rewrites a CLUSTER SLOTS reply: ranges of [start, end, node…],
 // each node [endpoint, port, id, metadata].
-func (w *redisRewrite) slots(v *respValue) bool {
+func (w *rewrite) slots(v *respValue) bool {
 	if v.typ != '*' {
 		return false
 	}
@@ -254,7 +272,7 @@ func (w *redisRewrite) slots(v *respValue) bool {
 
 // shards rewrites a CLUSTER SHARDS reply: shards as maps whose "nodes" is
 // an array of node maps.
-func (w *redisRewrite) shards(v *respValue) bool {
+func (w *rewrite) shards(v *respValue) bool {
 	if v.typ != '*' {
 		return false
 	}
@@ -315,7 +333,7 @@ func (w *redisRewrite) shards(v *respValue) bool {
 
 // nodesText rewrites CLUSTER NODES text (a bulk or verbatim string) line
 // by line: "<id> <ip:port@cport[,hostname]> <flags> …".
-func (w *redisRewrite) nodesText(v *respValue) bool {
+func (w *rewrite) nodesText(v *respValue) bool {
 	if v.null || (v.typ != '$' && v.typ != '=') {
 		return false
 	}
@@ -348,7 +366,7 @@ func (w *redisRewrite) nodesText(v *respValue) bool {
 
 // nodeAddr rewrites a CLUSTER NODES address field,
 // "ip:port@cport[,hostname]".
-func (w *redisRewrite) nodeAddr(field string) (string, bool) {
+func (w *rewrite) nodeAddr(field string) (string, bool) {
 	addr, bus, hasBus := strings.Cut(field, "@")
 	hostname, hasName := "", false
 	if hasBus {

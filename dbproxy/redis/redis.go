@@ -1,4 +1,13 @@
-package dbproxy
+// Package redis is the Redis protocol of dbproxy: TLS from the first
+// byte, then RESP piped to the backend, with Redis Cluster node addresses
+// in replies rewritten to leproxy's routes.
+//
+// Its handshake is dbproxy's TLS-first one: the client's first byte must
+// start a TLS handshake; the server name chooses the route, whose backend
+// is dialled (over TLS when the route says so). A client refused on the
+// way (plaintext, an unknown server name, a backend down) is answered in
+// RESP, with an -ERR line per command it sends.
+package redis
 
 import (
 	"context"
@@ -6,6 +15,8 @@ import (
 	"net"
 	"os"
 	"strconv"
+
+	"github.com/leproxy/leproxy/dbproxy"
 )
 
 // Redis: TLS from the first byte (as Redis's own tls-port, redis-cli
@@ -22,71 +33,77 @@ import (
 //	-ERR could not connect to the backend of x (leproxy)
 //
 // A refused client gets the error in answer to each command it sends
-// (up to redisRefuseCommands), so that a client that treats the error to
-// its first command (HELLO) as "old server" still reads it in answer to
-// the command its user sent; the connection closes after a second without
-// a command.
+// (up to refuseCommands), so that a client that treats the error to its
+// first command (HELLO) as "old server" still reads it in answer to the
+// command its user sent; the connection closes after a second without a
+// command.
 //
 // The backend's replies go through a RESP-aware rewriter that maps Redis
-// Cluster node addresses to leproxy's routes; see rediscluster.go. It
-// costs a scan of reply headers (bulk data is copied, not inspected).
+// Cluster node addresses to leproxy's routes; see cluster.go. It costs a
+// scan of reply headers (bulk data is copied, not inspected).
 
 func init() {
-	Register("redis", func() Protocol { return newRedis() })
+	dbproxy.Register("redis", func() dbproxy.Protocol { return newProtocol() })
 }
 
 const (
-	// redisRefuseCommands bounds the commands a refused client is
-	// answered.
-	redisRefuseCommands = 16
-	// maxRedisRefuseRead bounds the bytes read from a refused client.
-	maxRedisRefuseRead = 64 << 10
+	// refuseCommands bounds the commands a refused client is answered.
+	refuseCommands = 16
+	// maxRefuseRead bounds the bytes read from a refused client.
+	maxRefuseRead = 64 << 10
 
-	redisTLSRequired = "TLS is required on this port"
+	tlsRequired = "TLS is required on this port"
 )
 
-// redis is the Redis Protocol. One value serves one Server and keeps its
-// cluster node map.
-type redis struct {
-	tf    tlsFirst
-	nodes redisNodes
+// protocol is the Redis Protocol. One value serves one Server and keeps
+// its cluster node map, which RoutesChanged invalidates.
+type protocol struct {
+	tf    dbproxy.TLSFirst
+	nodes nodeMap
 }
 
-var _ Protocol = (*redis)(nil)
+var (
+	_ dbproxy.Protocol      = (*protocol)(nil)
+	_ dbproxy.RoutesWatcher = (*protocol)(nil)
+)
 
-func newRedis() *redis {
-	p := &redis{}
-	p.tf = tlsFirst{
-		plaintext: func(ctx context.Context, conn net.Conn) string {
-			first := refuseRedis(ctx, conn, redisTLSRequired)
+func newProtocol() *protocol {
+	p := &protocol{}
+	p.tf = dbproxy.TLSFirst{
+		Plaintext: func(ctx context.Context, conn net.Conn) string {
+			first := refuse(ctx, conn, tlsRequired)
 			if first == "" {
 				return ""
 			}
 			return "redis command " + first
 		},
-		refuse: func(ctx context.Context, conn net.Conn, _ refusalKind, msg string) {
-			refuseRedis(ctx, conn, msg)
+		Refuse: func(ctx context.Context, conn net.Conn, _ dbproxy.RefusalKind, msg string) {
+			refuse(ctx, conn, msg)
 		},
 	}
 	return p
 }
 
-func (*redis) Name() string   { return "redis" }
-func (*redis) ALPN() []string { return nil }
+func (*protocol) Name() string   { return "redis" }
+func (*protocol) ALPN() []string { return nil }
+
+// RoutesChanged implements dbproxy.RoutesWatcher: after a reload, the
+// next session builds the node map from the new routes.
+func (p *protocol) RoutesChanged([]dbproxy.Route) { p.nodes.invalidate() }
 
 // Handshake implements Protocol.
-func (p *redis) Handshake(ctx context.Context, client net.Conn, s *Session) (net.Conn, net.Conn, error) {
-	c, b, err := p.tf.handshake(ctx, client, s)
+func (p *protocol) Handshake(ctx context.Context, client net.Conn, s *dbproxy.Session) (net.Conn, net.Conn, error) {
+	c, b, err := p.tf.Handshake(ctx, client, s)
 	if err != nil {
 		return c, b, err
 	}
-	port := s.listenerPort()
+	port := s.ListenerPort()
 	if port == 0 {
 		return c, b, nil
 	}
-	bhost, _, _ := net.SplitHostPort(s.backend())
-	w := &redisRewrite{
-		nodes:       p.nodes.get(ctx, s),
+	bhost, _, _ := net.SplitHostPort(s.Routed().Backend)
+	w := &rewrite{
+		nodes:       p.nodes.get(ctx, s.Routes),
 		port:        strconv.Itoa(port),
 		backendHost: bhost,
 		logger:      s.Logger,
@@ -94,31 +111,30 @@ func (p *redis) Handshake(ctx context.Context, client net.Conn, s *Session) (net
 	pair := new(respPairing)
 	cmds := newRESPCommands(func(name, sub []byte) { pair.command(clusterCommand(name, sub)) })
 	replies := &respReplies{pair: pair, errorLine: w.errorLine, cluster: w.cluster}
-	return &respClientConn{Conn: c, cmds: cmds, pair: pair},
-		&respBackendConn{Conn: b, r: replies, buf: make([]byte, 32<<10)}, nil
+	return &clientConn{Conn: c, cmds: cmds, pair: pair},
+		&backendConn{Conn: b, r: replies, buf: make([]byte, 32<<10)}, nil
 }
 
-// refuseRedis answers each command the client sends, up to
-// redisRefuseCommands, with "-ERR msg (leproxy)", until it stops sending
-// for a second (or the handshake deadline), and returns the first
-// command's name.
-func refuseRedis(ctx context.Context, conn net.Conn, msg string) (first string) {
+// refuse answers each command the client sends, up to refuseCommands,
+// with "-ERR msg (leproxy)", until it stops sending for a second (or the
+// handshake deadline), and returns the first command's name.
+func refuse(ctx context.Context, conn net.Conn, msg string) (first string) {
 	reply := []byte("-ERR " + msg + " (leproxy)\r\n")
 	n := 0
 	cmds := newRESPCommands(func(name, _ []byte) {
 		if n == 0 {
-			first = printableWord(name, respCmdWord)
+			first = dbproxy.PrintableWord(name, respCmdWord)
 		}
 		n++
 	})
 	buf := make([]byte, 4<<10)
 	answered, read := 0, 0
-	for answered < redisRefuseCommands && read < maxRedisRefuseRead && !cmds.lost {
-		conn.SetReadDeadline(peekDeadline(ctx))
+	for answered < refuseCommands && read < maxRefuseRead && !cmds.lost {
+		conn.SetReadDeadline(dbproxy.PeekDeadline(ctx))
 		k, err := conn.Read(buf)
 		read += k
 		cmds.feed(buf[:k])
-		for ; answered < min(n, redisRefuseCommands); answered++ {
+		for ; answered < min(n, refuseCommands); answered++ {
 			if _, err := conn.Write(reply); err != nil {
 				return first
 			}
@@ -134,16 +150,16 @@ func refuseRedis(ctx context.Context, conn net.Conn, msg string) (first string) 
 	return first
 }
 
-// respClientConn is the client side of a Redis session: reads pass
+// clientConn is the client side of a Redis session: reads pass
 // through unchanged and are scanned for the commands that replies are
 // paired with.
-type respClientConn struct {
+type clientConn struct {
 	net.Conn
 	cmds *respCommands
 	pair *respPairing
 }
 
-func (c *respClientConn) Read(p []byte) (int, error) {
+func (c *clientConn) Read(p []byte) (int, error) {
 	n, err := c.Conn.Read(p)
 	if n > 0 && !c.cmds.lost {
 		c.cmds.feed(p[:n])
@@ -155,12 +171,12 @@ func (c *respClientConn) Read(p []byte) (int, error) {
 }
 
 // CloseWrite half-closes the connection underneath, for the pump.
-func (c *respClientConn) CloseWrite() error { return closeWrite(c.Conn) }
+func (c *clientConn) CloseWrite() error { return dbproxy.CloseWrite(c.Conn) }
 
-// respBackendConn is the backend side of a Redis session: reads come out
+// backendConn is the backend side of a Redis session: reads come out
 // of the reply rewriter. It hides the connection's WriteTo, and with it
 // splice, which the client's TLS rules out anyway.
-type respBackendConn struct {
+type backendConn struct {
 	net.Conn
 	r   *respReplies
 	buf []byte
@@ -168,7 +184,7 @@ type respBackendConn struct {
 	err error // a permanent read error, returned once r.out is drained
 }
 
-func (c *respBackendConn) Read(p []byte) (int, error) {
+func (c *backendConn) Read(p []byte) (int, error) {
 	for {
 		if c.off < len(c.r.out) {
 			n := copy(p, c.r.out[c.off:])
@@ -215,7 +231,7 @@ func (c *respBackendConn) Read(p []byte) (int, error) {
 // transient reports whether a read error leaves the stream usable (the
 // pump's sampling deadline); any other ends it, passing on what the
 // rewriter holds first.
-func (c *respBackendConn) transient(err error) bool {
+func (c *backendConn) transient(err error) bool {
 	if errors.Is(err, os.ErrDeadlineExceeded) {
 		return true
 	}
@@ -227,4 +243,4 @@ func (c *respBackendConn) transient(err error) bool {
 }
 
 // CloseWrite half-closes the connection underneath, for the pump.
-func (c *respBackendConn) CloseWrite() error { return closeWrite(c.Conn) }
+func (c *backendConn) CloseWrite() error { return dbproxy.CloseWrite(c.Conn) }

@@ -1,4 +1,4 @@
-package dbproxy
+package redis
 
 import (
 	"fmt"
@@ -80,7 +80,7 @@ func TestRedisRESPCommands(t *testing.T) {
 	}
 }
 
-// FuzzRESPCommands checks that the command scanner never panics and that
+// FuzzRedisRESPCommands checks that the command scanner never panics and that
 // what it reports does not depend on how the input is split.
 func FuzzRedisRESPCommands(f *testing.F) {
 	f.Add([]byte(respCommand("CLUSTER", "SLOTS")+"PING\r\n"), uint8(1))
@@ -101,7 +101,7 @@ func FuzzRedisRESPCommands(f *testing.F) {
 	})
 }
 
-// BenchmarkRESPCommands measures the command scanner on pipelined GETs.
+// BenchmarkRedisRESPCommands measures the command scanner on pipelined GETs.
 func BenchmarkRedisRESPCommands(b *testing.B) {
 	var stream []byte
 	for i := range 1000 {

@@ -1,4 +1,4 @@
-package dbproxy
+package redis
 
 import (
 	"bytes"
@@ -8,7 +8,7 @@ import (
 )
 
 // Tests of the RESP reply rewriter (respreply.go) with the cluster
-// rewrites of rediscluster.go.
+// rewrites of cluster.go.
 
 func TestRedisClusterCommand(t *testing.T) {
 	tests := []struct {
@@ -40,8 +40,8 @@ func TestRedisClusterCommand(t *testing.T) {
 // testRewrite is a rewriter that knows two nodes: 10.0.0.1:7001 served as
 // n1.test and 10.0.0.2:7002 as n2.test, on listener port 6380; the
 // session's backend is 10.0.0.1.
-func testRewrite() *redisRewrite {
-	return &redisRewrite{
+func testRewrite() *rewrite {
+	return &rewrite{
 		nodes:       map[string]string{"10.0.0.1:7001": "n1.test", "10.0.0.2:7002": "n2.test"},
 		port:        "6380",
 		backendHost: "10.0.0.1",
@@ -217,7 +217,7 @@ func TestRedisRESPRepliesCaptureLimit(t *testing.T) {
 	}
 }
 
-// FuzzRESPReplies checks that the reply rewriter never panics, that its
+// FuzzRedisRESPReplies checks that the reply rewriter never panics, that its
 // output does not depend on how the input is split, that it is the input
 // itself when there is nothing to rewrite, and that it differs from the
 // input only where a rewrite applies.
@@ -252,7 +252,7 @@ func FuzzRedisRESPReplies(f *testing.F) {
 	})
 }
 
-// BenchmarkRESPReplies measures the reply rewriter on a stream of typical
+// BenchmarkRedisRESPReplies measures the reply rewriter on a stream of typical
 // small replies, the redis protocol's cost per byte over a plain pipe.
 func BenchmarkRedisRESPReplies(b *testing.B) {
 	var stream []byte

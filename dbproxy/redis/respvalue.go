@@ -1,4 +1,4 @@
-package dbproxy
+package redis
 
 import (
 	"bytes"

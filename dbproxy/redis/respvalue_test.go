@@ -1,4 +1,4 @@
-package dbproxy
+package redis
 
 import (
 	"bytes"
@@ -34,7 +34,7 @@ func TestRedisParseRESPRoundTrip(t *testing.T) {
 	}
 }
 
-// FuzzParseRESP checks that parsing never panics and that re-encoding a
+// FuzzRedisParseRESP checks that parsing never panics and that re-encoding a
 // parsed value is stable.
 func FuzzRedisParseRESP(f *testing.F) {
 	f.Add([]byte("*2\r\n%1\r\n+a\r\n:1\r\n|1\r\n+x\r\n+y\r\n$1\r\nz\r\n"))

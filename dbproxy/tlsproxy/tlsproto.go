@@ -1,8 +1,10 @@
-package dbproxy
+package tlsproxy
 
 import (
 	"context"
 	"net"
+
+	"github.com/leproxy/leproxy/dbproxy"
 )
 
 // The "tls" protocol terminates TLS for anything that speaks TLS from its
@@ -21,20 +23,20 @@ import (
 // none negotiated.
 
 func init() {
-	Register("tls", func() Protocol { return &tlsProto{} })
+	dbproxy.Register("tls", func() dbproxy.Protocol { return &protocol{} })
 }
 
-// tlsProto is the protocol-agnostic TLS-first Protocol.
-type tlsProto struct {
-	tf tlsFirst
+// protocol is the protocol-agnostic TLS-first Protocol.
+type protocol struct {
+	tf dbproxy.TLSFirst
 }
 
-var _ Protocol = (*tlsProto)(nil)
+var _ dbproxy.Protocol = (*protocol)(nil)
 
-func (*tlsProto) Name() string   { return "tls" }
-func (*tlsProto) ALPN() []string { return nil }
+func (*protocol) Name() string   { return "tls" }
+func (*protocol) ALPN() []string { return nil }
 
 // Handshake implements Protocol.
-func (p *tlsProto) Handshake(ctx context.Context, client net.Conn, s *Session) (net.Conn, net.Conn, error) {
-	return p.tf.handshake(ctx, client, s)
+func (p *protocol) Handshake(ctx context.Context, client net.Conn, s *dbproxy.Session) (net.Conn, net.Conn, error) {
+	return p.tf.Handshake(ctx, client, s)
 }

@@ -10,6 +10,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/leproxy/leproxy/dbproxy"
 )
 
 var update = flag.Bool("update", false, "rewrite the .golden files of testdata/ok and testdata/errors")
@@ -284,7 +286,7 @@ func TestParseErrors(t *testing.T) {
 		{"listen without port", "tcp:\n- listen: \"5432\"\n  protocol: tls\n  routes: {a.example.com: 127.0.0.1:1}\n", 2, "tcp[0].listen", `invalid listen address "5432": missing port`},
 		{"listen port range", "tcp:\n- listen: :65536\n  protocol: tls\n  routes: {a.example.com: 127.0.0.1:1}\n", 2, "tcp[0].listen", "port 65536 out of range 1-65535"},
 		{"listen port name", "tcp:\n- listen: :pg\n  protocol: tls\n  routes: {a.example.com: 127.0.0.1:1}\n", 2, "tcp[0].listen", `port "pg" is not a number`},
-		{"unknown protocol", "tcp:\n- listen: :1\n\n  protocol: postgress\n  routes: {a.example.com: 127.0.0.1:1}\n", 4, "tcp[0].protocol", `unknown protocol "postgress" (known: postgres, mysql, mssql, mongodb, redis, memcached, cassandra, ldap, smtp, ftp, kafka, amqp, elasticsearch, tls)`},
+		{"unknown protocol", "tcp:\n- listen: :1\n\n  protocol: postgress\n  routes: {a.example.com: 127.0.0.1:1}\n", 4, "tcp[0].protocol", `unknown protocol "postgress" (known: amqp, elasticsearch (opensearch), memcached, mongodb (mongo), mysql (mariadb), postgres (postgresql), redis, tls)`},
 		{"protocol missing", "tcp:\n- listen: :1\n  routes: {a.example.com: 127.0.0.1:1}\n", 2, "tcp[0]", `missing key "protocol"`},
 		{"routes missing", "tcp:\n- listen: :1\n  protocol: tls\n", 2, "tcp[0]", `missing key "routes"`},
 		{"routes empty", "tcp:\n- listen: :1\n  protocol: tls\n  routes: {}\n", 4, "tcp[0].routes", "no routes"},
@@ -504,7 +506,7 @@ func checkConfig(t *testing.T, cfg *Config) {
 		}
 	}
 	for _, l := range cfg.TCP {
-		if !slices.Contains(Protocols, l.Protocol) {
+		if c, ok := dbproxy.Canonical(l.Protocol); !ok || c != l.Protocol {
 			t.Fatalf("listener %s: protocol %q", l.Listen, l.Protocol)
 		}
 		if len(l.Routes) == 0 {

@@ -16,6 +16,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/leproxy/leproxy/dbproxy"
 	"gopkg.in/yaml.v3"
 )
 
@@ -82,7 +83,7 @@ func (l *loader) listener(m *yaml.Node, path string) (addr listenAddr, addrOK bo
 			if p, ok := canonicalProtocol(s); ok {
 				ln.Protocol = p
 			} else {
-				l.el.add(n.Line, key, s, fmt.Sprintf("unknown protocol %q (known: %s)", s, strings.Join(Protocols, ", ")))
+				l.el.add(n.Line, key, s, fmt.Sprintf("unknown protocol %q (known: %s)", s, knownProtocols()))
 			}
 		}
 	}
@@ -223,39 +224,41 @@ func (l *loader) ca(r *Route, n *yaml.Node, key string) {
 		l.el.add(n.Line, key, s, fmt.Sprintf(`ca %q needs "tls: verify" (tls is %q)`, s, r.TLS))
 		return
 	}
-	if err := checkCAFile(s); err != nil {
+	pool, err := loadCAFile(s)
+	if err != nil {
 		l.el.add(n.Line, key, s, fmt.Sprintf("invalid ca %q: %v", s, err)).Err = err
 		return
 	}
-	r.CA = s
+	r.CA, r.RootCAs = s, pool
 }
 
-// checkCAFile checks that path is a regular file holding at least one PEM
-// certificate, and that every certificate in it parses.
-func checkCAFile(path string) error {
+// loadCAFile loads the certificates of path, a regular file holding at
+// least one PEM certificate, every one of which must parse.
+func loadCAFile(path string) (*x509.CertPool, error) {
 	if !filepath.IsAbs(path) {
-		return errors.New("relative path; write an absolute path")
+		return nil, errors.New("relative path; write an absolute path")
 	}
 	fi, err := os.Stat(path)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
-		return causeError{fmt.Sprintf("%s does not exist", path), err}
+		return nil, causeError{fmt.Sprintf("%s does not exist", path), err}
 	case err != nil:
-		return fmt.Errorf("checking CA file: %w", err)
+		return nil, fmt.Errorf("checking CA file: %w", err)
 	case !fi.Mode().IsRegular():
-		return fmt.Errorf("%s is not a regular file", path)
+		return nil, fmt.Errorf("%s is not a regular file", path)
 	case fi.Size() > maxCAFileSize:
-		return fmt.Errorf("%s is larger than %d MiB", path, maxCAFileSize>>20)
+		return nil, fmt.Errorf("%s is larger than %d MiB", path, maxCAFileSize>>20)
 	}
 	f, err := os.Open(path)
 	if err != nil {
-		return fmt.Errorf("reading CA file: %w", err)
+		return nil, fmt.Errorf("reading CA file: %w", err)
 	}
 	defer f.Close()
 	data, err := io.ReadAll(io.LimitReader(f, maxCAFileSize))
 	if err != nil {
-		return fmt.Errorf("reading CA file: %w", err)
+		return nil, fmt.Errorf("reading CA file: %w", err)
 	}
+	pool := x509.NewCertPool()
 	certs := 0
 	for rest := data; ; {
 		var block *pem.Block
@@ -266,26 +269,40 @@ func checkCAFile(path string) error {
 		if block.Type != "CERTIFICATE" {
 			continue
 		}
-		if _, err := x509.ParseCertificate(block.Bytes); err != nil {
-			return fmt.Errorf("certificate %d in %s: %w", certs+1, path, err)
+		cert, err := x509.ParseCertificate(block.Bytes)
+		if err != nil {
+			return nil, fmt.Errorf("certificate %d in %s: %w", certs+1, path, err)
 		}
+		pool.AddCert(cert)
 		certs++
 	}
 	if certs == 0 {
-		return fmt.Errorf("no PEM certificate in %s", path)
+		return nil, fmt.Errorf("no PEM certificate in %s", path)
 	}
-	return nil
+	return pool, nil
 }
 
 // canonicalProtocol returns the canonical name of protocol name s, any
-// case, alias or not.
-func canonicalProtocol(s string) (string, bool) {
-	s = strings.ToLower(s)
-	if slices.Contains(Protocols, s) {
-		return s, true
+// case, alias or not, as the protocol packages registered it.
+func canonicalProtocol(s string) (string, bool) { return dbproxy.Canonical(s) }
+
+// knownProtocols lists the registered names and aliases for an error.
+func knownProtocols() string {
+	names := dbproxy.Protocols()
+	aliases := dbproxy.Aliases()
+	for i, n := range names {
+		var as []string
+		for a, c := range aliases {
+			if c == n {
+				as = append(as, a)
+			}
+		}
+		if len(as) > 0 {
+			slices.Sort(as)
+			names[i] = n + " (" + strings.Join(as, ", ") + ")"
+		}
 	}
-	p, ok := ProtocolAliases[s]
-	return p, ok
+	return strings.Join(names, ", ")
 }
 
 // newListenAddr describes the valid listen address addr of listener path.

@@ -14,17 +14,19 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/leproxy/leproxy/dbproxy"
 )
 
 func TestCanonicalProtocol(t *testing.T) {
-	for _, p := range Protocols {
+	for _, p := range dbproxy.Protocols() {
 		for _, spelling := range []string{p, strings.ToUpper(p)} {
 			if got, ok := canonicalProtocol(spelling); !ok || got != p {
 				t.Errorf("canonicalProtocol(%q) = %q, %t; want %q, true", spelling, got, ok, p)
 			}
 		}
 	}
-	for alias, p := range ProtocolAliases {
+	for alias, p := range dbproxy.Aliases() {
 		if got, ok := canonicalProtocol(alias); !ok || got != p {
 			t.Errorf("canonicalProtocol(%q) = %q, %t; want %q, true", alias, got, ok, p)
 		}
@@ -87,8 +89,8 @@ func TestCheckCAFile(t *testing.T) {
 		"with a key":      writePEM(t, dir, "withkey.pem", k1, c1),
 	}
 	for name, path := range ok {
-		if err := checkCAFile(path); err != nil {
-			t.Errorf("%s: checkCAFile: %v", name, err)
+		if pool, err := loadCAFile(path); err != nil || pool == nil {
+			t.Errorf("%s: loadCAFile: %v", name, err)
 		}
 	}
 	bad := []struct{ name, path, err string }{
@@ -101,8 +103,8 @@ func TestCheckCAFile(t *testing.T) {
 		{"device", os.DevNull, "is not a regular file"},
 	}
 	for _, tt := range bad {
-		if err := checkCAFile(tt.path); err == nil || !strings.Contains(err.Error(), tt.err) {
-			t.Errorf("%s: checkCAFile(%s): got %v, want an error containing %q", tt.name, tt.path, err, tt.err)
+		if _, err := loadCAFile(tt.path); err == nil || !strings.Contains(err.Error(), tt.err) {
+			t.Errorf("%s: loadCAFile(%s): got %v, want an error containing %q", tt.name, tt.path, err, tt.err)
 		}
 	}
 }

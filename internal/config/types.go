@@ -8,8 +8,11 @@
 package config
 
 import (
+	"crypto/x509"
 	"net/url"
 	"time"
+
+	"github.com/leproxy/leproxy/dbproxy"
 )
 
 // Config is a validated mapping.
@@ -52,19 +55,20 @@ type Host struct {
 	Line        int // line of the host's key in File
 }
 
-// TLSMode says how leproxy connects to a tcp route's backend.
-type TLSMode string
+// TLSMode says how leproxy connects to a tcp route's backend. It is
+// dbproxy's type, so that the program has one.
+type TLSMode = dbproxy.TLSMode
 
 const (
-	TLSNone     TLSMode = "none"     // plaintext to the backend (default)
-	TLSVerify   TLSMode = "verify"   // TLS, certificate verified against system roots or CA
-	TLSInsecure TLSMode = "insecure" // TLS, certificate not verified
+	TLSNone     = dbproxy.TLSNone     // plaintext to the backend (default)
+	TLSVerify   = dbproxy.TLSVerify   // TLS, certificate verified against system roots or CA
+	TLSInsecure = dbproxy.TLSInsecure // TLS, certificate not verified
 )
 
 // Listener is one entry of the "tcp:" section.
 type Listener struct {
 	Listen   string  // address to listen on, host:port (host may be empty)
-	Protocol string  // canonical protocol name, one of Protocols (aliases resolved)
+	Protocol string  // canonical protocol name, as registered with dbproxy (aliases resolved)
 	Default  string  // route used for clients that send no SNI; "" when unset
 	Routes   []Route // in file order
 	// MaxConns caps concurrent client connections (long key "max_conns");
@@ -82,23 +86,11 @@ type Route struct {
 	Backend string  // host:port
 	TLS     TLSMode // never empty after Load: TLSNone by default
 	CA      string  // PEM file to verify the backend with (TLSVerify); "" for system roots
+	// RootCAs holds the certificates of CA, loaded with the mapping; nil
+	// for the system roots.
+	RootCAs *x509.CertPool
 	// AllowPlaintext lets clients that do not ask for TLS through
 	// ("plaintext: allow"); by default they are refused in their protocol.
 	AllowPlaintext bool
 	Line           int // line of the route's key in File
-}
-
-// Protocols lists the protocol names a tcp listener may use, canonical
-// names first. Aliases map to a canonical name.
-var Protocols = []string{
-	"postgres", "mysql", "mssql", "mongodb", "redis", "memcached",
-	"cassandra", "ldap", "smtp", "ftp", "kafka", "amqp", "elasticsearch", "tls",
-}
-
-// ProtocolAliases maps accepted alternative spellings to canonical names.
-var ProtocolAliases = map[string]string{
-	"postgresql": "postgres",
-	"mariadb":    "mysql",
-	"mongo":      "mongodb",
-	"opensearch": "elasticsearch",
 }
