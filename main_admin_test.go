@@ -72,6 +72,7 @@ func TestAdminEndpoints(t *testing.T) {
 		`leproxy_certificate_not_after_seconds{host="a.localhost"}`,
 		fmt.Sprintf(`leproxy_tls_handshakes_total{listener=%q} 2`, tlsAddr),
 		fmt.Sprintf(`leproxy_tls_handshake_failures_total{listener=%q} 1`, tlsAddr),
+		fmt.Sprintf(`leproxy_tcp_session_ends_total{closed_by="client",listener=%q,protocol="tls",reason="closed",route="t.localhost"} 1`, tlsAddr),
 	}
 	deadline = time.Now().Add(10 * time.Second)
 	for {

@@ -73,7 +73,7 @@ func (l pumpLimits) tick() time.Duration {
 // to a peer that stopped reading. (A write in progress is not sampled, so
 // a peer that reads less than one 32 KiB buffer or one splice chunk per
 // timeout counts as stalled.)
-func pump(c, b net.Conn, lim pumpLimits, in, out *atomic.Uint64, last *atomic.Int64, abort func()) (nIn, nOut int64, err error) {
+func pump(c, b net.Conn, lim pumpLimits, in, out *atomic.Uint64, last *atomic.Int64, abort func()) (nIn, nOut int64, end End, err error) {
 	if last == nil {
 		last = new(atomic.Int64)
 	}
@@ -82,20 +82,49 @@ func pump(c, b net.Conn, lim pumpLimits, in, out *atomic.Uint64, last *atomic.In
 	// underneath, so that two TCP connections still splice.
 	c, b = unwrapConn(c), unwrapConn(b)
 	tick := lim.tick()
+	up := &copier{dst: b, src: c, srcSide: ByClient, dstSide: ByBackend, tick: tick, last: last, counter: in, done: make(chan struct{})}
+	down := &copier{dst: c, src: b, srcSide: ByBackend, dstSide: ByClient, tick: tick, last: last, counter: out, done: make(chan struct{})}
+	up.other, down.other = down, up
+
 	var (
-		once  sync.Once
-		first error
+		mu       sync.Mutex
+		first    error
+		decided  bool
+		backstop *time.Timer
 	)
-	fail := func(err error) {
-		once.Do(func() {
+	// finish records how a direction ended: the first to end says how the
+	// session did; the first error is the session's error.
+	finish := func(cp *copier, err error) {
+		mu.Lock()
+		defer mu.Unlock()
+		if err != nil && first == nil {
 			first = err
-			abort()
-		})
+		}
+		if decided {
+			return
+		}
+		decided = true
+		switch {
+		case err == nil:
+			end = End{cp.srcSide, ReasonClosed}
+		case errors.Is(err, errIdle):
+			end = End{ByLeproxy, ReasonIdle}
+		default:
+			// A side went away. Whatever its peer still sends to the
+			// other side is delivered (bounded by errorDrain), so that the
+			// last bytes, such as a backend's final error message, and the
+			// counts are what the kernel had; the direction towards the
+			// dead side stops at once.
+			dead := cp.deadSide(err)
+			end = End{dead, ReasonReset}
+			if dead == cp.srcSide {
+				cp.other.interrupt()
+			}
+			backstop = time.AfterFunc(errorDrain, abort)
+		}
 	}
-	up := &copier{dst: b, src: c, tick: tick, last: last, counter: in, done: make(chan struct{})}
-	down := &copier{dst: c, src: b, tick: tick, last: last, counter: out, done: make(chan struct{})}
-	go up.run(fail)
-	go down.run(fail)
+	go up.run(finish)
+	go down.run(finish)
 
 	var ticks <-chan time.Time
 	if tick > 0 {
@@ -120,27 +149,76 @@ func pump(c, b net.Conn, lim pumpLimits, in, out *atomic.Uint64, last *atomic.In
 			halfClosed()
 		case <-ticks:
 			if limit > 0 && time.Since(time.Unix(0, last.Load())) >= limit {
-				fail(errIdle)
+				finish(up, errIdle)
+				abort()
 			}
 		}
 	}
-	return up.n, down.n, first
+	mu.Lock()
+	if backstop != nil {
+		backstop.Stop()
+	}
+	mu.Unlock()
+	if first != nil {
+		abort()
+	}
+	return up.n, down.n, end, first
 }
+
+// errorDrain bounds how long the direction away from a side that went
+// away may go on delivering what that side sent before it went.
+const errorDrain = time.Second
 
 // copier copies one direction of a session: what src sends goes to dst.
 // It is a named type so that goroutine dumps show (*copier).run.
 type copier struct {
 	dst, src net.Conn
+	srcSide  string // ByClient or ByBackend
+	dstSide  string
+	other    *copier        // the opposite direction
 	tick     time.Duration  // read deadline interval; 0 for none
 	last     *atomic.Int64  // UnixNano of the last byte moved, shared by both directions
 	counter  *atomic.Uint64 // nil or a live byte counter
 	done     chan struct{}  // closed when run returns
 	n        int64          // bytes copied; read after done
+
+	mu      sync.Mutex // orders interrupt against the next round's deadline
+	stopped bool
 }
 
-// run copies until src reaches EOF, then half-closes dst; any error,
-// the half-close's included, goes to fail.
-func (cp *copier) run(fail func(error)) {
+// interrupt stops the copier at its next read, without losing what it
+// has read: it is no error.
+func (cp *copier) interrupt() {
+	cp.mu.Lock()
+	defer cp.mu.Unlock()
+	cp.stopped = true
+	cp.src.SetReadDeadline(time.Now())
+}
+
+// deadSide says which side of the copier went away when it failed with
+// err: the one whose socket answers EOF or an error to a peek, or, when
+// that does not tell, the destination for a failed write and the source
+// otherwise.
+func (cp *copier) deadSide(err error) string {
+	srcGone, ok1 := peerGone(cp.src)
+	dstGone, ok2 := peerGone(cp.dst)
+	if ok1 && ok2 && srcGone != dstGone {
+		if srcGone {
+			return cp.srcSide
+		}
+		return cp.dstSide
+	}
+	if oe, ok := errors.AsType[*net.OpError](err); ok && oe.Op == "write" {
+		return cp.dstSide
+	}
+	return cp.srcSide
+}
+
+// run copies until src reaches EOF, then half-closes dst, or until it is
+// interrupted; it reports how it ended to finish: nil for EOF, an error
+// for a failure, the half-close's included. An interrupted copier reports
+// nothing.
+func (cp *copier) run(finish func(*copier, error)) {
 	defer close(cp.done)
 	copyRound := func() (int64, error) { return io.Copy(cp.dst, cp.src) }
 	if !spliceable(cp.dst, cp.src) {
@@ -152,13 +230,21 @@ func (cp *copier) run(fail func(error)) {
 		dst, src := struct{ io.Writer }{cp.dst}, struct{ io.Reader }{cp.src}
 		copyRound = func() (int64, error) { return io.CopyBuffer(dst, src, *bp) }
 	}
+	fail := func(err error) { finish(cp, err) }
 	for {
+		cp.mu.Lock()
+		if cp.stopped {
+			cp.mu.Unlock()
+			return
+		}
 		if cp.tick > 0 {
 			if err := cp.src.SetReadDeadline(time.Now().Add(cp.tick)); err != nil {
+				cp.mu.Unlock()
 				fail(err)
 				return
 			}
 		}
+		cp.mu.Unlock()
 		n, err := copyRound()
 		if n > 0 {
 			cp.n += n
@@ -167,10 +253,18 @@ func (cp *copier) run(fail func(error)) {
 			}
 			cp.last.Store(time.Now().UnixNano())
 		}
+		cp.mu.Lock()
+		stopped := cp.stopped
+		cp.mu.Unlock()
 		switch {
+		case stopped && (err == nil || errors.Is(err, os.ErrDeadlineExceeded)):
+			return
 		case err == nil:
 			// ENOTCONN: the peer has closed its whole connection already;
 			// there is nothing left to half-close, and nothing went wrong.
+			// The source's EOF is recorded before the half-close passes it
+			// on, which lets the other side answer with its own close.
+			fail(nil)
 			if err := CloseWrite(cp.dst); err != nil && !errors.Is(err, syscall.ENOTCONN) {
 				fail(err)
 			}

@@ -77,6 +77,7 @@ func newPumpSetup(t testing.TB, withTLS bool) *pumpSetup {
 type pumpResult struct {
 	in, out int64
 	err     error
+	end     End
 }
 
 func (ps *pumpSetup) run(lim pumpLimits) <-chan pumpResult {
@@ -91,8 +92,8 @@ func (ps *pumpSetup) run(lim pumpLimits) <-chan pumpResult {
 		}
 	}
 	go func() {
-		in, out, err := pump(ps.c, ps.b, lim, &ps.in, &ps.out, nil, abort)
-		res <- pumpResult{in, out, err}
+		in, out, end, err := pump(ps.c, ps.b, lim, &ps.in, &ps.out, nil, abort)
+		res <- pumpResult{in, out, err, end}
 	}()
 	return res
 }
@@ -301,6 +302,84 @@ func BenchmarkPump(b *testing.B) {
 			run(b, ps.client, ps.backend)
 			ps.backend.Close()
 			waitResult(b, res)
+		})
+	}
+}
+
+// TestPumpEnds checks who ended a session and how, and that what the side
+// that went away sent before it went is delivered and counted exactly.
+func TestPumpEnds(t *testing.T) {
+	lim := pumpLimits{idle: time.Hour, halfClosed: halfClosedIdle}
+	reset := func(c net.Conn) {
+		c.(*net.TCPConn).SetLinger(0) // close with RST
+		c.Close()
+	}
+	tests := []struct {
+		name    string
+		tls     bool
+		act     func(t *testing.T, ps *pumpSetup)
+		want    End
+		in, out int64
+	}{{
+		name: "client closes",
+		act: func(t *testing.T, ps *pumpSetup) {
+			write(t, ps.client, []byte("bye"))
+			ps.client.Close()
+			io.Copy(io.Discard, ps.backend)
+			ps.backend.Close()
+		},
+		want: End{ByClient, ReasonClosed}, in: 3,
+	}, {
+		name: "backend closes",
+		tls:  true,
+		act: func(t *testing.T, ps *pumpSetup) {
+			write(t, ps.backend, []byte("FATAL: terminated"))
+			ps.backend.Close()
+			io.Copy(io.Discard, ps.client)
+			ps.client.Close()
+		},
+		want: End{ByBackend, ReasonClosed}, out: 17,
+	}, {
+		name: "backend resets after its last words",
+		act: func(t *testing.T, ps *pumpSetup) {
+			write(t, ps.backend, []byte("last words"))
+			if _, err := io.ReadFull(ps.client, make([]byte, 10)); err != nil {
+				t.Fatal(err)
+			}
+			reset(ps.backend)
+		},
+		want: End{ByBackend, ReasonReset}, out: 10,
+	}, {
+		name: "client resets",
+		tls:  false,
+		act: func(t *testing.T, ps *pumpSetup) {
+			write(t, ps.client, []byte("hello"))
+			if _, err := io.ReadFull(ps.backend, make([]byte, 5)); err != nil {
+				t.Fatal(err)
+			}
+			reset(ps.client)
+			// The backend goes on writing to the gone client.
+			for i := 0; i < 100; i++ {
+				if _, err := ps.backend.Write([]byte("more")); err != nil {
+					break
+				}
+				time.Sleep(time.Millisecond)
+			}
+		},
+		want: End{ByClient, ReasonReset}, in: 5,
+	}}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ps := newPumpSetup(t, tt.tls)
+			res := ps.run(lim)
+			tt.act(t, ps)
+			r := waitResult(t, res)
+			if r.end != tt.want {
+				t.Errorf("end %+v, want %+v (error %v)", r.end, tt.want, r.err)
+			}
+			if r.in != tt.in || (tt.out != 0 && r.out != tt.out) {
+				t.Errorf("bytes in %d out %d, want %d and %d", r.in, r.out, tt.in, tt.out)
+			}
 		})
 	}
 }

@@ -173,6 +173,9 @@ func TestServeIdleTimeout(t *testing.T) {
 	if e := p.SessionError(t); e != "idle timeout" {
 		t.Errorf("session error %q, want idle timeout", e)
 	}
+	if rec := p.SessionEnds(t)[0]; rec["closed_by"] != "leproxy" || rec["reason"] != "idle_timeout" {
+		t.Errorf("closed_by=%v reason=%v, want leproxy idle_timeout", rec["closed_by"], rec["reason"])
+	}
 	if n := p.Srv.Stats().Routes[0].Errors; n != 1 {
 		t.Errorf("route errors = %d, want 1", n)
 	}
@@ -191,6 +194,9 @@ func TestServeDrainAndForcedClose(t *testing.T) {
 		got, _ := dbtest.ReadAll(t, c)
 		if got != "draining\n" {
 			t.Errorf("got %q, want the session's answer to the drain", got)
+		}
+		if rec := p.SessionEnds(t)[0]; rec["closed_by"] != "leproxy" || rec["reason"] != "drain" {
+			t.Errorf("closed_by=%v reason=%v, want leproxy drain", rec["closed_by"], rec["reason"])
 		}
 	})
 	t.Run("forced", func(t *testing.T) {

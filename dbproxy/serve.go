@@ -73,7 +73,18 @@ func (s *Session) Serve(conn net.Conn, fn func(ctx context.Context, conn net.Con
 	close(stop)
 	wg.Wait()
 	if idled.Load() {
+		s.serveEnd = End{ByLeproxy, ReasonIdle}
 		return errIdle
+	}
+	switch {
+	case err == nil && s.srv.drainCtx.Err() != nil:
+		s.serveEnd = End{ByLeproxy, ReasonDrain}
+	case err == nil:
+		s.serveEnd = End{ByClient, ReasonClosed}
+	case isReset(err):
+		s.serveEnd = End{ByClient, ReasonReset}
+	default:
+		s.serveEnd = End{ByLeproxy, ReasonRefused}
 	}
 	return err
 }
@@ -99,7 +110,7 @@ func (s *Session) Pump(c, b net.Conn) error {
 		in, out = &s.route.stats.bytesIn, &s.route.stats.bytesOut
 	}
 	lim := pumpLimits{halfClosed: s.limits.halfClosed}
-	nIn, nOut, err := pump(c, b, lim, in, out, &s.last, func() { c.Close(); b.Close() })
+	nIn, nOut, _, err := pump(c, b, lim, in, out, &s.last, func() { c.Close(); b.Close() })
 	s.in.Add(nIn)
 	s.out.Add(nOut)
 	return err

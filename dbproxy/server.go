@@ -329,6 +329,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	s.cancel()
 	s.mu.Lock()
 	for sess := range s.sessions {
+		sess.forced.Store(true)
 		sess.closeAll()
 	}
 	s.mu.Unlock()
@@ -389,11 +390,12 @@ func (s *Server) serveSession(sess *Session) {
 	c, b, err := s.proto.Handshake(ctx, sess.client, sess)
 	cancel()
 	var in, out int64
+	var end End
 	switch {
 	case sess.served:
 		// The Protocol served the session itself (Session.Serve); its
 		// error is the session's.
-		in, out = sess.in.Load(), sess.out.Load()
+		in, out, end = sess.in.Load(), sess.out.Load(), sess.serveEnd
 		for _, conn := range []net.Conn{c, b} {
 			if conn != nil {
 				conn.Close()
@@ -408,6 +410,12 @@ func (s *Server) serveSession(sess *Session) {
 		err = fmt.Errorf("protocol %s: handshake returned no connection or no route", s.proto.Name())
 		fallthrough
 	case err != nil:
+		end = handshakeEnd(err)
+		sess.mu.Lock()
+		if sess.backendFailed {
+			end = End{ByBackend, ReasonUnreachable}
+		}
+		sess.mu.Unlock()
 		if b != nil {
 			b.Close()
 		}
@@ -421,13 +429,28 @@ func (s *Server) serveSession(sess *Session) {
 		b.SetDeadline(time.Time{})
 		rs := sess.route.stats
 		rs.active.Add(1)
-		in, out, err = pump(c, b, sess.limits, &rs.bytesIn, &rs.bytesOut, nil, sess.closeAll)
+		in, out, end, err = pump(c, b, sess.limits, &rs.bytesIn, &rs.bytesOut, nil, sess.closeAll)
 		rs.active.Add(-1)
 		c.Close()
 		b.Close()
 	}
 	sess.closeAll()
 	sess.end()
+	// What the Protocol said overrides the core's guess, except for what
+	// the core saw itself.
+	sess.mu.Lock()
+	if sess.endSet != nil && !(sess.served && end.Reason == ReasonIdle) && (err != nil || sess.served) {
+		end = *sess.endSet
+	}
+	attrs := append([]any{
+		"sni", sess.sni,
+		"route", sess.routeName(),
+		"backend", sess.backend(),
+	}, sess.endAttrs...)
+	sess.mu.Unlock()
+	if sess.forced.Load() {
+		end = End{ByLeproxy, ReasonShutdown}
+	}
 	switch {
 	case err == nil:
 	case sess.route != nil:
@@ -435,15 +458,14 @@ func (s *Server) serveSession(sess *Session) {
 	default:
 		s.stats.unrouted.Add(1)
 	}
-	attrs := []any{
-		"sni", sess.sni,
-		"route", sess.routeName(),
-		"backend", sess.backend(),
+	if sess.route != nil {
+		sess.route.stats.ends.add(end)
+	} else {
+		s.stats.unroutedEnds.add(end)
 	}
-	sess.mu.Lock()
-	attrs = append(attrs, sess.endAttrs...)
-	sess.mu.Unlock()
 	sess.Logger.Info("session end", append(attrs,
+		"closed_by", end.By,
+		"reason", end.Reason,
 		"bytes_in", in,
 		"bytes_out", out,
 		"duration", time.Since(start),

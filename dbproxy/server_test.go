@@ -360,3 +360,59 @@ func TestServeAcceptErrors(t *testing.T) {
 		t.Errorf("logged %d accept errors, want 3", got)
 	}
 }
+
+// TestSessionEndReasons checks the closed_by and reason of the session-end
+// line, and the route's Ends, for the ways a piped session ends that the
+// conformance suite does not cover.
+func TestSessionEndReasons(t *testing.T) {
+	// A backend that says goodbye and closes, and one that resets.
+	closing, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dbtest.ServeFake(t, closing, 30*time.Second, nil, func(c net.Conn) { io.WriteString(c, "bye\n") })
+	resetting, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dbtest.ServeFake(t, resetting, 30*time.Second, nil, func(c net.Conn) {
+		io.ReadFull(c, make([]byte, 4))
+		c.(*net.TCPConn).SetLinger(0)
+	})
+	tests := []struct {
+		name, backend string
+		client        func(t *testing.T, c net.Conn)
+		by, reason    string
+	}{
+		{"backend closes", closing.Addr().String(), func(t *testing.T, c net.Conn) {
+			if got, _ := dbtest.ReadAll(t, c); got != "bye\n" {
+				t.Errorf("client read %q", got)
+			}
+		}, dbproxy.ByBackend, dbproxy.ReasonClosed},
+		{"backend resets", resetting.Addr().String(), func(t *testing.T, c net.Conn) {
+			dbtest.MustWrite(t, c, []byte("ping"))
+			dbtest.ReadAll(t, c)
+		}, dbproxy.ByBackend, dbproxy.ReasonReset},
+		{"backend down", dbtest.ClosedAddr(t), func(t *testing.T, c net.Conn) { dbtest.ReadAll(t, c) },
+			dbproxy.ByBackend, dbproxy.ReasonUnreachable},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p := dbtest.StartProxy(t, dbtest.NewCA(t), dbproxy.Config{
+				Protocol: tlsProto(t),
+				Routes:   []dbproxy.Route{{Host: "a.test", Backend: tt.backend}},
+			})
+			c := p.DialTLS(t, "a.test", "a.test")
+			tt.client(t, c)
+			c.Close()
+			dbtest.WaitFor(t, "the session end", func() bool { return len(p.SessionEnds(t)) == 1 })
+			rec := p.SessionEnds(t)[0]
+			if rec["closed_by"] != tt.by || rec["reason"] != tt.reason {
+				t.Errorf("closed_by=%v reason=%v, want %s %s (error %v)", rec["closed_by"], rec["reason"], tt.by, tt.reason, rec["error"])
+			}
+			if n := p.Srv.Stats().Routes[0].Ends[dbproxy.End{By: tt.by, Reason: tt.reason}]; n != 1 {
+				t.Errorf("route Ends %v", p.Srv.Stats().Routes[0].Ends)
+			}
+		})
+	}
+}

@@ -32,17 +32,24 @@ type Session struct {
 	route  *route
 	limits pumpLimits // as the Server's were when the session began
 
-	// served is set by Serve: the Protocol served the session itself.
+	// served is set by Serve: the Protocol served the session itself;
+	// serveEnd is how Serve saw it end.
 	served   bool
+	serveEnd End
 	endAttrs []any        // extra attributes of the session-end line
 	in, out  atomic.Int64 // bytes of a session Serve runs
 	last     atomic.Int64 // UnixNano of its last byte
 
-	mu        sync.Mutex
-	conns     map[net.Conn]struct{} // backend connections from Dial, still open
-	listeners []net.Listener        // from Listen
-	closed    bool                  // closeAll ran: Dial and Listen fail
-	onEnd     []func()
+	// forced is set when Shutdown closes the session.
+	forced atomic.Bool
+
+	mu            sync.Mutex
+	endSet        *End                  // from SetEnd
+	backendFailed bool                  // Dial or StartBackendTLS failed
+	conns         map[net.Conn]struct{} // backend connections from Dial, still open
+	listeners     []net.Listener        // from Listen
+	closed        bool                  // closeAll ran: Dial and Listen fail
+	onEnd         []func()
 }
 
 // ClientAddr is the client's network address.
@@ -153,6 +160,7 @@ func (s *Session) Routes() []Route { return s.srv.router().routes() }
 func (s *Session) Dial(ctx context.Context, r *Route) (net.Conn, error) {
 	c, err := s.srv.dial(ctx, "tcp", r.Backend)
 	if err != nil {
+		s.markBackendFailed()
 		return nil, fmt.Errorf("dialing backend %s: %w", r.Backend, err)
 	}
 	if d, ok := ctx.Deadline(); ok {
@@ -195,9 +203,16 @@ func (s *Session) StartBackendTLS(ctx context.Context, conn net.Conn, r *Route) 
 	}
 	tc := tls.Client(conn, cfg)
 	if err := tc.HandshakeContext(ctx); err != nil {
+		s.markBackendFailed()
 		return nil, fmt.Errorf("TLS handshake with backend %s: %w", r.Backend, err)
 	}
 	return tc, nil
+}
+
+func (s *Session) markBackendFailed() {
+	s.mu.Lock()
+	s.backendFailed = true
+	s.mu.Unlock()
 }
 
 // BackendTLSConfig is the client TLS config for r's backend: the backend's

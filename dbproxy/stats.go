@@ -1,6 +1,10 @@
 package dbproxy
 
-import "sync/atomic"
+import (
+	"maps"
+	"sync"
+	"sync/atomic"
+)
 
 // Stats are a Server's counters since New. Counters only grow, except
 // RouteStats.Active.
@@ -14,6 +18,9 @@ type Stats struct {
 	// bad or timed-out handshake, an unknown server name, plaintext with
 	// no default route.
 	Unrouted uint64
+	// UnroutedEnds counts how the sessions that never reached a route
+	// ended, by End.
+	UnroutedEnds map[End]uint64
 	// Routes are the current routes in Config order, then routes a
 	// reload removed that sessions still use (Removed set).
 	Routes []RouteStats
@@ -34,13 +41,37 @@ type RouteStats struct {
 	// Errors counts routed sessions that ended with an error, the
 	// handshake's included (backend down, authentication refused…).
 	Errors uint64
+	// Ends counts the route's ended sessions by who ended them and how.
+	Ends map[End]uint64
 	// Removed is set for a route that a reload removed and that sessions
 	// still use; it leaves Stats after the last one ended, once its final
 	// counts have been in one Stats.
 	Removed bool
 }
 
+// endCounts counts sessions by End. Safe for concurrent use.
+type endCounts struct {
+	mu sync.Mutex
+	m  map[End]uint64
+}
+
+func (c *endCounts) add(e End) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m == nil {
+		c.m = make(map[End]uint64)
+	}
+	c.m[e]++
+}
+
+func (c *endCounts) snapshot() map[End]uint64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return maps.Clone(c.m)
+}
+
 type routeStats struct {
+	ends     endCounts
 	refs     atomic.Int64 // sessions routed here that have not ended
 	sessions atomic.Uint64
 	active   atomic.Int64
@@ -50,10 +81,11 @@ type routeStats struct {
 }
 
 type serverStats struct {
-	accepted atomic.Uint64
-	refused  atomic.Uint64
-	handled  atomic.Uint64
-	unrouted atomic.Uint64
+	unroutedEnds endCounts
+	accepted     atomic.Uint64
+	refused      atomic.Uint64
+	handled      atomic.Uint64
+	unrouted     atomic.Uint64
 }
 
 // Stats returns a snapshot of the Server's counters.
@@ -77,11 +109,12 @@ func (s *Server) Stats() Stats {
 	s.retired = kept
 	s.mu.Unlock()
 	st := Stats{
-		Accepted: s.stats.accepted.Load(),
-		Refused:  s.stats.refused.Load(),
-		Handled:  s.stats.handled.Load(),
-		Unrouted: s.stats.unrouted.Load(),
-		Routes:   make([]RouteStats, 0, len(rt.ordered)+len(retired)),
+		Accepted:     s.stats.accepted.Load(),
+		Refused:      s.stats.refused.Load(),
+		Handled:      s.stats.handled.Load(),
+		Unrouted:     s.stats.unrouted.Load(),
+		UnroutedEnds: s.stats.unroutedEnds.snapshot(),
+		Routes:       make([]RouteStats, 0, len(rt.ordered)+len(retired)),
 	}
 	add := func(r *route, removed bool) {
 		st.Routes = append(st.Routes, RouteStats{
@@ -92,6 +125,7 @@ func (s *Server) Stats() Stats {
 			BytesIn:  r.stats.bytesIn.Load(),
 			BytesOut: r.stats.bytesOut.Load(),
 			Errors:   r.stats.errors.Load(),
+			Ends:     r.stats.ends.snapshot(),
 			Removed:  removed,
 		})
 	}

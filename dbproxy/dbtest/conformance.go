@@ -144,6 +144,16 @@ func (cf Conformance) wantRefused(t *testing.T, p *Proxy, err error, want string
 	}
 }
 
+// wantEnd checks the closed_by and reason of the first session-end line.
+func wantEnd(t *testing.T, p *Proxy, by, reason string) {
+	t.Helper()
+	p.SessionError(t) // waits for the line
+	rec := p.SessionEnds(t)[0]
+	if rec["closed_by"] != by || rec["reason"] != reason {
+		t.Errorf("session end closed_by=%v reason=%v, want %s %s", rec["closed_by"], rec["reason"], by, reason)
+	}
+}
+
 func (cf Conformance) testRoutes(t *testing.T) {
 	p := cf.start(t, nil)
 	cf.mustExchange(t, cf.mustConnect(t, p, "b.test", "b.test"), "one", "b:one")
@@ -169,6 +179,10 @@ func (cf Conformance) testUnknownName(t *testing.T) {
 	if st := p.Srv.Stats(); st.Unrouted != 1 || st.Routes[0].Sessions+st.Routes[1].Sessions != 0 {
 		t.Errorf("stats %+v: want 1 unrouted session, none routed", st)
 	}
+	wantEnd(t, p, dbproxy.ByLeproxy, dbproxy.ReasonRefused)
+	if n := p.Srv.Stats().UnroutedEnds[dbproxy.End{By: dbproxy.ByLeproxy, Reason: dbproxy.ReasonRefused}]; n != 1 {
+		t.Errorf("UnroutedEnds = %v, want one refused", p.Srv.Stats().UnroutedEnds)
+	}
 }
 
 func (cf Conformance) testNoDefault(t *testing.T) {
@@ -182,6 +196,7 @@ func (cf Conformance) testPlaintextRefused(t *testing.T) {
 	p := cf.start(t, nil)
 	_, err := cf.connect(t, p, "", "")
 	cf.wantRefused(t, p, err, "tls")
+	wantEnd(t, p, dbproxy.ByLeproxy, dbproxy.ReasonRefused)
 }
 
 func (cf Conformance) testPlaintextAllowed(t *testing.T) {
@@ -222,6 +237,7 @@ func (cf Conformance) testHandshakeDeadline(t *testing.T) {
 	if e := p.SessionError(t); e == "" {
 		t.Error("session end logged no error")
 	}
+	wantEnd(t, p, dbproxy.ByLeproxy, dbproxy.ReasonTimeout)
 }
 
 func (cf Conformance) testHalfClose(t *testing.T) {
@@ -262,6 +278,10 @@ func (cf Conformance) testHalfClose(t *testing.T) {
 	WaitFor(t, "the session to end", func() bool { return len(p.SessionEnds(t)) == 1 })
 	if e := p.SessionError(t); e != "" {
 		t.Errorf("session end error %q, want none", e)
+	}
+	wantEnd(t, p, dbproxy.ByClient, dbproxy.ReasonClosed)
+	if n := p.Srv.Stats().Routes[0].Ends[dbproxy.End{By: dbproxy.ByClient, Reason: dbproxy.ReasonClosed}]; n != 1 {
+		t.Errorf("route Ends = %v, want one closed by the client", p.Srv.Stats().Routes[0].Ends)
 	}
 }
 
@@ -319,6 +339,7 @@ func (cf Conformance) testShutdownForces(t *testing.T) {
 	if _, err := io.Copy(io.Discard, c); errors.Is(err, os.ErrDeadlineExceeded) {
 		t.Fatal("the session was still open after a forced shutdown")
 	}
+	wantEnd(t, p, dbproxy.ByLeproxy, dbproxy.ReasonShutdown)
 }
 
 // closeWrite half-closes c: close_notify and FIN for TLS.

@@ -238,9 +238,11 @@ func (p *protocol) Handshake(ctx context.Context, client net.Conn, s *dbproxy.Se
 
 	bk, err := p.connectBackend(ctx, s, r, resp)
 	if err != nil {
+		markBackendRefusal(s, err)
 		return nil, nil, h.tell(err)
 	}
 	if err := relayAuth(h, bk, r); err != nil {
+		markBackendRefusal(s, err)
 		return nil, nil, err
 	}
 	c, b := commandConns(h.conn, bk.conn, r, resp.charset, h.tls != nil && !bk.tls)
@@ -284,6 +286,15 @@ func (h *clientSide) write(payload []byte) error {
 		return fmt.Errorf("writing to client: %w", err)
 	}
 	return nil
+}
+
+// markBackendRefusal records, for the session-end line, that the backend
+// ended the session when err is its own ERR packet (a refused login, too
+// many connections).
+func markBackendRefusal(s *dbproxy.Session, err error) {
+	if _, ok := errors.AsType[*backendError](err); ok {
+		s.SetEnd(dbproxy.ByBackend, dbproxy.ReasonRefused)
+	}
 }
 
 // tell sends err to the client as an ERR packet when it is a *proxyError,

@@ -169,6 +169,17 @@ func TestMySQLHandshake(t *testing.T) {
 				if n := a.accepted.Load() + b.accepted.Load(); tt.noBackend && n != 0 {
 					t.Errorf("backends got %d connections, want 0", n)
 				}
+				// Who refused: the backend for its own ERR (1045),
+				// leproxy for its own.
+				db.Close()
+				p.SessionError(t)
+				wantBy := dbproxy.ByLeproxy
+				if tt.wantCode == 1045 {
+					wantBy = dbproxy.ByBackend
+				}
+				if rec := p.SessionEnds(t)[0]; rec["closed_by"] != wantBy || rec["reason"] != dbproxy.ReasonRefused {
+					t.Errorf("session end closed_by=%v reason=%v, want %s refused", rec["closed_by"], rec["reason"], wantBy)
+				}
 				return
 			}
 			if err != nil {

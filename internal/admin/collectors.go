@@ -29,6 +29,7 @@ type tcpCollector struct {
 
 	accepted, refused, handled, unrouted *prometheus.Desc
 	sessions, active, bytes, routeErrors *prometheus.Desc
+	ends                                 *prometheus.Desc
 }
 
 func (c *tcpCollector) init() {
@@ -51,16 +52,24 @@ func (c *tcpCollector) init() {
 		append(route, "direction"), nil)
 	c.routeErrors = prometheus.NewDesc(namespace+"_tcp_errors_total",
 		"Routed sessions that ended with an error, handshake included (backend down, authentication refused).", route, nil)
+	c.ends = prometheus.NewDesc(namespace+"_tcp_session_ends_total",
+		`Sessions ended, by who ended them (closed_by: client, backend, leproxy) and how (reason: closed, reset, refused, unreachable, handshake_timeout, idle_timeout, drain, shutdown); route "" for sessions that never reached one.`,
+		append(route, "closed_by", "reason"), nil)
 }
 
 // Describe implements prometheus.Collector.
 func (c *tcpCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.accepted, c.refused, c.handled, c.unrouted, c.sessions, c.active, c.bytes, c.routeErrors} {
+	for _, d := range []*prometheus.Desc{c.accepted, c.refused, c.handled, c.unrouted, c.sessions, c.active, c.bytes, c.routeErrors, c.ends} {
 		ch <- d
 	}
 }
 
 type listenerKey struct{ listen, protocol string }
+
+type endKey struct {
+	routeKey
+	end dbproxy.End
+}
 
 type routeKey struct {
 	listenerKey
@@ -83,9 +92,15 @@ func (c *tcpCollector) Collect(ch chan<- prometheus.Metric) {
 	var (
 		listeners = make(map[listenerKey]*listenerSums)
 		routes    = make(map[routeKey]*routeSums)
+		ends      = make(map[endKey]uint64)
 		lOrder    []listenerKey
 		rOrder    []routeKey
 	)
+	addEnds := func(rk routeKey, m map[dbproxy.End]uint64) {
+		for e, n := range m {
+			ends[endKey{rk, e}] += n
+		}
+	}
 	for _, l := range f() {
 		lk := listenerKey{l.Listen, l.Protocol}
 		ls := listeners[lk]
@@ -98,6 +113,7 @@ func (c *tcpCollector) Collect(ch chan<- prometheus.Metric) {
 		ls.refused += l.Stats.Refused
 		ls.handled += l.Stats.Handled
 		ls.unrouted += l.Stats.Unrouted
+		addEnds(routeKey{lk, ""}, l.Stats.UnroutedEnds)
 		for _, r := range l.Stats.Routes {
 			rk := routeKey{lk, r.Host}
 			rs := routes[rk]
@@ -111,6 +127,7 @@ func (c *tcpCollector) Collect(ch chan<- prometheus.Metric) {
 			rs.bytesIn += r.BytesIn
 			rs.bytesOut += r.BytesOut
 			rs.errors += r.Errors
+			addEnds(rk, r.Ends)
 		}
 	}
 	for _, lk := range lOrder {
@@ -128,6 +145,10 @@ func (c *tcpCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(c.bytes, prometheus.CounterValue, float64(rs.bytesIn), append(labels, "in")...)
 		ch <- prometheus.MustNewConstMetric(c.bytes, prometheus.CounterValue, float64(rs.bytesOut), append(labels, "out")...)
 		ch <- prometheus.MustNewConstMetric(c.routeErrors, prometheus.CounterValue, float64(rs.errors), labels...)
+	}
+	for ek, n := range ends {
+		ch <- prometheus.MustNewConstMetric(c.ends, prometheus.CounterValue, float64(n),
+			ek.listen, ek.protocol, ek.route, ek.end.By, ek.end.Reason)
 	}
 }
 

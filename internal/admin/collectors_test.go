@@ -17,8 +17,10 @@ func TestTCPStatsCollector(t *testing.T) {
 		return []TCPListenerStats{
 			{Listen: ":5432", Protocol: "postgres", Stats: dbproxy.Stats{
 				Accepted: 10, Refused: 1, Handled: 2, Unrouted: 3,
+				UnroutedEnds: map[dbproxy.End]uint64{{By: "leproxy", Reason: "refused"}: 3},
 				Routes: []dbproxy.RouteStats{
-					{Host: "db.example.test", Backend: "10.0.0.5:5432", Sessions: 4, Active: 2, BytesIn: 1000, BytesOut: 50000, Errors: 1},
+					{Host: "db.example.test", Backend: "10.0.0.5:5432", Sessions: 4, Active: 2, BytesIn: 1000, BytesOut: 50000, Errors: 1,
+						Ends: map[dbproxy.End]uint64{{By: "client", Reason: "closed"}: 1, {By: "backend", Reason: "reset"}: 1}},
 					{Host: "reports.example.test", Backend: "10.0.0.6:5432"},
 				},
 			}},
@@ -32,7 +34,8 @@ func TestTCPStatsCollector(t *testing.T) {
 			{Listen: ":5432", Protocol: "postgres", Stats: dbproxy.Stats{
 				Accepted: 5, Unrouted: 1,
 				Routes: []dbproxy.RouteStats{
-					{Host: "db.example.test", Sessions: 5, Active: 1, BytesIn: 24, BytesOut: 76, Errors: 2},
+					{Host: "db.example.test", Sessions: 5, Active: 1, BytesIn: 24, BytesOut: 76, Errors: 2,
+						Ends: map[dbproxy.End]uint64{{By: "client", Reason: "closed"}: 2}},
 				},
 			}},
 		}
@@ -74,9 +77,15 @@ func TestTCPStatsCollector(t *testing.T) {
 		{"leproxy_tcp_sessions_active", route(pg, "reports.example.test"), 0},
 		{"leproxy_tcp_bytes_total", route(redis, "cache.example.test", "direction", "out"), 700},
 		{"leproxy_tcp_sessions_active", route(redis, "cache.example.test"), 1},
+		{"leproxy_tcp_session_ends_total", route(pg, "db.example.test", "closed_by", "client", "reason", "closed"), 3},
+		{"leproxy_tcp_session_ends_total", route(pg, "db.example.test", "closed_by", "backend", "reason", "reset"), 1},
+		{"leproxy_tcp_session_ends_total", route(pg, "", "closed_by", "leproxy", "reason", "refused"), 3},
 	}
 	for _, tt := range tests {
 		wantValue(t, mfs, tt.name, tt.labels, tt.want)
+	}
+	if n := len(mfs["leproxy_tcp_session_ends_total"].GetMetric()); n != 3 {
+		t.Errorf("leproxy_tcp_session_ends_total: got %d series, want 3", n)
 	}
 	if n := len(mfs["leproxy_tcp_sessions_total"].GetMetric()); n != 3 {
 		t.Errorf("leproxy_tcp_sessions_total: got %d series, want 3 (one per listener and route)", n)
