@@ -59,6 +59,17 @@ type RoutesWatcher interface {
 	RoutesChanged(routes []Route)
 }
 
+// An EndReporter is a connection a Protocol's Handshake returns that
+// knows from the protocol who ended the session: a PostgreSQL client that
+// sent Terminate quit, even when the backend's close reached leproxy
+// before the client's. When the pump ends the Server asks the client side
+// and then the backend side, and an answer replaces its own guess from
+// which side closed first (not the idle timeout or a shutdown, which it
+// sees itself).
+type EndReporter interface {
+	SessionEnd() (End, bool)
+}
+
 type registration struct {
 	name        string
 	newProtocol func() Protocol

@@ -431,6 +431,9 @@ func (s *Server) serveSession(sess *Session) {
 		rs.active.Add(1)
 		in, out, end, err = pump(c, b, sess.limits, &rs.bytesIn, &rs.bytesOut, nil, sess.closeAll)
 		rs.active.Add(-1)
+		if end.Reason != ReasonIdle {
+			end = reportedEnd(end, c, b)
+		}
 		c.Close()
 		b.Close()
 	}
@@ -470,6 +473,18 @@ func (s *Server) serveSession(sess *Session) {
 		"bytes_out", out,
 		"duration", time.Since(start),
 		"error", err)...)
+}
+
+// reportedEnd is what the first EndReporter among conns says, or end.
+func reportedEnd(end End, conns ...net.Conn) End {
+	for _, c := range conns {
+		if r, ok := c.(EndReporter); ok {
+			if e, ok := r.SessionEnd(); ok {
+				return e
+			}
+		}
+	}
+	return end
 }
 
 // refuse turns away a client beyond MaxConns: in its protocol when the

@@ -7,6 +7,7 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -134,4 +135,34 @@ func readLine(r io.Reader) (string, error) {
 		}
 	}
 	return string(b), io.ErrShortBuffer
+}
+
+// A CountingConn counts the bytes read from and written to the connection
+// under it, to check a proxy's byte counts against what a client really
+// sent and received.
+type CountingConn struct {
+	net.Conn
+	read, written atomic.Int64
+}
+
+func (c *CountingConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	c.read.Add(int64(n))
+	return n, err
+}
+
+func (c *CountingConn) Write(p []byte) (int, error) {
+	n, err := c.Conn.Write(p)
+	c.written.Add(int64(n))
+	return n, err
+}
+
+// Counts returns the bytes read and written so far.
+func (c *CountingConn) Counts() (read, written int64) { return c.read.Load(), c.written.Load() }
+
+// Reset sets both counts back to zero, at the point from which a proxy
+// counts (the end of a protocol's handshake).
+func (c *CountingConn) Reset() {
+	c.read.Store(0)
+	c.written.Store(0)
 }

@@ -118,7 +118,7 @@ func (p *protocol) Handshake(ctx context.Context, client net.Conn, s *dbproxy.Se
 	if key != nil {
 		s.OnEnd(p.cancels.add(*key, r))
 	}
-	return h.conn, b, nil
+	return watchTerminate(h.conn), b, nil
 }
 
 // frontend is the client side of one handshake (a frontend, in
