@@ -123,4 +123,3 @@ func backendPID(t *testing.T, fe *pgproto3.Frontend) int {
 		}
 	}
 }
-
