@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"sync"
+	"sync/atomic"
 
 	"github.com/leproxy/leproxy/dbproxy"
 )
@@ -68,6 +69,18 @@ func commandConns(client, backend net.Conn, r *dbproxy.Route, charset byte, inte
 	ph := &commandPhase{route: r, charset: charset, intercept: intercept, backend: backend}
 	return &packetStream{Conn: client, filter: &clientFilter{ph: ph}},
 		&packetStream{Conn: backend, filter: &backendFilter{ph: ph}}
+}
+
+// comQuit is COM_QUIT, a client's goodbye; the server closes on it.
+const comQuit = 0x01
+
+// SessionEnd implements dbproxy.EndReporter: a client that sent COM_QUIT
+// quit, even when the server's close reached leproxy first.
+func (s *packetStream) SessionEnd() (dbproxy.End, bool) {
+	if f, ok := s.filter.(*clientFilter); ok && f.quit.Load() {
+		return dbproxy.End{By: dbproxy.ByClient, Reason: dbproxy.ReasonClosed}, true
+	}
+	return dbproxy.End{}, false
 }
 
 // packetFilter decides, packet by packet, what a packetStream passes
@@ -233,8 +246,9 @@ func (s *packetStream) CloseWrite() error { return dbproxy.CloseWrite(s.Conn) }
 // pass on as it is.
 type clientFilter struct {
 	ph      *commandPhase
-	cont    bool // the last payload was 16 MiB - 1 bytes: this packet continues it
-	infile  bool // LOAD DATA LOCAL INFILE contents are coming, up to an empty packet
+	quit    atomic.Bool // the client sent COM_QUIT
+	cont    bool        // the last payload was 16 MiB - 1 bytes: this packet continues it
+	infile  bool        // LOAD DATA LOCAL INFILE contents are coming, up to an empty packet
 	lastCmd int
 	want    int // what the wanted packet is: wantChangeUser or wantReply
 }
@@ -253,6 +267,9 @@ func (f *clientFilter) header(n int, seq byte, first int) bool {
 		f.infile = n > 0
 	case seq == 0:
 		f.lastCmd = first
+		if first == comQuit {
+			f.quit.Store(true)
+		}
 		if first == comChangeUser && !f.cont {
 			f.want = wantChangeUser
 		}
