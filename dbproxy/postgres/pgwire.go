@@ -3,6 +3,7 @@ package postgres
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
 )
@@ -28,6 +29,13 @@ const (
 	// maxErrorParse bounds the ErrorResponse body parsed for the log; a
 	// larger one is forwarded without being read into memory.
 	maxErrorParse = 8 << 10
+	// maxAuthSASL bounds an AuthenticationSASL body, which leproxy reads
+	// whole to rewrite: PostgreSQL's is 38 bytes.
+	maxAuthSASL = 1 << 10
+	// Authentication request codes of AuthenticationSASL and
+	// AuthenticationSASLContinue.
+	authSASL         = 10
+	authSASLContinue = 11
 
 	sslRequestCode    = 1234<<16 | 5679 // 80877103
 	gssEncRequestCode = 1234<<16 | 5680 // 80877104
@@ -40,7 +48,7 @@ const (
 	sqlstateConnectFailed      = "08001" // backend down or refusing
 	sqlstateConnectionFailure  = "08006" // backend lost during startup
 	sqlstateRejected           = "08004" // no route for the server name
-	sqlstateInvalidAuthSpec    = "28000" // TLS required
+	sqlstateInvalidAuthSpec    = "28000" // TLS required, channel binding
 	sqlstateFeatureUnsupported = "0A000" // protocol version
 	sqlstateTooManyConnections = "53300"
 )
@@ -238,4 +246,102 @@ func appendErrorResponse(dst []byte, code, msg string) []byte {
 	dst = append(dst, 0, 0)
 	binary.BigEndian.PutUint32(dst[start+1:], uint32(len(dst)-start-1))
 	return dst
+}
+
+// channelBindingSuffix ends the name of every SASL mechanism with channel
+// binding (RFC 5802's SCRAM-SHA-256-PLUS and its kin).
+const channelBindingSuffix = "-PLUS"
+
+// dropChannelBinding rewrites the mechanism list of an AuthenticationSASL
+// message (its body after the int32 10: NUL-terminated names ending with
+// an empty one) without the mechanisms whose name ends in "-PLUS", in
+// either case. It returns the new list, which aliases none of list, and
+// how many mechanisms it dropped and kept. A list that is not exactly
+// such names and the empty one is a *wireError.
+func dropChannelBinding(list []byte) (out []byte, dropped, kept int, err error) {
+	out = make([]byte, 0, len(list))
+	rest := list
+	for {
+		name, after, ok := bytes.Cut(rest, []byte{0})
+		if !ok {
+			return nil, 0, 0, protocolViolation("invalid AuthenticationSASL message: unterminated mechanism list")
+		}
+		if len(name) == 0 {
+			if len(after) != 0 {
+				return nil, 0, 0, protocolViolation("invalid AuthenticationSASL message: %d bytes after the mechanism list", len(after))
+			}
+			return append(out, 0), dropped, kept, nil
+		}
+		if len(name) >= len(channelBindingSuffix) &&
+			bytes.EqualFold(name[len(name)-len(channelBindingSuffix):], []byte(channelBindingSuffix)) {
+			dropped++
+		} else {
+			kept++
+			out = append(append(out, name...), 0)
+		}
+		rest = after
+	}
+}
+
+// errOnlyChannelBinding is rewriteAuthSASL's error for a backend that
+// offers no SASL mechanism but ones with channel binding.
+var errOnlyChannelBinding = errors.New("the backend offers only SASL mechanisms with channel binding")
+
+// rewriteAuthSASL returns the AuthenticationSASL message to send the
+// client in place of the backend's whose body (after the length word) is
+// body: the same without the mechanisms with channel binding (see
+// dropChannelBinding). dropped says whether there were any. It fails with
+// errOnlyChannelBinding when nothing would remain, and with a *wireError
+// for a body that is not an AuthenticationSASL or is over maxAuthSASL.
+func rewriteAuthSASL(body []byte) (msg []byte, dropped bool, err error) {
+	if len(body) < 4 || binary.BigEndian.Uint32(body) != authSASL {
+		return nil, false, protocolViolation("not an AuthenticationSASL message")
+	}
+	if len(body)-4 > maxAuthSASL {
+		return nil, false, protocolViolation("invalid AuthenticationSASL length %d", len(body))
+	}
+	list, n, kept, err := dropChannelBinding(body[4:])
+	if err != nil {
+		return nil, false, err
+	}
+	if n > 0 && kept == 0 {
+		return nil, true, errOnlyChannelBinding
+	}
+	msg = make([]byte, 0, 5+4+len(list))
+	msg = append(msg, 'R')
+	msg = binary.BigEndian.AppendUint32(msg, uint32(4+4+len(list)))
+	msg = binary.BigEndian.AppendUint32(msg, authSASL)
+	return append(msg, list...), n > 0, nil
+}
+
+// maxSASLInitialHead bounds what is read of a client's first message to
+// find its SCRAM gs2 channel-binding flag: type, length, a mechanism name
+// and its NUL, the data length and two bytes of data.
+const maxSASLInitialHead = 5 + 64 + 1 + 4 + 2
+
+// gs2ClaimsBinding looks at head, the first bytes the client sent after
+// its StartupMessage. claims is true when they begin a SASLInitialResponse
+// whose SCRAM client-first-message has the gs2 flag "y": the client
+// supports channel binding and believes the server does not (RFC 5802,
+// section 6). decided is false while head is too short to tell; callers
+// stop looking at maxSASLInitialHead bytes.
+func gs2ClaimsBinding(head []byte) (decided, claims bool) {
+	if len(head) < 5 {
+		return false, false
+	}
+	l := binary.BigEndian.Uint32(head[1:])
+	if head[0] != 'p' || l < 4 {
+		return true, false
+	}
+	body := head[5:]
+	whole := uint64(len(body)) >= uint64(l)-4
+	if whole {
+		body = body[:l-4]
+	}
+	_, data, ok := bytes.Cut(body, []byte{0})
+	if !ok || len(data) < 6 {
+		return whole, false
+	}
+	n := int32(binary.BigEndian.Uint32(data))
+	return true, n >= 2 && data[4] == 'y' && data[5] == ','
 }

@@ -2,6 +2,7 @@ package postgres
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"io"
 	"strings"
@@ -221,8 +222,10 @@ func FuzzErrorFields(f *testing.F) {
 }
 
 // FuzzRelayStartup feeds arbitrary backend and client bytes through the
-// startup relay: no panic, no unbounded allocation, and every byte the
-// client gets from the backend is a prefix of what the backend sent.
+// startup relay: no panic, no unbounded allocation, and what the client
+// gets is a prefix of what the backend sent, AuthenticationSASL messages
+// without their channel-binding mechanisms (relayedToClient), and perhaps
+// one ErrorResponse of the proxy's own.
 func FuzzRelayStartup(f *testing.F) {
 	var good []byte
 	for _, m := range []pgproto3.BackendMessage{
@@ -241,6 +244,11 @@ func FuzzRelayStartup(f *testing.F) {
 	f.Add(errResp, []byte(nil))
 	f.Add([]byte{'K', 0, 0, 0, 8, 0, 0, 0, 1}, []byte(nil))
 	f.Add([]byte{'R', 0x7f, 0xff, 0xff, 0xff}, []byte(nil))
+	plus, _ := (&pgproto3.AuthenticationSASL{AuthMechanisms: []string{"SCRAM-SHA-256-PLUS", "SCRAM-SHA-256"}}).Encode(nil)
+	yAnswer, _ := (&pgproto3.SASLInitialResponse{AuthMechanism: "SCRAM-SHA-256", Data: []byte("y,,n=,r=x")}).Encode(nil)
+	f.Add(append(plus, good[len(plus)-len("SCRAM-SHA-256-PLUS")-1:]...), answer)
+	f.Add(append(plus, errResp...), yAnswer)
+	f.Add(append(plus[:len(plus)-len("SCRAM-SHA-256")-1:len(plus)-len("SCRAM-SHA-256")-1], 0), []byte(nil))
 	f.Fuzz(func(t *testing.T, backend, client []byte) {
 		var toClient, toBackend bytes.Buffer
 		c := &memConn{Reader: bytes.NewReader(client), Writer: &toClient}
@@ -252,17 +260,21 @@ func FuzzRelayStartup(f *testing.F) {
 		if key != nil && (len(key.key) < minCancelKey || len(key.key) > maxCancelKey) {
 			t.Fatalf("cancel key of %d bytes", len(key.key))
 		}
-		// What the client got is the backend's stream, then perhaps one
-		// ErrorResponse of the proxy's own.
 		out := toClient.Bytes()
-		ok := bytes.HasPrefix(backend, out)
+		relayed := relayedToClient(backend)
+		ok := bytes.HasPrefix(relayed, out)
 		for _, own := range [][]byte{
 			appendErrorResponse(nil, sqlstateConnectionFailure, "lost the connection to the backend of db.test"),
 			appendErrorResponse(nil, sqlstateProtocolViolation, "invalid message from the backend of db.test"),
+			appendErrorResponse(nil, sqlstateInvalidAuthSpec, onlyChannelBindingRefusal("db.test")),
+			appendErrorResponse(nil, sqlstateInvalidAuthSpec, channelBindingRefusal("db.test")),
 		} {
-			if rest, cut := bytes.CutSuffix(out, own); cut && bytes.HasPrefix(backend, rest) {
+			if rest, cut := bytes.CutSuffix(out, own); cut && bytes.HasPrefix(relayed, rest) {
 				ok = true
 			}
+		}
+		if bytes.Contains(out, []byte("-PLUS\x00")) && !bytes.Contains(relayed, []byte("-PLUS\x00")) {
+			t.Fatalf("client was offered channel binding: %q", out)
 		}
 		if !ok {
 			t.Fatalf("client got bytes the backend did not send: %q", out)
@@ -271,6 +283,66 @@ func FuzzRelayStartup(f *testing.F) {
 			t.Fatal("backend got bytes the client did not send")
 		}
 	})
+}
+
+// relayedToClient is what the startup relay should pass on of the
+// backend's bytes, written independently of it: messages verbatim but
+// AuthenticationSASL, whose mechanisms ending in -PLUS are dropped, up to
+// the first message it must refuse, or everything from ReadyForQuery on.
+func relayedToClient(backend []byte) []byte {
+	var out []byte
+	for len(backend) >= 5 {
+		l := binary.BigEndian.Uint32(backend[1:])
+		if l < 4 || l-4 > maxStartupBackendMessage {
+			break
+		}
+		n := int(l) - 4
+		if backend[0] == 'Z' {
+			return append(out, backend...)
+		}
+		if backend[0] != 'R' || n < 4 || len(backend) < 9 || binary.BigEndian.Uint32(backend[5:]) != authSASL {
+			out = append(out, backend[:min(len(backend), 5+n)]...)
+			if backend[0] == 'E' || len(backend) < 5+n {
+				break
+			}
+			backend = backend[5+n:]
+			continue
+		}
+		if n-4 > maxAuthSASL || len(backend) < 5+n {
+			break
+		}
+		list := string(backend[9 : 5+n])
+		all, ok := strings.CutSuffix(list, "\x00")
+		if !ok || (all != "" && !strings.HasSuffix(all, "\x00")) {
+			break
+		}
+		var kept []string
+		dropped := false
+		if all != "" {
+			for _, name := range strings.Split(strings.TrimSuffix(all, "\x00"), "\x00") {
+				switch {
+				case name == "":
+					return out // malformed
+				case strings.HasSuffix(strings.ToUpper(name), "-PLUS"):
+					dropped = true
+				default:
+					kept = append(kept, name)
+				}
+			}
+		}
+		if dropped && len(kept) == 0 {
+			break
+		}
+		msg := []byte{'R', 0, 0, 0, 0, 0, 0, 0, authSASL}
+		for _, name := range kept {
+			msg = append(append(msg, name...), 0)
+		}
+		msg = append(msg, 0)
+		binary.BigEndian.PutUint32(msg[1:], uint32(len(msg)-1))
+		out = append(out, msg...)
+		backend = backend[5+n:]
+	}
+	return out
 }
 
 // memConn is a startupConn over a reader and a writer; deadlines are

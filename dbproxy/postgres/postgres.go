@@ -12,7 +12,9 @@
 //	08P01  protocol violation: malformed startup packet, bytes pipelined
 //	       after SSLRequest, a second SSLRequest, direct TLS without ALPN
 //	28000  the client did not ask for TLS and the default route does not
-//	       allow plaintext ("TLS is required for db.example.com")
+//	       allow plaintext ("TLS is required for db.example.com"); the
+//	       backend offers SASL only with channel binding, or refuses a
+//	       client that supports channel binding (see below)
 //	08004  no route for the client's server name
 //	0A000  protocol version other than 3.x
 //	08001  the route's backend is down or its TLS failed
@@ -20,13 +22,31 @@
 //	53300  too many connections (Config.MaxConns)
 //
 // Errors from the backend itself (authentication, unknown database) reach
-// the client verbatim.
+// the client verbatim, but for the channel-binding refusal below.
+//
+// SCRAM channel binding (SCRAM-SHA-256-PLUS, tls-server-end-point) cannot
+// pass through leproxy: the client would bind to the certificate leproxy
+// serves and the backend checks its own ("SCRAM channel binding check
+// failed"). leproxy drops every mechanism ending in "-PLUS" from the
+// backend's AuthenticationSASL, on every route, and refuses the session
+// when none other is offered. A client that requires channel binding
+// (channel_binding=require) then refuses to go on itself. Over a route to
+// a TLS backend, PostgreSQL offered channel binding to leproxy and so
+// refuses a client that says it supports binding but was not offered it
+// (the gs2 flag "y", which libpq and pgx send by default over TLS): no
+// rewrite helps, since the client's SCRAM proof covers that flag, so
+// leproxy replaces the backend's "SCRAM channel binding negotiation error"
+// with its own, which tells the client to connect with
+// channel_binding=disable. Routes to plaintext backends (tls: none) do not
+// have that problem: the backend offers no channel binding and accepts
+// the flag "y".
 package postgres
 
 import (
 	"bufio"
 	"context"
 	"crypto/tls"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -113,6 +133,11 @@ func (p *protocol) Handshake(ctx context.Context, client net.Conn, s *dbproxy.Se
 	}
 	key, err := relayStartup(h.conn, b, r.Host)
 	if err != nil {
+		if _, ok := errors.AsType[*backendError](err); ok {
+			// The backend refused the login (or, for channel binding,
+			// leproxy said why it did).
+			s.SetEnd(dbproxy.ByBackend, dbproxy.ReasonRefused)
+		}
 		return nil, nil, err
 	}
 	if key != nil {
@@ -289,12 +314,15 @@ type startupConn interface {
 // bytes the backend sent behind ReadyForQuery are forwarded, and the
 // client's forwarding stops between two reads. A backend ErrorResponse
 // is forwarded and returned as a *backendError; a backend that goes away
-// is reported to the client.
+// is reported to the client. When the client ends the startup first, the
+// error says so; when the backend refused first, the client's end that
+// follows is not the error. The backend's AuthenticationSASL loses its
+// mechanisms with channel binding on the way (see the package doc).
 func relayStartup(client, b startupConn, routeHost string) (*cancelKey, error) {
 	fwd := &clientForwarder{client: client, backend: b, done: make(chan struct{})}
 	go fwd.run()
-	key, err := relayBackendStartup(client, b, routeHost)
-	if ferr := fwd.stop(); ferr != nil {
+	key, clientFirst, err := relayBackendStartup(client, b, routeHost, fwd)
+	if ferr := fwd.stop(); ferr != nil && (err == nil || clientFirst) {
 		// The client went first; what the backend did next follows.
 		return nil, fmt.Errorf("client ended the startup: %w", ferr)
 	}
@@ -308,16 +336,34 @@ type clientForwarder struct {
 	client   startupConn
 	backend  io.Writer
 	stopping atomic.Bool
-	done     chan struct{}
-	err      error // set before done is closed
+	// ended is set when reading from the client failed (its EOF
+	// included), before the backend is told.
+	ended atomic.Bool
+	// claimsBinding is set when the client's first message is a SCRAM
+	// SASLInitialResponse with the gs2 flag "y", before it is forwarded.
+	claimsBinding atomic.Bool
+	done          chan struct{}
+	err           error // set before done is closed
 }
 
 func (f *clientForwarder) run() {
 	defer close(f.done)
 	buf := make([]byte, 4096)
+	// The first bytes, until they tell whether the client claims
+	// channel binding support.
+	var head []byte
+	looking := true
 	for {
 		n, err := f.client.Read(buf)
 		if n > 0 {
+			if looking {
+				head = append(head, buf[:min(n, maxSASLInitialHead-len(head))]...)
+				decided, claims := gs2ClaimsBinding(head)
+				if claims {
+					f.claimsBinding.Store(true)
+				}
+				looking = !decided && len(head) < maxSASLInitialHead
+			}
 			if _, werr := f.backend.Write(buf[:n]); werr != nil {
 				f.err = fmt.Errorf("writing to backend: %w", werr)
 				return
@@ -327,6 +373,7 @@ func (f *clientForwarder) run() {
 			if f.stopping.Load() && errors.Is(err, os.ErrDeadlineExceeded) {
 				return
 			}
+			f.ended.Store(true)
 			if err == io.EOF {
 				// Pass the client's close on, so the backend ends too.
 				dbproxy.CloseWrite(f.backend)
@@ -338,7 +385,8 @@ func (f *clientForwarder) run() {
 }
 
 // stop ends the forwarding and returns its error, nil when it was still
-// running or the client had nothing more to say.
+// running or the client had nothing more to say. Calling it again returns
+// the same.
 func (f *clientForwarder) stop() error {
 	f.stopping.Store(true)
 	f.client.SetReadDeadline(time.Unix(1, 0))
@@ -347,86 +395,164 @@ func (f *clientForwarder) stop() error {
 }
 
 // relayBackendStartup forwards the backend's startup messages to the
-// client until ReadyForQuery; see relayStartup.
-func relayBackendStartup(client io.Writer, b io.Reader, routeHost string) (*cancelKey, error) {
+// client until ReadyForQuery; see relayStartup. clientFirst is false when
+// err comes from the backend's side and the client had not ended the
+// startup (fwd.ended) when it came.
+func relayBackendStartup(client io.Writer, b io.Reader, routeHost string, fwd *clientForwarder) (key *cancelKey, clientFirst bool, err error) {
 	br := bufio.NewReaderSize(b, 4096)
 	cw := bufio.NewWriterSize(client, 4096)
-	// lost reports a failed relay: to the client when the backend side
-	// failed (the client is gone when flushing to it fails).
-	lost := func(err error) error {
+	toClient := func(err error) (*cancelKey, bool, error) {
+		return nil, true, fmt.Errorf("writing to client: %w", err)
+	}
+	// refuse ends the startup with leproxy's own ErrorResponse (the
+	// client is gone when flushing to it fails).
+	refuse := func(we *wireError) (*cancelKey, bool, error) {
+		clientFirst := fwd.ended.Load()
 		if ferr := cw.Flush(); ferr != nil {
-			return fmt.Errorf("writing to client: %w", ferr)
+			return toClient(ferr)
 		}
+		client.Write(appendErrorResponse(nil, we.code, we.msg))
+		return nil, clientFirst, we
+	}
+	// lost reports a failed relay: to the client when the backend side
+	// failed.
+	lost := func(err error) (*cancelKey, bool, error) {
 		we := &wireError{code: sqlstateConnectionFailure, msg: "lost the connection to the backend of " + routeHost, err: err}
 		if _, ok := errors.AsType[*wireError](err); ok {
 			we.code, we.msg = sqlstateProtocolViolation, "invalid message from the backend of "+routeHost
 		}
-		client.Write(appendErrorResponse(nil, we.code, we.msg))
-		return we
+		return refuse(we)
 	}
 	var (
 		hdr [5]byte
-		key *cancelKey
+		// droppedBinding: the backend offered channel binding, which the
+		// client was not shown; saslContinued: the backend accepted the
+		// client's first SASL message.
+		droppedBinding, saslContinued bool
 	)
 	for {
 		// The client answers authentication requests: let it see them.
 		if br.Buffered() == 0 {
 			if err := cw.Flush(); err != nil {
-				return nil, fmt.Errorf("writing to client: %w", err)
+				return toClient(err)
 			}
 		}
 		typ, n, err := readMessageHeader(br, &hdr, maxStartupBackendMessage)
 		if err != nil {
-			return nil, lost(err)
+			return lost(err)
 		}
-		cw.Write(hdr[:])
+		if typ == 'R' && n >= 4 {
+			req, err := br.Peek(4)
+			if err != nil {
+				return lost(err)
+			}
+			switch binary.BigEndian.Uint32(req) {
+			case authSASLContinue:
+				saslContinued = true
+			case authSASL:
+				if n-4 > maxAuthSASL {
+					return lost(protocolViolation("invalid AuthenticationSASL length %d", n))
+				}
+				body := make([]byte, n)
+				if _, err := io.ReadFull(br, body); err != nil {
+					return lost(err)
+				}
+				msg, dropped, err := rewriteAuthSASL(body)
+				if errors.Is(err, errOnlyChannelBinding) {
+					return refuse(&wireError{code: sqlstateInvalidAuthSpec, msg: onlyChannelBindingRefusal(routeHost)})
+				}
+				if err != nil {
+					return lost(err)
+				}
+				droppedBinding = droppedBinding || dropped
+				cw.Write(msg)
+				continue
+			}
+		}
 		switch typ {
 		case 'K':
 			body := make([]byte, min(n, 4+maxCancelKey+1))
 			if len(body) != n {
-				return nil, lost(protocolViolation("invalid BackendKeyData length %d", n))
+				return lost(protocolViolation("invalid BackendKeyData length %d", n))
 			}
 			if _, err := io.ReadFull(br, body); err != nil {
-				return nil, lost(err)
+				return lost(err)
 			}
 			pid, k, err := parseBackendKeyData(body)
 			if err != nil {
-				return nil, lost(err)
+				return lost(err)
 			}
 			key = &cancelKey{pid: pid, key: string(k)}
+			cw.Write(hdr[:])
 			cw.Write(body)
 		case 'E':
+			// Whatever the client does after reading this follows it.
+			clientFirst := fwd.ended.Load()
 			if n > maxErrorParse {
+				cw.Write(hdr[:])
 				if _, err := io.CopyN(cw, br, int64(n)); err != nil {
-					return nil, lost(err)
+					return lost(err)
 				}
 				cw.Flush()
-				return nil, &backendError{msg: "(message too long to log)"}
+				return nil, clientFirst, &backendError{msg: "(message too long to log)"}
 			}
 			body := make([]byte, n)
 			if _, err := io.ReadFull(br, body); err != nil {
-				return nil, lost(err)
+				return lost(err)
 			}
+			code, msg := parseErrorFields(body)
+			be := &backendError{code: code, msg: msg}
+			if droppedBinding && !saslContinued && fwd.claimsBinding.Load() &&
+				(code == sqlstateInvalidAuthSpec || code == sqlstateProtocolViolation) {
+				// PostgreSQL's "SCRAM channel binding negotiation
+				// error" (28000) for a client-first-message with the
+				// gs2 flag "y": it offered channel binding over its own
+				// TLS, and the client says it supports binding but was
+				// not offered it. No rewrite of the client's SCRAM
+				// messages helps: its proof covers the flag (c=).
+				cw.Write(appendErrorResponse(nil, sqlstateInvalidAuthSpec, channelBindingRefusal(routeHost)))
+				cw.Flush()
+				return nil, clientFirst, &wireError{code: sqlstateInvalidAuthSpec, msg: channelBindingRefusal(routeHost), err: be}
+			}
+			cw.Write(hdr[:])
 			cw.Write(body)
 			cw.Flush()
-			code, msg := parseErrorFields(body)
-			return nil, &backendError{code: code, msg: msg}
+			return nil, clientFirst, be
 		case 'Z':
+			cw.Write(hdr[:])
 			if _, err := io.CopyN(cw, br, int64(n)); err != nil {
-				return nil, lost(err)
+				return lost(err)
 			}
 			if buffered := br.Buffered(); buffered > 0 {
 				rest, _ := br.Peek(buffered)
 				cw.Write(rest)
 			}
+			// The client's forwarding stops before the client can see
+			// ReadyForQuery: what it sends once it has is the session's,
+			// for the pump to carry and count.
+			fwd.stop()
 			if err := cw.Flush(); err != nil {
-				return nil, fmt.Errorf("writing to client: %w", err)
+				return toClient(err)
 			}
-			return key, nil
+			return key, true, nil
 		default:
+			cw.Write(hdr[:])
 			if _, err := io.CopyN(cw, br, int64(n)); err != nil {
-				return nil, lost(err)
+				return lost(err)
 			}
 		}
 	}
+}
+
+// onlyChannelBindingRefusal is what a client reads when the backend offers
+// SASL mechanisms with channel binding only.
+func onlyChannelBindingRefusal(routeHost string) string {
+	return "the backend of " + routeHost + " accepts only SASL authentication with channel binding, and channel binding cannot pass through leproxy"
+}
+
+// channelBindingRefusal is what a client that supports channel binding
+// reads when a TLS backend, which offered channel binding to leproxy,
+// refuses it for not using it.
+func channelBindingRefusal(routeHost string) string {
+	return "the backend of " + routeHost + " refuses clients that support channel binding unless they use it, and channel binding cannot pass through leproxy: connect with channel_binding=disable"
 }
