@@ -12,6 +12,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/leproxy/leproxy/internal/tlspolicy"
 )
 
 // Defaults for the zero values of Config.
@@ -181,8 +183,8 @@ func New(cfg Config) (*Server, error) {
 	s.tlsConfig = &tls.Config{
 		GetCertificate: s.getCertificate,
 		NextProtos:     alpn,
-		MinVersion:     tls.VersionTLS12,
 	}
+	tlspolicy.Apply(s.tlsConfig) // TLS 1.2+, ECDHE AEAD suites, rotating ticket keys
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.drainCtx, s.drainCancel = context.WithCancel(s.ctx)
 	return s, nil

@@ -24,6 +24,7 @@ import (
 	"time"
 
 	"github.com/leproxy/leproxy/internal/hostname"
+	"github.com/leproxy/leproxy/internal/tlspolicy"
 	"golang.org/x/crypto/acme"
 	"golang.org/x/crypto/acme/autocert"
 )
@@ -241,25 +242,27 @@ func wantsChallengeCert(hello *tls.ClientHelloInfo) bool {
 
 // TLSConfig returns the configuration for the HTTPS listener: certificates
 // from GetCertificate, ALPN nextProtos (callers pass "h2", "http/1.1") plus
-// acme-tls/1 for tls-alpn-01, TLS 1.2 or later.
+// acme-tls/1 for tls-alpn-01, and leproxy's TLS policy (see tlspolicy).
 func (m *Manager) TLSConfig(nextProtos ...string) *tls.Config {
 	protos := slices.Clone(nextProtos)
 	if !slices.Contains(protos, acme.ALPNProto) {
 		protos = append(protos, acme.ALPNProto)
 	}
-	return &tls.Config{
+	cfg := &tls.Config{
 		GetCertificate: m.GetCertificate,
 		NextProtos:     protos,
-		MinVersion:     tls.VersionTLS12,
 	}
+	tlspolicy.Apply(cfg)
+	return cfg
 }
 
 // TLSConfigWithDefault returns the configuration for a listener that does
 // not answer ACME challenges (a database listener): a client without SNI
 // gets the certificate of defaultName (none if defaultName is empty).
-// nextProtos is the listener's ALPN list, possibly empty.
+// nextProtos is the listener's ALPN list, possibly empty. It has
+// leproxy's TLS policy (see tlspolicy).
 func (m *Manager) TLSConfigWithDefault(defaultName string, nextProtos ...string) *tls.Config {
-	return &tls.Config{
+	cfg := &tls.Config{
 		GetCertificate: func(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
 			if wantsChallengeCert(hello) {
 				return nil, fmt.Errorf("certs: tls-alpn-01 challenge for %q on a listener that answers none", hello.ServerName)
@@ -270,8 +273,9 @@ func (m *Manager) TLSConfigWithDefault(defaultName string, nextProtos ...string)
 			return m.GetCertificate(hello)
 		},
 		NextProtos: slices.Clone(nextProtos),
-		MinVersion: tls.VersionTLS12,
 	}
+	tlspolicy.Apply(cfg)
+	return cfg
 }
 
 // HTTPHandler answers http-01 challenges (for allowed names, whatever the
