@@ -24,6 +24,8 @@ type runArgs struct {
 	Watch    bool   `flag:"watch,reload the mapping when its file changes (SIGHUP always reloads)"`
 	HSTS     bool   `flag:"hsts,add Strict-Transport-Security to every HTTPS response"`
 
+	AllowMisdirected bool `flag:"allow-misdirected,serve an HTTPS request whose Host is another mapped host than the TLS server name (SNI) instead of answering 421, for HTTP/2 connection coalescing"`
+
 	ReadTimeout  time.Duration `flag:"rto,maximum time to read a whole HTTP request, body included (0: no limit; headers always have 10s)"`
 	WriteTimeout time.Duration `flag:"wto,maximum time to write an HTTP response (0: no limit, so streams and long downloads work)"`
 	IdleTimeout  time.Duration `flag:"idle,how long an idle HTTP keep-alive connection is kept open"`

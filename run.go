@@ -158,7 +158,7 @@ func (env runEnv) run(ctx context.Context, args []string) error {
 	// tcp listeners; every other address is bound before anything serves,
 	// so that a port in use is a start-up error and not a half-started
 	// daemon.
-	proxyOpts := httpproxy.Options{HSTS: a.HSTS, Logger: logger, OnBackendError: metrics.BackendError}
+	proxyOpts := httpproxy.Options{HSTS: a.HSTS, AllowMisdirected: a.AllowMisdirected, Logger: logger, OnBackendError: metrics.BackendError}
 	deps := tcpDeps{getCertificate: cm.GetCertificate, metrics: metrics, logger: logger}
 	gen, err := prepare(cfg, nil, proxyOpts, deps)
 	if err != nil {

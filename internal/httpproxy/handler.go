@@ -48,13 +48,19 @@ type Options struct {
 	// OnBackendError, if set, is called with the host's name for each
 	// request that failed at the backend (not for clients that went away).
 	OnBackendError func(host string)
+	// AllowMisdirected serves a TLS request whose Host names another
+	// mapped host than the connection's server name (SNI), as HTTP/2
+	// connection coalescing needs (the -allow-misdirected flag). By
+	// default such a request gets 421 Misdirected Request.
+	AllowMisdirected bool
 }
 
 // Handler routes requests by host name to the hosts' backends. It is safe
 // for concurrent use and never changes after New.
 type Handler struct {
-	routes     map[string]http.Handler // canonical host name → route
-	transports []*http.Transport
+	routes           map[string]http.Handler // canonical host name → route
+	transports       []*http.Transport
+	allowMisdirected bool
 }
 
 var _ http.Handler = (*Handler)(nil)
@@ -68,7 +74,7 @@ func New(hosts []config.Host, opts Options) (*Handler, error) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	h := &Handler{routes: make(map[string]http.Handler, len(hosts))}
+	h := &Handler{routes: make(map[string]http.Handler, len(hosts)), allowMisdirected: opts.AllowMisdirected}
 	transports := make(map[string]*http.Transport)
 	for _, host := range hosts {
 		name := hostname.FromHostHeader(host.Name)
@@ -103,13 +109,20 @@ func New(hosts []config.Host, opts Options) (*Handler, error) {
 }
 
 // ServeHTTP routes r by its host name (port and trailing dot stripped,
-// case folded). Unknown hosts get a plain 404. CONNECT is refused with 405
-// and any protocol upgrade other than websocket with 400, before any
-// backend sees the request.
+// case folded). Unknown hosts get a plain 404. A TLS request for a mapped
+// host other than the connection's server name gets 421 unless
+// Options.AllowMisdirected. CONNECT is refused with 405 and any protocol
+// upgrade other than websocket with 400, before any backend sees the
+// request.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	route, ok := h.routes[hostname.FromHostHeader(r.Host)]
+	name := hostname.FromHostHeader(r.Host)
+	route, ok := h.routes[name]
 	if !ok {
 		http.Error(w, "unknown host", http.StatusNotFound)
+		return
+	}
+	if !h.allowMisdirected && misdirected(r, name) {
+		http.Error(w, "misdirected request", http.StatusMisdirectedRequest)
 		return
 	}
 	if r.Method == http.MethodConnect {
@@ -136,6 +149,16 @@ func (h *Handler) Close() {
 	for _, t := range h.transports {
 		t.CloseIdleConnections()
 	}
+}
+
+// misdirected reports whether r came over TLS with a server name (SNI)
+// other than name, its normalised Host. A connection without SNI (a client
+// dialling an IP address) and a plain-HTTP request are never misdirected.
+func misdirected(r *http.Request, name string) bool {
+	if r.TLS == nil || r.TLS.ServerName == "" {
+		return false
+	}
+	return hostname.Normalize(r.TLS.ServerName) != name
 }
 
 // upgradeAllowed reports whether h asks for no protocol upgrade or for a

@@ -82,7 +82,8 @@ func mustNew(t testing.TB, hosts []config.Host, opts Options) *Handler {
 // serve serves h over TLS (HTTP/2 offered when h2) or, with plain, over
 // plain HTTP/1.1, and returns the server and a client that sends every
 // request to it whatever the URL's host. The server's certificate is
-// verified as example.com.
+// verified as 127.0.0.1, so the client sends no server name (SNI) and
+// any Host may be asked for (see TestMisdirected for SNI).
 func serve(t testing.TB, h http.Handler, plain, h2 bool) (*httptest.Server, *http.Client) {
 	t.Helper()
 	srv := httptest.NewUnstartedServer(h)
@@ -104,7 +105,7 @@ func serve(t testing.TB, h http.Handler, plain, h2 bool) (*httptest.Server, *htt
 	if !plain {
 		roots := x509.NewCertPool()
 		roots.AddCert(srv.Certificate())
-		tr.TLSClientConfig = &tls.Config{RootCAs: roots, ServerName: "example.com"}
+		tr.TLSClientConfig = &tls.Config{RootCAs: roots, ServerName: "127.0.0.1"}
 	}
 	t.Cleanup(tr.CloseIdleConnections)
 	return srv, &http.Client{

@@ -45,9 +45,12 @@ func (s *staticRoute) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 // staticFS is the http.FileSystem of a static host's directory. It
 //   - never leaves the directory: names are opened through os.Root, so
-//     neither ".." nor a symbolic link pointing outside reaches a file;
+//     neither ".." nor a symbolic link pointing outside reaches a file,
+//     even if a link is swapped while the request runs;
 //   - hides every name with a path element starting with a dot (.git,
-//     .env, .htpasswd) except .well-known;
+//     .env, .htpasswd) except .well-known, both in the requested name and
+//     in the target its symbolic links resolve to (env.txt → .env, or a
+//     linked directory conf → .git, is hidden too);
 //   - serves a directory only if it holds a regular index.html, so
 //     http.FileServer serves that file and never lists a directory;
 //   - serves nothing but regular files and directories (no FIFOs, devices
@@ -72,6 +75,9 @@ func (s staticFS) Open(name string) (http.File, error) {
 	if hiddenPath(rel) {
 		return nil, fs.ErrNotExist
 	}
+	if !s.resolvedVisible(rel) {
+		return nil, fs.ErrNotExist
+	}
 	root, err := os.OpenRoot(s.dir)
 	if err != nil {
 		return nil, notExist(err)
@@ -92,8 +98,9 @@ func (s staticFS) Open(name string) (http.File, error) {
 	case fi.Mode().IsRegular():
 		return f, nil
 	case fi.IsDir():
-		idx, err := root.Stat(filepath.FromSlash(path.Join(rel, "index.html")))
-		if err != nil || !idx.Mode().IsRegular() {
+		idxRel := path.Join(rel, "index.html")
+		idx, err := root.Stat(filepath.FromSlash(idxRel))
+		if err != nil || !idx.Mode().IsRegular() || !s.resolvedVisible(idxRel) {
 			f.Close()
 			return nil, fs.ErrNotExist
 		}
@@ -101,6 +108,30 @@ func (s staticFS) Open(name string) (http.File, error) {
 	}
 	f.Close()
 	return nil, fs.ErrNotExist
+}
+
+// resolvedVisible reports whether the slash-separated relative name rel,
+// with every symbolic link on its way resolved, names something inside
+// the (equally resolved) directory whose path below it has no hidden
+// element. A name that does not resolve is not visible.
+//
+// os.Root alone would keep links from leaving the directory, but follows
+// a link to a dot-file inside it; this check covers that, and os.Root
+// still guards the open itself against a link swapped after the check.
+func (s staticFS) resolvedVisible(rel string) bool {
+	root, err := filepath.EvalSymlinks(s.dir)
+	if err != nil {
+		return false
+	}
+	target, err := filepath.EvalSymlinks(filepath.Join(root, filepath.FromSlash(rel)))
+	if err != nil {
+		return false
+	}
+	inside, err := filepath.Rel(root, target)
+	if err != nil || !filepath.IsLocal(inside) {
+		return false
+	}
+	return !hiddenPath(filepath.ToSlash(inside))
 }
 
 // notExist maps every open failure except a permission error to

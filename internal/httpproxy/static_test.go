@@ -48,6 +48,24 @@ func TestStatic(t *testing.T) {
 	if err := os.Symlink("style.css", filepath.Join(dir, "alias.css")); err != nil {
 		t.Fatal(err)
 	}
+	for link, target := range map[string]string{
+		"env.txt":         ".env",                     // link to a dot-file
+		"gitconf":         ".git",                     // linked dot-directory
+		"wk":              ".well-known",              // linked .well-known: allowed
+		"linkeddir":       "nolist",                   // linked directory inside
+		"up":              "..",                       // linked directory escaping
+		"leak/index.html": "../.env",                  // index.html that is a dot-file
+		"sub/deep.env":    "../sub/../.git/config",    // relative link into .git
+		"abs.txt":         filepath.Join(dir, ".env"), // absolute link to a dot-file
+	} {
+		p := filepath.Join(dir, filepath.FromSlash(link))
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Symlink(target, p); err != nil {
+			t.Fatal(err)
+		}
+	}
 	if err := os.Mkdir(filepath.Join(dir, "noindex"), 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -94,6 +112,15 @@ func TestStatic(t *testing.T) {
 		{"GET", "/escapedir/secret.txt", 404, "", ""},
 		{"GET", "/../" + filepath.Base(outside) + "/secret.txt", 404, "", ""},
 		{"GET", "/fifo", 404, "", ""},
+		{"GET", "/env.txt", 404, "", ""},
+		{"GET", "/abs.txt", 404, "", ""},
+		{"GET", "/gitconf/config", 404, "", ""},
+		{"GET", "/sub/deep.env", 404, "", ""},
+		{"GET", "/leak/", 404, "", ""},
+		{"GET", "/up/" + filepath.Base(outside) + "/secret.txt", 404, "", ""},
+		{"GET", "/up/" + filepath.Base(dir) + "/style.css", 404, "", ""},
+		{"GET", "/wk/security.txt", 200, "Contact: x", ""},
+		{"GET", "/linkeddir/file.txt", 200, "in nolist", ""},
 		{"POST", "/style.css", http.StatusMethodNotAllowed, "", ""},
 		{"DELETE", "/", http.StatusMethodNotAllowed, "", ""},
 	} {
@@ -141,6 +168,30 @@ func TestStaticFSNoListing(t *testing.T) {
 	}); ok {
 		if list, err := rd.ReadDir(-1); err == nil {
 			t.Errorf("ReadDir: got %d entries, want an error", len(list))
+		}
+	}
+}
+
+func TestStaticSymlinkedRoot(t *testing.T) {
+	// The root itself may be a symbolic link (a release directory swapped
+	// by a "current" link): targets are compared with the resolved root.
+	real := t.TempDir()
+	writeFile(t, real, "index.html", "<p>root</p>")
+	writeFile(t, real, ".env", "PASSWORD=x")
+	if err := os.Symlink(".env", filepath.Join(real, "env.txt")); err != nil {
+		t.Fatal(err)
+	}
+	link := filepath.Join(t.TempDir(), "current")
+	if err := os.Symlink(real, link); err != nil {
+		t.Fatal(err)
+	}
+	host := config.Host{Name: "static.example.test", Backend: config.Backend{Kind: config.BackendStatic, Raw: link, Dir: link}}
+	h := mustNew(t, []config.Host{host}, Options{})
+	for target, want := range map[string]int{"/": 200, "/env.txt": 404, "/.env": 404} {
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest("GET", "https://static.example.test"+target, nil))
+		if rec.Code != want {
+			t.Errorf("GET %s: got status %d, want %d (body %q)", target, rec.Code, want, rec.Body.String())
 		}
 	}
 }
