@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/artyom/autoflags"
+	"github.com/leproxy/leproxy/internal/httpproxy"
 )
 
 // runArgs holds every command-line flag; the literal in defaultArgs holds
@@ -25,6 +26,11 @@ type runArgs struct {
 	HSTS     bool   `flag:"hsts,add Strict-Transport-Security to every HTTPS response"`
 
 	AllowMisdirected bool `flag:"allow-misdirected,serve an HTTPS request whose Host is another mapped host than the TLS server name (SNI) instead of answering 421, for HTTP/2 connection coalescing"`
+
+	MaxHeaderBytes        int  `flag:"max-header-bytes,most bytes of HTTPS request headers, request line included (HTTP/1.1: 431; HTTP/2: advertised as SETTINGS_MAX_HEADER_LIST_SIZE, 431)"`
+	MaxHeaders            int  `flag:"max-headers,most HTTPS request header fields; more get 431"`
+	MaxURI                int  `flag:"max-uri,longest HTTPS request URI in bytes; longer gets 414 (keep it below -max-header-bytes)"`
+	KeepUnderscoreHeaders bool `flag:"keep-underscore-headers,pass request headers with an underscore in their names to backends (dropped by default)"`
 
 	ReadTimeout  time.Duration `flag:"rto,maximum time to read a whole HTTP request, body included (0: no limit; headers always have 10s)"`
 	WriteTimeout time.Duration `flag:"wto,maximum time to write an HTTP response (0: no limit, so streams and long downloads work)"`
@@ -47,9 +53,13 @@ func defaultArgs() runArgs {
 		HTTP:        ":http",
 		ACME:        "letsencrypt",
 		IdleTimeout: 2 * time.Minute,
-		AccessLog:   true,
-		LogFormat:   "text",
-		LogLevel:    "info",
+
+		MaxHeaderBytes: 64 << 10,
+		MaxHeaders:     httpproxy.DefaultMaxHeaders,
+		MaxURI:         httpproxy.DefaultMaxURI,
+		AccessLog:      true,
+		LogFormat:      "text",
+		LogLevel:       "info",
 	}
 }
 

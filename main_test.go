@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"net"
@@ -19,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/artyom/autoflags"
 	"github.com/leproxy/leproxy/internal/testenv"
 )
 
@@ -492,9 +494,17 @@ func TestVersionAndHelp(t *testing.T) {
 	if err == nil {
 		t.Errorf("-h: run returned nil, want flag.ErrHelp")
 	}
-	for _, f := range []string{"-map", "-cache", "-addr", "-http", "-email", "-acme", "-acme-ca", "-eab-kid", "-eab-hmac", "-hsts", "-rto", "-wto", "-idle", "-log-format", "-log-level", "-check", "-version"} {
+	for _, f := range []string{"-map", "-cache", "-addr", "-http", "-email", "-acme", "-acme-ca", "-eab-kid", "-eab-hmac", "-hsts", "-rto", "-wto", "-idle", "-log-format", "-log-level", "-check", "-version", "-max-header-bytes", "-max-headers", "-max-uri", "-keep-underscore-headers"} {
 		if !strings.Contains(help.String(), "  "+f+" ") && !strings.Contains(help.String(), "  "+f+"\n") {
 			t.Errorf("-h does not document %s", f)
 		}
 	}
+	a := defaultArgs()
+	fs := flag.NewFlagSet("leproxy", flag.ContinueOnError)
+	autoflags.DefineFlagSet(fs, &a)
+	fs.VisitAll(func(f *flag.Flag) {
+		if !strings.Contains(help.String(), "  -"+f.Name+" ") && !strings.Contains(help.String(), "  -"+f.Name+"\n") {
+			t.Errorf("-h does not document -%s", f.Name)
+		}
+	})
 }

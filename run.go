@@ -158,7 +158,7 @@ func (env runEnv) run(ctx context.Context, args []string) error {
 	// tcp listeners; every other address is bound before anything serves,
 	// so that a port in use is a start-up error and not a half-started
 	// daemon.
-	proxyOpts := httpproxy.Options{HSTS: a.HSTS, AllowMisdirected: a.AllowMisdirected, Logger: logger, OnBackendError: metrics.BackendError}
+	proxyOpts := httpproxy.Options{HSTS: a.HSTS, AllowMisdirected: a.AllowMisdirected, Logger: logger, OnBackendError: metrics.BackendError, MaxHeaders: a.MaxHeaders, MaxURI: a.MaxURI, KeepUnderscoreHeaders: a.KeepUnderscoreHeaders}
 	deps := tcpDeps{getCertificate: cm.GetCertificate, metrics: metrics, logger: logger}
 	gen, err := prepare(cfg, nil, proxyOpts, deps)
 	if err != nil {
@@ -200,6 +200,7 @@ func (env runEnv) run(ctx context.Context, args []string) error {
 		ConnState:         metrics.ConnState("https"),
 		TLSConfig:         cm.TLSConfig("h2", "http/1.1"),
 		ReadHeaderTimeout: readHeaderTimeout,
+		MaxHeaderBytes:    a.MaxHeaderBytes,
 		ReadTimeout:       a.ReadTimeout,
 		WriteTimeout:      a.WriteTimeout,
 		IdleTimeout:       a.IdleTimeout,

@@ -53,7 +53,26 @@ type Options struct {
 	// connection coalescing needs (the -allow-misdirected flag). By
 	// default such a request gets 421 Misdirected Request.
 	AllowMisdirected bool
+	// MaxHeaders is the most request header fields (values, counting
+	// each repeat; Host and HTTP/2 pseudo-headers do not count) a request
+	// may carry; more get 431 Request Header Fields Too Large. Zero means
+	// DefaultMaxHeaders.
+	MaxHeaders int
+	// MaxURI is the longest request URI (the request target as sent) in
+	// bytes; longer gets 414 URI Too Long. Zero means DefaultMaxURI.
+	MaxURI int
+	// KeepUnderscoreHeaders passes request header fields whose names
+	// contain an underscore to backends. By default they are dropped, as
+	// nginx does, since backends that fold "_" and "-" together (CGI,
+	// some frameworks) would take X_Forwarded_For for X-Forwarded-For.
+	KeepUnderscoreHeaders bool
 }
+
+// Defaults of Options.MaxHeaders and Options.MaxURI.
+const (
+	DefaultMaxHeaders = 100
+	DefaultMaxURI     = 8 << 10
+)
 
 // Handler routes requests by host name to the hosts' backends. It is safe
 // for concurrent use and never changes after New.
@@ -61,6 +80,10 @@ type Handler struct {
 	routes           map[string]http.Handler // canonical host name → route
 	transports       []*http.Transport
 	allowMisdirected bool
+	maxHeaders       int
+	maxURI           int
+	keepUnderscore   bool
+	logger           *slog.Logger
 }
 
 var _ http.Handler = (*Handler)(nil)
@@ -74,7 +97,20 @@ func New(hosts []config.Host, opts Options) (*Handler, error) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	h := &Handler{routes: make(map[string]http.Handler, len(hosts)), allowMisdirected: opts.AllowMisdirected}
+	h := &Handler{
+		routes:           make(map[string]http.Handler, len(hosts)),
+		allowMisdirected: opts.AllowMisdirected,
+		maxHeaders:       opts.MaxHeaders,
+		maxURI:           opts.MaxURI,
+		keepUnderscore:   opts.KeepUnderscoreHeaders,
+		logger:           logger,
+	}
+	if h.maxHeaders <= 0 {
+		h.maxHeaders = DefaultMaxHeaders
+	}
+	if h.maxURI <= 0 {
+		h.maxURI = DefaultMaxURI
+	}
 	transports := make(map[string]*http.Transport)
 	for _, host := range hosts {
 		name := hostname.FromHostHeader(host.Name)
@@ -109,12 +145,26 @@ func New(hosts []config.Host, opts Options) (*Handler, error) {
 }
 
 // ServeHTTP routes r by its host name (port and trailing dot stripped,
-// case folded). Unknown hosts get a plain 404. A TLS request for a mapped
-// host other than the connection's server name gets 421 unless
-// Options.AllowMisdirected. CONNECT is refused with 405 and any protocol
+// case folded). Before routing, a request URI longer than Options.MaxURI
+// gets 414 and more header fields than Options.MaxHeaders get 431; header
+// fields with an underscore in their names are dropped unless
+// Options.KeepUnderscoreHeaders. Unknown hosts get a plain 404. A TLS
+// request for a mapped host other than the connection's server name gets
+// 421 unless Options.AllowMisdirected. CONNECT is refused with 405 and any protocol
 // upgrade other than websocket with 400, before any backend sees the
 // request.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if len(r.RequestURI) > h.maxURI {
+		http.Error(w, "URI too long", http.StatusRequestURITooLong)
+		return
+	}
+	if headerFields(r.Header) > h.maxHeaders {
+		http.Error(w, "too many request header fields", http.StatusRequestHeaderFieldsTooLarge)
+		return
+	}
+	if !h.keepUnderscore {
+		h.dropUnderscoreHeaders(r.Header)
+	}
 	name := hostname.FromHostHeader(r.Host)
 	route, ok := h.routes[name]
 	if !ok {
@@ -148,6 +198,28 @@ func (h *Handler) Known(host string) bool {
 func (h *Handler) Close() {
 	for _, t := range h.transports {
 		t.CloseIdleConnections()
+	}
+}
+
+// headerFields returns the number of header field values in hdr. Go keeps
+// Host and HTTP/2 pseudo-headers out of Request.Header, so they do not
+// count; HTTP/2 cookie crumbs arrive joined into one value.
+func headerFields(hdr http.Header) int {
+	n := 0
+	for _, vv := range hdr {
+		n += len(vv)
+	}
+	return n
+}
+
+// dropUnderscoreHeaders deletes the fields of hdr whose names contain an
+// underscore, logging their names at debug level.
+func (h *Handler) dropUnderscoreHeaders(hdr http.Header) {
+	for k := range hdr {
+		if strings.Contains(k, "_") {
+			delete(hdr, k)
+			h.logger.Debug("dropped request header with underscore", "header", k)
+		}
 	}
 }
 
