@@ -198,6 +198,8 @@ func (env runEnv) run(ctx context.Context, args []string) error {
 	httpsSrv := &http.Server{
 		Handler:           metrics.InstrumentHTTP(lv, lv.Known, lv.backendOf, logger, a.AccessLog),
 		ConnState:         metrics.ConnState("https"),
+		ConnContext:       httpproxy.ConnContext,
+		HTTP2:             &http.HTTP2Config{MaxConcurrentStreams: httpproxy.MaxConcurrentStreams},
 		TLSConfig:         cm.TLSConfig("h2", "http/1.1"),
 		ReadHeaderTimeout: readHeaderTimeout,
 		MaxHeaderBytes:    a.MaxHeaderBytes,

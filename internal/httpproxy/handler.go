@@ -152,8 +152,17 @@ func New(hosts []config.Host, opts Options) (*Handler, error) {
 // request for a mapped host other than the connection's server name gets
 // 421 unless Options.AllowMisdirected. CONNECT is refused with 405 and any protocol
 // upgrade other than websocket with 400, before any backend sees the
-// request.
+// request. On an HTTP/2 connection set up with ConnContext, a stream the
+// client has already reset is dropped, and a connection over its stream
+// budget (see MaxResets) gets 429 with GOAWAY and is closed.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	ok, done := h.guardStream(w, r)
+	if !ok {
+		return
+	}
+	if done != nil {
+		defer done()
+	}
 	if len(r.RequestURI) > h.maxURI {
 		http.Error(w, "URI too long", http.StatusRequestURITooLong)
 		return
