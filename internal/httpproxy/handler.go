@@ -16,12 +16,14 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"log"
 	"log/slog"
 	"net/http"
 	"net/http/httputil"
 	"net/url"
 	"strings"
+	"sync"
 
 	"github.com/leproxy/leproxy/internal/config"
 	"github.com/leproxy/leproxy/internal/hostname"
@@ -192,7 +194,55 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "unsupported upgrade", http.StatusBadRequest)
 		return
 	}
+	if r.Body != nil && r.Body != http.NoBody {
+		// In the context too: ReverseProxy hands its error handler the
+		// outgoing request, whose body wraps this one.
+		cb := &clientBody{ReadCloser: r.Body}
+		r = r.WithContext(context.WithValue(r.Context(), clientBodyKey{}, cb))
+		r.Body = cb
+	}
 	route.ServeHTTP(w, r)
+}
+
+// clientBody is a request body that remembers how reading it failed, so
+// that a body the client broke (malformed chunked framing, a connection
+// cut mid-body) is answered as the client's fault and not counted as the
+// backend's.
+// It is read by the transport's goroutine and checked by the error
+// handler's.
+type clientBody struct {
+	io.ReadCloser
+	mu  sync.Mutex
+	err error // the first read error other than EOF
+}
+
+func (b *clientBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if err != nil && !errors.Is(err, io.EOF) {
+		b.mu.Lock()
+		if b.err == nil {
+			b.err = err
+		}
+		b.mu.Unlock()
+	}
+	return n, err
+}
+
+func (b *clientBody) readErr() error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.err
+}
+
+type clientBodyKey struct{}
+
+// bodyError is the error reading the client's body of r (the incoming
+// request or ReverseProxy's outgoing one) failed with, nil if it did not.
+func bodyError(r *http.Request) error {
+	if b, ok := r.Context().Value(clientBodyKey{}).(*clientBody); ok {
+		return b.readErr()
+	}
+	return nil
 }
 
 // Known reports whether host (which may carry a port) is served by h. It
@@ -307,6 +357,14 @@ func newProxy(host config.Host, target *url.URL, tr http.RoundTripper, hsts bool
 			return nil
 		},
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+			if berr := bodyError(r); berr != nil {
+				// The client's body broke the request, not the backend:
+				// 400, the connection closed, no backend error.
+				logger.Info("bad request body", "error", berr)
+				w.Header().Set("Connection", "close")
+				http.Error(w, "bad request body", http.StatusBadRequest)
+				return
+			}
 			if errors.Is(err, context.Canceled) && r.Context().Err() != nil {
 				logger.Debug("client went away", "error", err)
 			} else {

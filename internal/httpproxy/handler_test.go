@@ -850,3 +850,52 @@ func BenchmarkGET(b *testing.B) {
 		})
 	}
 }
+
+// TestMalformedChunkedBody checks that a request body with broken chunked
+// framing is the client's fault: 400, the connection closed, no backend
+// error counted or logged, while a well-formed chunked body goes through.
+func TestMalformedChunkedBody(t *testing.T) {
+	backend := startBackend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, err := io.ReadAll(r.Body)
+		if err != nil {
+			return
+		}
+		io.WriteString(w, "got "+string(b))
+	}))
+	var backendErrors atomic.Int32
+	logger, logs := newTestLogger()
+	h := mustNew(t, []config.Host{tcpHost("a.example.test", backend)}, Options{
+		Logger:         logger,
+		OnBackendError: func(string) { backendErrors.Add(1) },
+	})
+	srv, _ := serve(t, h, true, false)
+	addr := srv.Listener.Addr().String()
+	head := "POST / HTTP/1.1\r\nHost: a.example.test\r\nTransfer-Encoding: chunked\r\n\r\n"
+	for _, tc := range []struct {
+		name, body string
+		want       int
+	}{
+		{"well-formed", "5\r\nhello\r\n0\r\n\r\n", http.StatusOK},
+		{"size overflow", "ffffffffffffffffff\r\nx\r\n0\r\n\r\n", http.StatusBadRequest},
+		{"not hex", "zz\r\nhello\r\n0\r\n\r\n", http.StatusBadRequest},
+		{"leading space", " 5\r\nhello\r\n0\r\n\r\n", http.StatusBadRequest},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			resp, body := rawRequest(t, addr, head+tc.body)
+			if resp.StatusCode != tc.want {
+				t.Errorf("got %d %q, want %d", resp.StatusCode, body, tc.want)
+			}
+			if tc.want == http.StatusBadRequest && !resp.Close {
+				t.Error("the connection stays open after a malformed body")
+			}
+		})
+	}
+	if n := backendErrors.Load(); n != 0 {
+		t.Errorf("%d backend errors counted for the clients' malformed bodies", n)
+	}
+	for _, rec := range logs.records(t) {
+		if rec["msg"] == "backend error" {
+			t.Errorf("logged as a backend error: %v", rec)
+		}
+	}
+}
