@@ -109,28 +109,10 @@ func peerGone(c net.Conn) (gone, ok bool) {
 		}
 		break
 	}
-	sc, isSock := c.(syscall.Conn)
-	if !isSock {
+	switch st, _ := peek(c); st {
+	case peekUnsupported:
 		return false, false
-	}
-	rc, err := sc.SyscallConn()
-	if err != nil {
-		return false, false
-	}
-	var (
-		n    int
-		rerr error
-	)
-	if err := rc.Control(func(fd uintptr) {
-		var buf [1]byte
-		n, _, rerr = syscall.Recvfrom(int(fd), buf[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
-	}); err != nil {
-		return true, true // closed already
-	}
-	switch {
-	case rerr == nil:
-		return n == 0, true
-	case errors.Is(rerr, syscall.EAGAIN) || errors.Is(rerr, syscall.EWOULDBLOCK):
+	case peekNothing, peekData:
 		return false, true
 	}
 	return true, true

@@ -37,14 +37,14 @@ func (s *Session) Serve(conn net.Conn, fn func(ctx context.Context, conn net.Con
 	}
 	s.served = true
 	conn.SetDeadline(time.Time{})
-	var rs *routeStats
+	mc := &meteredConn{Conn: conn, s: s}
 	if s.route != nil {
-		rs = s.route.stats
+		rs := s.route.stats
 		rs.active.Add(1)
 		defer rs.active.Add(-1)
+		mc.in, mc.out = &rs.bytesIn, &rs.bytesOut
 	}
 	s.last.Store(time.Now().UnixNano())
-	mc := &meteredConn{Conn: conn, s: s, rs: rs}
 
 	var idled atomic.Bool
 	stop := make(chan struct{})
@@ -120,42 +120,27 @@ func (s *Session) Pump(c, b net.Conn) error {
 // counts bytes on the route and the session and records activity.
 type meteredConn struct {
 	net.Conn
-	s  *Session
-	rs *routeStats // nil without a route
+	s       *Session
+	in, out *atomic.Uint64 // the route's counters; nil without a route
 }
 
 func (c *meteredConn) Read(p []byte) (int, error) {
 	n, err := c.Conn.Read(p)
-	if n > 0 {
-		c.count(int64(n), &c.s.in, c.rsIn())
-	}
+	c.count(n, &c.s.in, c.in)
 	return n, err
 }
 
 func (c *meteredConn) Write(p []byte) (int, error) {
 	n, err := c.Conn.Write(p)
-	if n > 0 {
-		c.count(int64(n), &c.s.out, c.rsOut())
-	}
+	c.count(n, &c.s.out, c.out)
 	return n, err
 }
 
-func (c *meteredConn) rsIn() *atomic.Uint64 {
-	if c.rs == nil {
-		return nil
+func (c *meteredConn) count(n int, session *atomic.Int64, route *atomic.Uint64) {
+	if n <= 0 {
+		return
 	}
-	return &c.rs.bytesIn
-}
-
-func (c *meteredConn) rsOut() *atomic.Uint64 {
-	if c.rs == nil {
-		return nil
-	}
-	return &c.rs.bytesOut
-}
-
-func (c *meteredConn) count(n int64, session *atomic.Int64, route *atomic.Uint64) {
-	session.Add(n)
+	session.Add(int64(n))
 	if route != nil {
 		route.Add(uint64(n))
 	}

@@ -3,11 +3,9 @@ package postgres
 import (
 	"context"
 	"crypto/tls"
-	"encoding/binary"
 	"io"
 	"net"
 	"testing"
-	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgproto3"
@@ -67,120 +65,6 @@ func BenchmarkPostgresHandshake(b *testing.B) {
 			<-fb.Startups
 		}
 	})
-}
-
-// BenchmarkPump measures bulk throughput one way: straight over loopback
-// TCP, through a proxy session with TCP on both sides (splice), and
-// through one with TLS on the client side. The session is set up before
-// the clock starts; what is measured is the core's pump, as PostgreSQL
-// sessions use it.
-func BenchmarkPump(b *testing.B) {
-	const chunk = 256 << 10
-	buf := make([]byte, chunk)
-	run := func(b *testing.B, client net.Conn, sink net.Conn) {
-		done := make(chan int64, 1)
-		go func() {
-			n, _ := io.Copy(io.Discard, sink)
-			done <- n
-		}()
-		b.SetBytes(chunk)
-		for b.Loop() {
-			if _, err := client.Write(buf); err != nil {
-				b.Fatal(err)
-			}
-		}
-		dbproxy.CloseWrite(client)
-		if n := <-done; n != int64(b.N)*chunk {
-			b.Fatalf("sink got %d bytes, want %d", n, int64(b.N)*chunk)
-		}
-	}
-	b.Run("direct", func(b *testing.B) {
-		addr, sessions := startSink(b)
-		client, err := net.Dial("tcp", addr)
-		if err != nil {
-			b.Fatal(err)
-		}
-		defer client.Close()
-		startSession(b, client)
-		sink := <-sessions
-		if sink == nil {
-			b.Fatal("the sink backend failed")
-		}
-		defer sink.Close()
-		run(b, client, sink)
-	})
-	for _, withTLS := range []bool{false, true} {
-		name := map[bool]string{false: "pump-tcp", true: "pump-tls"}[withTLS]
-		b.Run(name, func(b *testing.B) {
-			addr, sessions := startSink(b)
-			ca := dbtest.NewCA(b)
-			p := startProxy(b, ca, dbproxy.Config{
-				Routes:      []dbproxy.Route{{Host: "a.test", Backend: addr, AllowPlaintext: !withTLS}},
-				Default:     "a.test",
-				IdleTimeout: dbproxy.DefaultIdleTimeout,
-			})
-			client := p.Dial(b)
-			client.SetDeadline(time.Time{})
-			if withTLS {
-				client = pgtest.SSLRequest(b, client, ca, "a.test", "a.test")
-			}
-			startSession(b, client)
-			sink := <-sessions
-			if sink == nil {
-				b.Fatal("the sink backend failed")
-			}
-			run(b, client, sink)
-			sink.Close()
-			dbtest.WaitFor(b, "the session to end", func() bool { return len(p.SessionEnds(b)) == 1 })
-		})
-	}
-}
-
-// startSession sends a StartupMessage on conn and reads until
-// ReadyForQuery.
-func startSession(b *testing.B, conn net.Conn) {
-	b.Helper()
-	dbtest.MustWrite(b, conn, pgtest.StartupBytes(3, 0, "user", "u"))
-	if res := pgtest.ReadStartup(b, pgproto3.NewFrontend(conn, conn)); res.Err != nil || res.ReadErr != nil {
-		b.Fatalf("startup: %+v", res)
-	}
-}
-
-// startSink starts a backend for one session: it reads the
-// StartupMessage, trusts the client (AuthenticationOk, ReadyForQuery)
-// and hands the connection over to be read to its end; nil when the
-// startup failed.
-func startSink(b *testing.B) (addr string, session <-chan net.Conn) {
-	b.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { l.Close() })
-	ch := make(chan net.Conn, 1)
-	go func() {
-		c, err := l.Accept()
-		if err != nil {
-			ch <- nil
-			return
-		}
-		var hdr [4]byte
-		if _, err = io.ReadFull(c, hdr[:]); err == nil {
-			_, err = io.CopyN(io.Discard, c, int64(binary.BigEndian.Uint32(hdr[:]))-4)
-		}
-		if err == nil {
-			var ready []byte
-			ready, _ = (&pgproto3.AuthenticationOk{}).Encode(ready)
-			ready, _ = (&pgproto3.ReadyForQuery{TxStatus: 'I'}).Encode(ready)
-			_, err = c.Write(ready)
-		}
-		if err != nil {
-			c.Close()
-			c = nil
-		}
-		ch <- c
-	}()
-	return l.Addr().String(), ch
 }
 
 // BenchmarkPostgresIntegrationSelect runs "select 1" on one connection to
