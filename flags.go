@@ -37,6 +37,7 @@ type runArgs struct {
 	IdleTimeout  time.Duration `flag:"idle,how long an idle HTTP keep-alive connection is kept open"`
 
 	Admin     string `flag:"admin,address for /health/live, /health/ready, /metrics and /certificates (empty: off; keep it on loopback)"`
+	DebugAddr string `flag:"debug-addr,address serving Go's net/http/pprof profiles under /debug/pprof/ (empty: off; keep it on loopback)"`
 	AccessLog bool   `flag:"access-log,log one line per HTTPS request"`
 	LogFormat string `flag:"log-format,log format: text or json"`
 	LogLevel  string `flag:"log-level,log level: debug, info, warn or error"`

@@ -119,3 +119,22 @@ func TestAdminEndpoints(t *testing.T) {
 		t.Errorf("access log: want 4 request lines with path and without the query:\n%s", log)
 	}
 }
+
+// TestDebugAddr checks that -debug-addr serves pprof on its own address
+// and that the admin listener does not.
+func TestDebugAddr(t *testing.T) {
+	addr, adminAddr, debugAddr := addrFor(t), addrFor(t), addrFor(t)
+	mapping := writeFile(t, t.TempDir(), "mapping.yml", "a.localhost: "+backend(t, "a")+"\n")
+	startDaemon(t, addr, "-map", mapping, "-cache", t.TempDir(), "-addr", addr, "-http", "",
+		"-admin", adminAddr, "-debug-addr", debugAddr)
+	plain := &http.Client{Timeout: 10 * time.Second}
+	if resp, body := get(t, plain, "http://"+debugAddr+"/debug/pprof/goroutine?debug=1"); resp.StatusCode != 200 || !strings.Contains(body, "goroutine profile") {
+		t.Errorf("-debug-addr goroutine profile: %d %.200q", resp.StatusCode, body)
+	}
+	if resp, body := get(t, plain, "http://"+debugAddr+"/debug/pprof/profile?seconds=1"); resp.StatusCode != 200 || len(body) == 0 {
+		t.Errorf("-debug-addr CPU profile: %d, %d bytes", resp.StatusCode, len(body))
+	}
+	if resp, _ := get(t, plain, "http://"+adminAddr+"/debug/pprof/"); resp.StatusCode != http.StatusNotFound {
+		t.Errorf("admin listener /debug/pprof/: got %d, want 404", resp.StatusCode)
+	}
+}

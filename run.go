@@ -190,6 +190,14 @@ func (env runEnv) run(ctx context.Context, args []string) error {
 		}
 	}
 
+	var debugLn net.Listener
+	if a.DebugAddr != "" {
+		admin.WarnIfDebugPublic(a.DebugAddr, logger)
+		if debugLn, err = ls.listen("-debug-addr", a.DebugAddr); err != nil {
+			return err
+		}
+	}
+
 	g := newGroup(cancel)
 	lv = &live{mapFile: a.Map, opts: proxyOpts, deps: deps, cm: cm, logger: logger, g: g, stopCtx: ctx, drainTimeout: drainTimeout}
 	lv.commit(gen) // the tcp listeners serve from here
@@ -250,6 +258,17 @@ func (env runEnv) run(ctx context.Context, args []string) error {
 		}
 		g.goServe("admin", func() error { return adminSrv.Serve(adminLn) })
 		logger.Info("listening", "proto", "admin", "addr", adminLn.Addr().String())
+	}
+	var debugSrv *http.Server
+	if debugLn != nil {
+		debugSrv = &http.Server{
+			Handler:           admin.DebugHandler(),
+			ReadHeaderTimeout: readHeaderTimeout,
+			IdleTimeout:       time.Minute, // no write timeout: a CPU profile or trace streams for its ?seconds=
+			ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelDebug),
+		}
+		g.goServe("debug", func() error { return debugSrv.Serve(debugLn) })
+		logger.Info("listening", "proto", "debug", "addr", debugLn.Addr().String())
 	}
 	serving.Store(true)
 	// Get every certificate now rather than at the first client, so that
@@ -313,6 +332,9 @@ serve:
 	}
 	if adminSrv != nil {
 		shutdown = append(shutdown, adminSrv.Shutdown)
+	}
+	if debugSrv != nil {
+		shutdown = append(shutdown, func(context.Context) error { return debugSrv.Close() }) // a profile in progress is not worth waiting for
 	}
 	var errs []error
 	for _, err := range parallel(drainCtx, shutdown) {

@@ -87,6 +87,15 @@ func newHandler(opts HandlerOptions, now func() time.Time) http.Handler {
 // admin endpoints have no authentication. An addr that does not parse
 // returns false: listening on it fails anyway.
 func WarnIfPublic(addr string, logger *slog.Logger) bool {
+	return warnIfPublic("-admin", "admin endpoints", addr, logger)
+}
+
+// WarnIfDebugPublic is WarnIfPublic for the -debug-addr listener.
+func WarnIfDebugPublic(addr string, logger *slog.Logger) bool {
+	return warnIfPublic("-debug-addr", "profiling endpoints", addr, logger)
+}
+
+func warnIfPublic(flagName, what, addr string, logger *slog.Logger) bool {
 	host, _, err := net.SplitHostPort(addr)
 	if err != nil {
 		return false
@@ -98,8 +107,8 @@ func WarnIfPublic(addr string, logger *slog.Logger) bool {
 		return false
 	}
 	if logger != nil {
-		logger.Warn("admin endpoints reachable beyond loopback, without authentication",
-			"addr", addr, "hint", "bind -admin to 127.0.0.1:PORT or [::1]:PORT, or firewall it")
+		logger.Warn(what+" reachable beyond loopback, without authentication",
+			"addr", addr, "hint", "bind "+flagName+" to 127.0.0.1:PORT or [::1]:PORT, or firewall it")
 	}
 	return true
 }
