@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/tls"
@@ -16,6 +17,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -507,4 +509,65 @@ func TestVersionAndHelp(t *testing.T) {
 			t.Errorf("-h does not document -%s", f.Name)
 		}
 	})
+}
+
+// TestSmugglingRefused checks run.go's wiring of the HTTPS listener: a
+// request with both Content-Length and Transfer-Encoding gets 400 and its
+// connection closed, and the request hidden in its body reaches no one,
+// while an ordinary HTTP/1.1 keep-alive connection stays open.
+func TestSmugglingRefused(t *testing.T) {
+	var hits atomic.Int32
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hits.Add(1)
+		io.WriteString(w, "ok")
+	})}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	addr := addrFor(t)
+	mapping := writeFile(t, t.TempDir(), "mapping.yml", "app.localhost: "+ln.Addr().String()+"\n")
+	d := startDaemon(t, addr, "-map", mapping, "-cache", t.TempDir(), "-addr", addr, "-http", "")
+	roots := loadPool(t, localRootFromLog(t, d.log.String()))
+	dial := func() (*tls.Conn, *bufio.Reader) {
+		c, err := tls.Dial("tcp", addr, &tls.Config{ServerName: "app.localhost", RootCAs: roots, NextProtos: []string{"http/1.1"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		c.SetDeadline(time.Now().Add(20 * time.Second))
+		return c, bufio.NewReader(c)
+	}
+	const get = "GET / HTTP/1.1\r\nHost: app.localhost\r\n\r\n"
+	c, br := dial()
+	io.WriteString(c, "POST / HTTP/1.1\r\nHost: app.localhost\r\nContent-Length: 44\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"+get)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusBadRequest || !resp.Close {
+		t.Errorf("CL+TE: got %d, close %v; want 400 and close", resp.StatusCode, resp.Close)
+	}
+	if rest, err := io.ReadAll(br); err != nil || len(rest) > 0 {
+		t.Errorf("after the 400: read %q, %v; want EOF", rest, err)
+	}
+	c, br = dial()
+	for i := 0; i < 2; i++ {
+		io.WriteString(c, get)
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatalf("keep-alive request %d: %v", i, err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 200 || resp.Close {
+			t.Errorf("keep-alive request %d: got %d, close %v", i, resp.StatusCode, resp.Close)
+		}
+	}
+	if n := hits.Load(); n != 2 {
+		t.Errorf("backend hit %d times, want 2 (the keep-alive requests only)", n)
+	}
 }

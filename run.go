@@ -205,7 +205,6 @@ func (env runEnv) run(ctx context.Context, args []string) error {
 	defer func() { lv.handler.Load().Close() }()
 	httpsSrv := &http.Server{
 		Handler:           metrics.InstrumentHTTP(lv, lv.Known, lv.backendOf, logger, a.AccessLog),
-		ConnState:         metrics.ConnState("https"),
 		ConnContext:       httpproxy.ConnContext,
 		HTTP2:             &http.HTTP2Config{MaxConcurrentStreams: httpproxy.MaxConcurrentStreams},
 		TLSConfig:         cm.TLSConfig("h2", "http/1.1"),
@@ -216,7 +215,16 @@ func (env runEnv) run(ctx context.Context, args []string) error {
 		IdleTimeout:       a.IdleTimeout,
 		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelDebug),
 	}
-	g.goServe("https", func() error { return httpsSrv.ServeTLS(httpsLn, "", "") })
+	// The listener does the handshakes (net/http's ServeTLS would), so that
+	// HTTP/1.x connections read through the framing scanner.
+	httpsTLSLn := httpproxy.NewTLSListener(httpsLn, httpproxy.TLSListenerOptions{
+		Config:           httpsSrv.TLSConfig,
+		HandshakeTimeout: readHeaderTimeout,
+		MaxHeaderBytes:   a.MaxHeaderBytes,
+		OnHandshake:      func(err error) { metrics.TLSHandshake("https", err) },
+		Logger:           logger,
+	})
+	g.goServe("https", func() error { return httpsSrv.Serve(httpsTLSLn) })
 	var httpSrv *http.Server
 	if httpLn != nil {
 		httpSrv = &http.Server{

@@ -197,7 +197,8 @@ func (m *Metrics) Reload(ok bool) {
 
 // TLSHandshake counts one TLS handshake on listener (a name such as
 // "https" or a tcp listener's address) and, when err is not nil, its
-// failure. For the HTTPS server use ConnState, which calls it.
+// failure. The HTTPS listener calls it from
+// httpproxy.TLSListenerOptions.OnHandshake.
 func (m *Metrics) TLSHandshake(listener string, err error) {
 	m.handshake(listener, err == nil)
 }

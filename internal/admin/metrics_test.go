@@ -115,7 +115,6 @@ func TestNilMetrics(t *testing.T) {
 	m.BackendError("a.example.test")
 	m.SetTCPStats(nil)
 	m.SetCertStatus(nil)
-	m.ConnState("https")(nil, http.StateClosed)
 	if m.Registry() != nil {
 		t.Error("got a registry from a nil *Metrics, want nil")
 	}

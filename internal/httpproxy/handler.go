@@ -147,7 +147,8 @@ func New(hosts []config.Host, opts Options) (*Handler, error) {
 }
 
 // ServeHTTP routes r by its host name (port and trailing dot stripped,
-// case folded). Before routing, a request URI longer than Options.MaxURI
+// case folded). Before routing, an HTTP/1.x request whose framing could
+// smuggle another (see NewTLSListener) gets 400 and its connection closed; a request URI longer than Options.MaxURI
 // gets 414 and more header fields than Options.MaxHeaders get 431; header
 // fields with an underscore in their names are dropped unless
 // Options.KeepUnderscoreHeaders. Unknown hosts get a plain 404. A TLS
@@ -158,6 +159,9 @@ func New(hosts []config.Host, opts Options) (*Handler, error) {
 // client has already reset is dropped, and a connection over its stream
 // budget (see MaxResets) gets 429 with GOAWAY and is closed.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if !h.checkFraming(w, r) {
+		return
+	}
 	ok, done := h.guardStream(w, r)
 	if !ok {
 		return
@@ -202,6 +206,33 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		r.Body = cb
 	}
 	route.ServeHTTP(w, r)
+}
+
+// checkFraming applies the framing verdict on HTTP/1.x request r, when its
+// connection has a scanner (NewTLSListener with ConnContext), and reports
+// whether r may be served. A head that could smuggle a request (both
+// Content-Length and Transfer-Encoding, duplicate Content-Length, obs-fold,
+// Transfer-Encoding on HTTP/1.0) gets 400 and the connection is closed; a
+// request the scanner cannot vouch for is served, and its connection
+// closed after it.
+func (h *Handler) checkFraming(w http.ResponseWriter, r *http.Request) bool {
+	if r.ProtoMajor != 1 {
+		return true
+	}
+	g, _ := r.Context().Value(connGuardKey{}).(*connGuard)
+	if g == nil || g.framing == nil {
+		return true
+	}
+	problem, ok := g.framing.verdict(r.Method, r.RequestURI)
+	if !ok || problem != "" {
+		w.Header().Set("Connection", "close")
+	}
+	if problem == "" {
+		return true
+	}
+	h.logger.Info("refused request: ambiguous framing", "client", r.RemoteAddr, "host", r.Host, "reason", problem)
+	http.Error(w, "bad request: "+problem, http.StatusBadRequest)
+	return false
 }
 
 // clientBody is a request body that remembers how reading it failed, so

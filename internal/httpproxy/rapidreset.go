@@ -40,13 +40,21 @@ type connGuardKey struct{}
 // stream accounting that Handler.ServeHTTP uses to close HTTP/2
 // connections whose clients reset streams en masse or open them faster
 // than MaxStreamsPerSecond. Without it a Handler does no such accounting.
+//
+// On a connection from NewTLSListener it also hands ServeHTTP the HTTP/1.x
+// framing verdicts, by which requests that could smuggle another get 400.
 func ConnContext(ctx context.Context, c net.Conn) context.Context {
-	return context.WithValue(ctx, connGuardKey{}, &connGuard{conn: c})
+	g := &connGuard{conn: c}
+	if hc, ok := c.(*h1Conn); ok {
+		g.framing = hc.scan
+	}
+	return context.WithValue(ctx, connGuardKey{}, g)
 }
 
 // connGuard is the stream accounting of one connection.
 type connGuard struct {
-	conn net.Conn
+	conn    net.Conn
+	framing *framingScanner // HTTP/1.x connections of NewTLSListener
 
 	mu         sync.Mutex
 	streams    int // streams seen

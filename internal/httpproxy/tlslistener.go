@@ -1,0 +1,170 @@
+package httpproxy
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+)
+
+// TLSListenerOptions configures NewTLSListener.
+type TLSListenerOptions struct {
+	// Config is the server's TLS configuration; its NextProtos decide
+	// HTTP/2 or HTTP/1.1.
+	Config *tls.Config
+	// HandshakeTimeout bounds each TLS handshake. Zero means 10 seconds.
+	HandshakeTimeout time.Duration
+	// MaxHeaderBytes is the http.Server's MaxHeaderBytes (zero: net/http's
+	// default), which the HTTP/1.x framing scanner follows.
+	MaxHeaderBytes int
+	// OnHandshake, if set, is called after each handshake with its
+	// error, nil when it completed. A connection closed before it
+	// finished (a port scan, a client that gave up or rejected the
+	// certificate, plaintext on the TLS port) is a failure.
+	OnHandshake func(err error)
+	// Logger receives failed handshakes at debug level; nil discards.
+	Logger *slog.Logger
+}
+
+// NewTLSListener returns a listener for an http.Server (Serve, not
+// ServeTLS) that accepts from inner, does the TLS handshakes itself, and
+// hands the server each connection once its handshake is done: an HTTP/2
+// one as the *tls.Conn net/http expects, an HTTP/1.x one wrapped so that
+// Handler.ServeHTTP can refuse requests whose framing could smuggle
+// another (see framingScanner). Use it with ConnContext. Close stops it:
+// handshakes in progress are abandoned and their connections closed.
+func NewTLSListener(inner net.Listener, opts TLSListenerOptions) net.Listener {
+	if opts.HandshakeTimeout <= 0 {
+		opts.HandshakeTimeout = 10 * time.Second
+	}
+	if opts.MaxHeaderBytes <= 0 {
+		opts.MaxHeaderBytes = 1 << 20 // net/http's DefaultMaxHeaderBytes
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	l := &tlsListener{
+		inner:  inner,
+		opts:   opts,
+		ctx:    ctx,
+		cancel: cancel,
+		conns:  make(chan net.Conn),
+		done:   make(chan struct{}),
+	}
+	l.wg.Add(1)
+	go l.acceptLoop()
+	return l
+}
+
+type tlsListener struct {
+	inner  net.Listener
+	opts   TLSListenerOptions
+	ctx    context.Context // cancelled by Close; ends handshakes
+	cancel context.CancelFunc
+	conns  chan net.Conn // handshaken connections, for Accept
+	done   chan struct{} // closed when acceptLoop is over
+	err    error         // why acceptLoop ended; read after done
+
+	closeOnce sync.Once
+	wg        sync.WaitGroup // acceptLoop and the handshakes
+}
+
+func (l *tlsListener) Accept() (net.Conn, error) {
+	select {
+	case c := <-l.conns:
+		return c, nil
+	case <-l.done:
+		return nil, l.err
+	}
+}
+
+func (l *tlsListener) Addr() net.Addr { return l.inner.Addr() }
+
+// Close closes the inner listener and waits until no handshake is left.
+func (l *tlsListener) Close() error {
+	var err error
+	l.closeOnce.Do(func() {
+		l.cancel()
+		err = l.inner.Close()
+		l.wg.Wait()
+	})
+	return err
+}
+
+// acceptLoop accepts until the inner listener fails for good, starting a
+// handshake for each connection. Errors that may pass (out of file
+// descriptors) are retried after a pause, as http.Server does.
+func (l *tlsListener) acceptLoop() {
+	defer l.wg.Done()
+	var pause time.Duration
+	for {
+		c, err := l.inner.Accept()
+		if err != nil {
+			if l.ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
+				l.err = err
+				close(l.done)
+				return
+			}
+			pause = min(max(2*pause, 5*time.Millisecond), time.Second)
+			l.opts.Logger.Warn("https accept failed; retrying", "error", err, "in", pause)
+			select {
+			case <-time.After(pause):
+				continue
+			case <-l.ctx.Done():
+				l.err = net.ErrClosed
+				close(l.done)
+				return
+			}
+		}
+		pause = 0
+		l.wg.Add(1)
+		go l.handshake(c)
+	}
+}
+
+// handshake does c's TLS handshake and hands the connection to Accept.
+func (l *tlsListener) handshake(raw net.Conn) {
+	defer l.wg.Done()
+	tc := tls.Server(raw, l.opts.Config)
+	ctx, cancel := context.WithTimeout(l.ctx, l.opts.HandshakeTimeout)
+	err := tc.HandshakeContext(ctx)
+	cancel()
+	if l.opts.OnHandshake != nil {
+		l.opts.OnHandshake(err)
+	}
+	if err != nil {
+		var rhe tls.RecordHeaderError
+		if errors.As(err, &rhe) && rhe.Conn != nil && looksLikeHTTP(rhe.RecordHeader) {
+			// What net/http answers plaintext on its TLS port.
+			_ = raw.SetWriteDeadline(time.Now().Add(time.Second))
+			_, _ = io.WriteString(raw, "HTTP/1.0 400 Bad Request\r\n\r\nClient sent an HTTP request to an HTTPS server.\n")
+		}
+		l.opts.Logger.Debug("tls handshake failed", "client", raw.RemoteAddr().String(), "error", err)
+		_ = raw.Close()
+		return
+	}
+	var c net.Conn = tc
+	if tc.ConnectionState().NegotiatedProtocol != "h2" {
+		c = &h1Conn{Conn: tc, scan: newFramingScanner(l.opts.MaxHeaderBytes)}
+	}
+	select {
+	case l.conns <- c:
+	case <-l.ctx.Done():
+		_ = c.Close()
+	}
+}
+
+// looksLikeHTTP reports whether a TLS record header is the start of a
+// plaintext HTTP request, as net/http checks.
+func looksLikeHTTP(hdr [5]byte) bool {
+	switch string(hdr[:]) {
+	case "GET /", "HEAD ", "POST ", "PUT /", "OPTIO":
+		return true
+	}
+	return false
+}
