@@ -25,6 +25,7 @@ import (
 	"github.com/leproxy/leproxy/internal/demo"
 	"github.com/leproxy/leproxy/internal/httpproxy"
 	"github.com/leproxy/leproxy/internal/sdnotify"
+	"github.com/leproxy/leproxy/internal/tlspolicy"
 )
 
 const (
@@ -129,6 +130,8 @@ func (env runEnv) run(ctx context.Context, args []string) error {
 	if a.Admin != "" {
 		metrics = admin.NewMetrics()
 	}
+	// Before any listener's TLS configuration is made.
+	tlspolicy.SetSessionTickets(a.TLSSessionTickets)
 	cm, err := certs.New(certs.Config{
 		OnACMEOrder:  metrics.ACMEOrder,
 		CacheDir:     a.Cache,

@@ -3,11 +3,14 @@ package certs
 import (
 	"crypto/tls"
 	"testing"
+
+	"github.com/leproxy/leproxy/internal/tlspolicy"
 )
 
 // TestTLSConfigPolicy checks that both listener configurations have the TLS
 // policy: CBC-only TLS 1.2 clients are refused, AEAD TLS 1.2 and TLS 1.3
-// clients connect, and a ticket resumes the session.
+// clients connect, and no session is resumed unless tickets were turned
+// on, when a ticket resumes it.
 func TestTLSConfigPolicy(t *testing.T) {
 	m := newTestManager(t, Config{CacheDir: t.TempDir(), Local: true})
 	m.SetHosts([]string{"app.localhost"})
@@ -40,17 +43,41 @@ func TestTLSConfigPolicy(t *testing.T) {
 			} else if cs.Version != tls.VersionTLS13 {
 				t.Errorf("TLS 1.3 client: version %x", cs.Version)
 			}
+			// TLS 1.2: its ticket comes within the handshake (a TLS 1.3
+			// one only after, to a client that reads).
 			resume := client(tls.VersionTLS12, tls.VersionTLS12)
 			resume.ClientSessionCache = tls.NewLRUClientSessionCache(2)
-			for i, want := range []bool{false, true} {
+			for i := range 2 {
 				cs, err := handshake(addr, resume)
 				if err != nil {
 					t.Fatalf("resumption handshake %d: %v", i, err)
 				}
-				if cs.DidResume != want {
-					t.Errorf("resumption handshake %d: DidResume = %v, want %v", i, cs.DidResume, want)
+				if cs.DidResume {
+					t.Errorf("handshake %d resumed, want tickets off by default", i)
 				}
 			}
 		})
+	}
+}
+
+// TestTLSConfigSessionTickets checks that configurations made after
+// tlspolicy.SetSessionTickets(true) resume sessions.
+func TestTLSConfigSessionTickets(t *testing.T) {
+	tlspolicy.SetSessionTickets(true)
+	t.Cleanup(func() { tlspolicy.SetSessionTickets(false) })
+	m := newTestManager(t, Config{CacheDir: t.TempDir(), Local: true})
+	m.SetHosts([]string{"app.localhost"})
+	roots := readRoots(t, m.LocalRootPath())
+	addr := listenTLS(t, "127.0.0.1:0", m.TLSConfig("h2", "http/1.1"))
+	resume := &tls.Config{ServerName: "app.localhost", RootCAs: roots, MinVersion: tls.VersionTLS12, MaxVersion: tls.VersionTLS12,
+		ClientSessionCache: tls.NewLRUClientSessionCache(2)}
+	for i, want := range []bool{false, true} {
+		cs, err := handshake(addr, resume)
+		if err != nil {
+			t.Fatalf("resumption handshake %d: %v", i, err)
+		}
+		if cs.DidResume != want {
+			t.Errorf("handshake %d: DidResume = %v, want %v", i, cs.DidResume, want)
+		}
 	}
 }

@@ -3,10 +3,18 @@
 //
 // Apply sets TLS 1.2 as the minimum with only ECDHE key exchange and AEAD
 // suites (AES-GCM and ChaCha20-Poly1305; TLS 1.3 as crypto/tls has it: no
-// CBC, no SHA-1 MAC, no RSA key exchange), and seals session tickets with
+// CBC, no SHA-1 MAC, no RSA key exchange), and turns session tickets off
+// unless SetSessionTickets turned them on. When on, tickets are sealed with
 // keys that live at most TicketLifetime: a new key every KeyRotation, the
 // previous one still accepted, and no ticket older than TicketLifetime is
 // resumed.
+//
+// Tickets are off by default because crypto/tls tells TLS 1.3 clients that
+// its tickets last 7 days, a figure no setting changes: leproxy would
+// refuse them after a day, but a scanner (testssl.sh) and a client take
+// the advertised lifetime at its word. Without tickets a returning client
+// does a full handshake: one more signature for the server, and for TLS 1.2
+// one more round trip.
 package tlspolicy
 
 import (
@@ -16,6 +24,7 @@ import (
 	"crypto/tls"
 	"encoding/binary"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -41,19 +50,31 @@ var CipherSuites = []uint16{
 // tickets is the process's one ticket sealer, shared by every listener.
 var tickets = newTicketKeys(time.Now)
 
+// sessionTickets is SetSessionTickets's setting.
+var sessionTickets atomic.Bool
+
+// SetSessionTickets turns session resumption by tickets on or off in the
+// configurations Apply sets from now on (the -tls-session-tickets flag). Set
+// it once, at start, before any listener is made.
+func SetSessionTickets(on bool) { sessionTickets.Store(on) }
+
 // Apply sets the policy on cfg, a server configuration: MinVersion TLS 1.2,
-// CipherSuites, and WrapSession and UnwrapSession with the process's
+// CipherSuites, and either session tickets off or, after
+// SetSessionTickets(true), WrapSession and UnwrapSession with the process's
 // rotating ticket keys. It leaves the certificates and ALPN alone.
 func Apply(cfg *tls.Config) {
-	tickets.apply(cfg)
+	tickets.apply(cfg, sessionTickets.Load())
 }
 
-func (k *ticketKeys) apply(cfg *tls.Config) {
+func (k *ticketKeys) apply(cfg *tls.Config, withTickets bool) {
 	cfg.MinVersion = tls.VersionTLS12
 	cfg.CipherSuites = CipherSuites
-	cfg.SessionTicketsDisabled = false
-	cfg.WrapSession = k.wrap
-	cfg.UnwrapSession = k.unwrap
+	cfg.SessionTicketsDisabled = !withTickets
+	cfg.WrapSession, cfg.UnwrapSession = nil, nil
+	if withTickets {
+		cfg.WrapSession = k.wrap
+		cfg.UnwrapSession = k.unwrap
+	}
 }
 
 // ticketKeys seals session tickets; a key is made, lazily, for each

@@ -100,7 +100,7 @@ func handshake(t *testing.T, srv, cli *tls.Config) (tls.ConnectionState, error) 
 func policyConfig(t *testing.T, now func() time.Time) (*tls.Config, *x509.CertPool) {
 	cert, pool := testCert(t)
 	cfg := &tls.Config{Certificates: []tls.Certificate{cert}}
-	newTicketKeys(now).apply(cfg)
+	newTicketKeys(now).apply(cfg, true)
 	return cfg, pool
 }
 
@@ -110,8 +110,14 @@ func TestApply(t *testing.T) {
 	if cfg.MinVersion != tls.VersionTLS12 {
 		t.Errorf("MinVersion = %x, want TLS 1.2", cfg.MinVersion)
 	}
-	if cfg.WrapSession == nil || cfg.UnwrapSession == nil {
-		t.Error("WrapSession/UnwrapSession not set")
+	if !cfg.SessionTicketsDisabled || cfg.WrapSession != nil {
+		t.Error("session tickets on by default")
+	}
+	SetSessionTickets(true)
+	t.Cleanup(func() { SetSessionTickets(false) })
+	Apply(cfg)
+	if cfg.SessionTicketsDisabled || cfg.WrapSession == nil || cfg.UnwrapSession == nil {
+		t.Error("SetSessionTickets(true): tickets off, or WrapSession/UnwrapSession not set")
 	}
 	insecure := map[uint16]bool{}
 	for _, s := range tls.InsecureCipherSuites() {
