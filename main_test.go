@@ -571,3 +571,34 @@ func TestSmugglingRefused(t *testing.T) {
 		t.Errorf("backend hit %d times, want 2 (the keep-alive requests only)", n)
 	}
 }
+
+// TestSessionTicketsFlag checks -tls-session-tickets: sessions resume with
+// it and not without.
+func TestSessionTicketsFlag(t *testing.T) {
+	for _, on := range []bool{false, true} {
+		addr := addrFor(t)
+		mapping := writeFile(t, t.TempDir(), "mapping.yml", "app.localhost: "+backend(t, "app")+"\n")
+		args := []string{"-map", mapping, "-cache", t.TempDir(), "-addr", addr, "-http", ""}
+		if on {
+			args = append(args, "-tls-session-tickets")
+		}
+		d := startDaemon(t, addr, args...)
+		cfg := &tls.Config{ServerName: "app.localhost", RootCAs: loadPool(t, localRootFromLog(t, d.log.String())),
+			MaxVersion: tls.VersionTLS12, ClientSessionCache: tls.NewLRUClientSessionCache(1)}
+		var resumed bool
+		for range 2 {
+			c, err := tls.Dial("tcp", addr, cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resumed = c.ConnectionState().DidResume
+			c.Close()
+		}
+		if resumed != on {
+			t.Errorf("-tls-session-tickets=%v: second handshake resumed %v", on, resumed)
+		}
+		if err := d.stop(); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
