@@ -56,7 +56,6 @@ func NewTLSListener(inner net.Listener, opts TLSListenerOptions) net.Listener {
 		conns:  make(chan net.Conn),
 		done:   make(chan struct{}),
 	}
-	l.wg.Add(1)
 	go l.acceptLoop()
 	return l
 }
@@ -71,7 +70,6 @@ type tlsListener struct {
 	err    error         // why acceptLoop ended; read after done
 
 	closeOnce sync.Once
-	wg        sync.WaitGroup // acceptLoop and the handshakes
 }
 
 func (l *tlsListener) Accept() (net.Conn, error) {
@@ -85,13 +83,18 @@ func (l *tlsListener) Accept() (net.Conn, error) {
 
 func (l *tlsListener) Addr() net.Addr { return l.inner.Addr() }
 
-// Close closes the inner listener and waits until no handshake is left.
+// Close closes the inner listener, cancels the handshakes in progress and
+// waits for the accept loop. It does not wait for the handshakes: one may
+// be inside GetCertificate, waiting on an ACME order that cannot be
+// cancelled, and http.Server.Shutdown calls Close before its drain
+// deadline applies. Each ends, and closes its connection, when its
+// handshake returns.
 func (l *tlsListener) Close() error {
 	var err error
 	l.closeOnce.Do(func() {
 		l.cancel()
 		err = l.inner.Close()
-		l.wg.Wait()
+		<-l.done
 	})
 	return err
 }
@@ -100,7 +103,6 @@ func (l *tlsListener) Close() error {
 // handshake for each connection. Errors that may pass (out of file
 // descriptors) are retried after a pause, as http.Server does.
 func (l *tlsListener) acceptLoop() {
-	defer l.wg.Done()
 	var pause time.Duration
 	for {
 		c, err := l.inner.Accept()
@@ -122,14 +124,12 @@ func (l *tlsListener) acceptLoop() {
 			}
 		}
 		pause = 0
-		l.wg.Add(1)
 		go l.handshake(c)
 	}
 }
 
 // handshake does c's TLS handshake and hands the connection to Accept.
 func (l *tlsListener) handshake(raw net.Conn) {
-	defer l.wg.Done()
 	tc := tls.Server(raw, l.opts.Config)
 	ctx, cancel := context.WithTimeout(l.ctx, l.opts.HandshakeTimeout)
 	err := tc.HandshakeContext(ctx)
