@@ -1,11 +1,16 @@
 # Shell helpers shared by the bench/*.sh scripts; source it.
 
-# free_port prints a TCP port on 127.0.0.1 that nothing listens on.
+# free_port prints a TCP port on 127.0.0.1 that nothing listens on and
+# that it has not printed before in this script ($$ is the script's pid
+# in the $(free_port) subshells too), so that ports picked before their
+# listeners start do not collide.
 free_port() {
-	local p
+	local p used=/tmp/bench-ports.$$
 	while :; do
 		p=$((20000 + RANDOM % 40000))
+		grep -qx "$p" "$used" 2>/dev/null && continue
 		if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
+			echo "$p" >>"$used"
 			echo "$p"
 			return
 		fi

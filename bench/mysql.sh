@@ -49,7 +49,7 @@ LEPROXY_PID=
 cleanup() {
 	[[ -n $LEPROXY_PID ]] && kill "$LEPROXY_PID" 2>/dev/null && wait "$LEPROXY_PID" 2>/dev/null
 	[[ -n $MARIADB_PID ]] && kill "$MARIADB_PID" 2>/dev/null && wait "$MARIADB_PID" 2>/dev/null
-	rm -rf "$WORK"
+	rm -rf "$WORK" "/tmp/bench-ports.$$"
 }
 trap cleanup EXIT
 

@@ -68,7 +68,7 @@ cleanup() {
 	for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
 	wait 2>/dev/null || true
 	[[ -f $PGDATA/postmaster.pid ]] && (cd "$WORK" && as_pg "$PGBIN/pg_ctl" -D "$PGDATA" -m fast -w stop >/dev/null 2>&1)
-	rm -rf "$WORK"
+	rm -rf "$WORK" "/tmp/bench-ports.$$"
 }
 trap cleanup EXIT
 

@@ -45,7 +45,7 @@ pids=()
 cleanup() {
 	for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
 	wait 2>/dev/null || true
-	rm -rf "$work"
+	rm -rf "$work" "/tmp/bench-ports.$$"
 }
 trap cleanup EXIT
 
