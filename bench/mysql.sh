@@ -5,11 +5,17 @@
 #   2. through leproxy (protocol mysql, local CA), TLS verified for the
 #      route's name, plaintext from leproxy to MariaDB;
 #   3. with MariaDB's own TLS (self-signed ECDSA P-256), verified;
-# and prints the three rates and their ratios.
+# in ROUNDS interleaved rounds, and prints the median rates, the median CPU
+# leproxy used per query (its utime+stime from /proc over the run, divided
+# by the queries) and the ratios.
 #
 # Usage: bench/mysql.sh            (from anywhere; builds leproxy from this checkout)
-# Knobs (environment): DURATION=10s CLIENTS=4 KEYS=1000
+# Knobs (environment): DURATION=10s CLIENTS=4 KEYS=1000 ROUNDS=3
+#   PPROF=dir  save leproxy's CPU and allocation profiles of the first round there
 #   CONNECT=1  a new connection for every query: measures the handshakes
+#   PREPARE=1  prepared statements (prepare, execute, close: two round trips
+#              per query); by default each query is one COM_QUERY, one round
+#              trip, the shape of pgbench -S
 # Needs: MariaDB server (Debian: mariadb-server, mariadb-client), openssl, go.
 # Run as root (the server runs as the mysql user) or as an ordinary user.
 set -euo pipefail
@@ -18,6 +24,9 @@ DURATION=${DURATION:-10s}
 CLIENTS=${CLIENTS:-4}
 KEYS=${KEYS:-1000}
 CONNECT=${CONNECT:-0}
+PREPARE=${PREPARE:-0}
+ROUNDS=${ROUNDS:-3}
+PPROF=${PPROF:-}
 PROXY_HOST=db.localhost          # a .localhost name: leproxy's local CA issues it
 # Where leproxy keeps its local CA's root certificate, relative to -cache.
 LOCAL_CA_ROOT=${LOCAL_CA_ROOT:-local-ca/root.pem}
@@ -40,13 +49,14 @@ LEPROXY_PID=
 cleanup() {
 	[[ -n $LEPROXY_PID ]] && kill "$LEPROXY_PID" 2>/dev/null && wait "$LEPROXY_PID" 2>/dev/null
 	[[ -n $MARIADB_PID ]] && kill "$MARIADB_PID" 2>/dev/null && wait "$MARIADB_PID" 2>/dev/null
-	rm -rf "$WORK"
+	rm -rf "$WORK" "/tmp/bench-ports.$$"
 }
 trap cleanup EXIT
 
 DB_PORT=$(free_port)
 PROXY_PORT=$(free_port)
 HTTPS_PORT=$(free_port)
+DEBUG_PORT=$(free_port)
 
 user_args=()
 if [[ $(id -u) -eq 0 ]]; then
@@ -86,22 +96,15 @@ tcp:
     routes:
       $PROXY_HOST: "127.0.0.1:$DB_PORT"
 YAML
-"$WORK/leproxy" -map "$WORK/mapping.yml" -cache "$CACHE" -acme local \
+"$WORK/leproxy" -map "$WORK/mapping.yml" -cache "$CACHE" -acme local -debug-addr "127.0.0.1:$DEBUG_PORT" \
 	-addr "127.0.0.1:$HTTPS_PORT" -http "" -log-level warn 2>"$WORK/leproxy.log" &
 LEPROXY_PID=$!
 
-bench() { # name, then mysqlbench flags
-	local name=$1
-	shift
-	local flags=(-clients "$CLIENTS" -keys "$KEYS" -duration "$DURATION")
-	[[ $CONNECT == 1 ]] && flags+=(-connect)
-	local out
-	out=$("$WORK/mysqlbench" "${flags[@]}" "$@" 2>&1) || { echo "mysqlbench $name failed: $out" >&2; exit 1; }
-	echo "$out"
-}
-DIRECT=(-addr "127.0.0.1:$DB_PORT")
-PROXY=(-addr "127.0.0.1:$PROXY_PORT" -ca "$CACHE/$LOCAL_CA_ROOT" -server-name "$PROXY_HOST")
-NATIVE=(-addr "127.0.0.1:$DB_PORT" -ca "$WORK/server.crt" -server-name localhost)
+declare -A ARGS
+ARGS[direct]="-addr 127.0.0.1:$DB_PORT"
+ARGS[leproxy]="-addr 127.0.0.1:$PROXY_PORT -ca $CACHE/$LOCAL_CA_ROOT -server-name $PROXY_HOST"
+ARGS[mariadb-tls]="-addr 127.0.0.1:$DB_PORT -ca $WORK/server.crt -server-name localhost"
+PROXY=(${ARGS[leproxy]})
 
 ready=
 for _ in $(seq 100); do
@@ -118,18 +121,51 @@ if [[ -z $ready ]]; then
 	exit 1
 fi
 
-mode="primary-key lookups, $CLIENTS clients, $DURATION"
-[[ $CONNECT == 1 ]] && mode+=", new connection per query"
-echo "== mysqlbench ($mode)"
-QPS_DIRECT=$(bench direct "${DIRECT[@]}")
-echo "direct (plaintext)          $QPS_DIRECT queries/s"
-QPS_PROXY=$(bench leproxy "${PROXY[@]}")
-echo "leproxy (TLS, verified)     $QPS_PROXY queries/s"
-QPS_NATIVE=$(bench native "${NATIVE[@]}")
-echo "MariaDB TLS (verified)      $QPS_NATIVE queries/s"
+# run NAME ROUND: one mysqlbench run; records its rate and, for leproxy,
+# its CPU per query.
+declare -A QPS CPU
+run() {
+	local col=$1 round=$2 flags=(-clients "$CLIENTS" -keys "$KEYS" -duration "$DURATION")
+	[[ $CONNECT == 1 ]] && flags+=(-connect)
+	[[ $PREPARE == 1 ]] && flags+=(-prepare)
+	local t0 t1 out prof= tag=mysql$([[ $CONNECT == 1 ]] && echo -C)
+	t0=$(cpu_ticks "$LEPROXY_PID")
+	if [[ -n $PPROF && $col == leproxy && $round == 1 ]]; then
+		mkdir -p "$PPROF"
+		curl -s -o "$PPROF/$tag.cpu.pprof" \
+			"http://127.0.0.1:$DEBUG_PORT/debug/pprof/profile?seconds=$(( ${DURATION%s} - 2 ))" &
+		prof=$!
+	fi
+	# shellcheck disable=SC2086
+	out=$("$WORK/mysqlbench" "${flags[@]}" ${ARGS[$col]} 2>&1) || { echo "mysqlbench $col failed: $out" >&2; exit 1; }
+	t1=$(cpu_ticks "$LEPROXY_PID")
+	if [[ -n $prof ]]; then
+		wait "$prof"
+		curl -s -o "$PPROF/$tag.allocs.pprof" "http://127.0.0.1:$DEBUG_PORT/debug/pprof/allocs"
+	fi
+	local qps n cpu=-
+	read -r qps n <<<"$out"
+	QPS[$col]+=" $qps"
+	[[ $col == leproxy ]] && cpu=$(us_per $((t1 - t0)) "$n") && CPU[$col]+=" $cpu"
+	printf '  round %d %-12s %10.0f queries/s  %8s us CPU/query\n' "$round" "$col" "$qps" "$cpu"
+}
 
-awk -v d="$QPS_DIRECT" -v p="$QPS_PROXY" -v n="$QPS_NATIVE" 'BEGIN {
-	printf "leproxy / direct            %.3f\n", p / d
-	printf "MariaDB TLS / direct        %.3f\n", n / d
-	printf "leproxy / MariaDB TLS       %.3f\n", p / n
-}'
+COLUMNS="direct mariadb-tls leproxy"
+mode="primary-key lookups, $CLIENTS clients, $DURATION, $ROUNDS rounds"
+[[ $CONNECT == 1 ]] && mode+=", new connection per query"
+[[ $PREPARE == 1 ]] && mode+=", prepared statements"
+echo "== mysqlbench ($mode)"
+for round in $(seq "$ROUNDS"); do
+	for col in $COLUMNS; do run "$col" "$round"; done
+done
+echo "== medians"
+declare -A M
+for col in $COLUMNS; do
+	# shellcheck disable=SC2086
+	M[$col]=$(median ${QPS[$col]})
+	printf '%-12s %10.0f queries/s  %8s us proxy CPU/query\n' "$col" "${M[$col]}" "$(median ${CPU[$col]:-})"
+done
+echo "== ratios"
+printf '%-28s %s\n' "leproxy / direct" "$(ratio "${M[leproxy]}" "${M[direct]}")"
+printf '%-28s %s\n' "MariaDB TLS / direct" "$(ratio "${M[mariadb-tls]}" "${M[direct]}")"
+printf '%-28s %s\n' "leproxy / MariaDB TLS" "$(ratio "${M[leproxy]}" "${M[mariadb-tls]}")"

@@ -280,6 +280,7 @@ func BenchmarkPump(b *testing.B) {
 			done <- n
 		}()
 		b.SetBytes(chunk)
+		b.ReportAllocs()
 		for b.Loop() {
 			if _, err := client.Write(buf); err != nil {
 				b.Fatal(err)
@@ -382,4 +383,83 @@ func TestPumpEnds(t *testing.T) {
 			}
 		})
 	}
+}
+
+// BenchmarkPumpPingPong measures the pgbench -S shape: the client sends a
+// small request, the backend answers with a small reply, one at a time.
+// Cases: straight over loopback TCP; two plain io.Copy goroutines between
+// the client's TLS and the backend's TCP (the floor for a Go relay, as in
+// bench/floor); the pump, TLS to plain TCP. Each op is one round trip.
+func BenchmarkPumpPingPong(b *testing.B) {
+	const reqSize, replySize = 40, 160
+	roundTrips := func(b *testing.B, client, backend net.Conn) {
+		b.Helper()
+		go func() {
+			req, reply := make([]byte, reqSize), make([]byte, replySize)
+			for {
+				if _, err := io.ReadFull(backend, req); err != nil {
+					return
+				}
+				if _, err := backend.Write(reply); err != nil {
+					return
+				}
+			}
+		}()
+		req, reply := make([]byte, reqSize), make([]byte, replySize)
+		b.ReportAllocs()
+		b.ResetTimer()
+		for b.Loop() {
+			if _, err := client.Write(req); err != nil {
+				b.Fatal(err)
+			}
+			if _, err := io.ReadFull(client, reply); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	b.Run("direct", func(b *testing.B) {
+		client, backend := tcpPair(b)
+		roundTrips(b, client, backend)
+	})
+	b.Run("iocopy-tls", func(b *testing.B) {
+		ps := newPumpSetup(b, true)
+		go func() { io.Copy(ps.b, ps.c); ps.b.Close() }()
+		go func() { io.Copy(ps.c, ps.b); ps.c.Close() }()
+		roundTrips(b, ps.client, ps.backend)
+	})
+	b.Run("pump-tls", func(b *testing.B) {
+		ps := newPumpSetup(b, true)
+		res := ps.run(pumpLimits{idle: DefaultIdleTimeout, halfClosed: halfClosedIdle})
+		roundTrips(b, ps.client, ps.backend)
+		ps.client.Close()
+		ps.backend.Close()
+		waitResult(b, res)
+	})
+}
+
+// BenchmarkPumpBulkDown measures bulk throughput from the backend to a TLS
+// client (a large result set): the pump reads TCP and writes TLS records.
+func BenchmarkPumpBulkDown(b *testing.B) {
+	const chunk = 256 << 10
+	ps := newPumpSetup(b, true)
+	res := ps.run(pumpLimits{idle: DefaultIdleTimeout, halfClosed: halfClosedIdle})
+	done := make(chan int64, 1)
+	go func() {
+		n, _ := io.Copy(io.Discard, ps.client)
+		done <- n
+	}()
+	buf := make([]byte, chunk)
+	b.SetBytes(chunk)
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := ps.backend.Write(buf); err != nil {
+			b.Fatal(err)
+		}
+	}
+	CloseWrite(ps.backend)
+	if n := <-done; n != int64(b.N)*chunk {
+		b.Fatalf("client got %d bytes, want %d", n, int64(b.N)*chunk)
+	}
+	ps.client.Close()
+	waitResult(b, res)
 }

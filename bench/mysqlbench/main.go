@@ -44,12 +44,16 @@ func run() error {
 		clients    = flag.Int("clients", 4, "concurrent clients")
 		duration   = flag.Duration("duration", 10*time.Second, "how long to run")
 		connect    = flag.Bool("connect", false, "open a new connection for every query (measures the handshake)")
+		prepare    = flag.Bool("prepare", false, "run each query as a prepared statement (prepare, execute, close: two round trips) instead of one COM_QUERY with the key in its text")
 	)
 	flag.Parse()
 
 	cfg := mysql.NewConfig()
 	cfg.Net, cfg.Addr, cfg.User, cfg.Passwd, cfg.DBName = "tcp", *addr, *user, *password, *db
 	cfg.Timeout = 10 * time.Second
+	// One COM_QUERY per query, the shape of pgbench -S (one simple Query
+	// per transaction), unless -prepare.
+	cfg.InterpolateParams = !*prepare
 	if *ca != "" {
 		pem, err := os.ReadFile(*ca)
 		if err != nil {
@@ -114,6 +118,6 @@ func run() error {
 		return firstErr
 	}
 	elapsed := time.Since(start)
-	fmt.Printf("%.1f\n", float64(done.Load())/elapsed.Seconds())
+	fmt.Printf("%.1f %d\n", float64(done.Load())/elapsed.Seconds(), done.Load())
 	return nil
 }
