@@ -26,7 +26,7 @@
 #   ACCESS_LOG=1 ADMIN=1 (leproxy with -admin, so request metrics are kept)
 #   PROXY_CPU=1 LOAD_CPU=0 CADDY=caddy binary (default: caddy in PATH, or
 #   /tmp/caddybin/caddy)  PROFILE=DIR: save leproxy CPU and allocation
-#   profiles of each mode in DIR (round 1 only)
+#   profiles of each mode in DIR (in a round 0 of its own, not counted)
 # Needs: nginx, h2load (nghttp2-client), openssl, go, taskset; caddy optional.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -72,6 +72,21 @@ cleanup() {
 trap cleanup EXIT
 trap "exit 130" INT TERM
 
+# low_port prints a free port below the ephemeral range (32768 and up on
+# Linux), which the load's own outgoing connections take from: a port
+# free_port finds there may be some client socket's by the time a proxy
+# binds it.
+low_port() {
+	local p
+	while :; do
+		p=$((10000 + RANDOM % 20000))
+		if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
+			echo "$p"
+			return
+		fi
+	done
+}
+
 # wait_tcp PORT waits until something accepts on 127.0.0.1:PORT.
 wait_tcp() {
 	for _ in $(seq 200); do
@@ -92,7 +107,7 @@ echo "== building leproxy, minproxy, idleconns in $WORK"
 go build -o "$WORK/leproxy" .
 go build -o "$WORK/minproxy" ./bench/minproxy
 go build -o "$WORK/idleconns" ./bench/idleconns
-[[ -x $CADDY ]] && echo "caddy: $("$CADDY" version | head -n 1)"
+[[ -x $CADDY ]] && echo "caddy: $(go version -m "$CADDY" | awk '$2 == "github.com/caddyserver/caddy/v2" { print $3; exit }') ($CADDY)"
 echo "nginx: $(nginx -v 2>&1)"
 
 self_signed "$WORK/key.pem" "$WORK/cert.pem" "DNS:$HOST"
@@ -100,7 +115,7 @@ head -c 4096 /dev/urandom | base64 -w 0 | head -c 4096 >"$WORK/4k"
 mkdir -p "$WORK/www" && mv "$WORK/4k" "$WORK/www/4k"
 
 # --- the backend: nginx, plain HTTP, on the load generator's core.
-BACKEND_PORT=$(free_port)
+BACKEND_PORT=$(low_port)
 mkdir -p "$WORK/backend"
 cat >"$WORK/backend/nginx.conf" <<EOF
 worker_processes 1;
@@ -128,7 +143,7 @@ taskset -c "$LOAD_CPU" nginx -p "$WORK/backend" -e "$WORK/backend/error.log" -c 
 PIDS+=($!)
 wait_tcp "$BACKEND_PORT"
 
-PROXY_PORT=$(free_port)
+PROXY_PORT=$(low_port)
 DEBUG_PORT= # leproxy's, chosen at each start
 ADMIN_PORT=
 
@@ -188,7 +203,7 @@ cat >"$WORK/caddy/Caddyfile" <<EOF
 	admin off
 	persist_config off
 	auto_https disable_redirects
-	http_port $(free_port)
+	http_port $(low_port)
 	servers {
 		protocols h1 h2
 	}
@@ -211,8 +226,8 @@ start_proxy() {
 		taskset -c "$PROXY_CPU" nginx -p "$WORK/nginx" -e "$WORK/nginx/error.log" -c "$WORK/nginx/nginx.conf" 2>>"$log" &
 		;;
 	leproxy)
-		DEBUG_PORT=$(free_port)
-		ADMIN_PORT=$(free_port)
+		DEBUG_PORT=$(low_port)
+		ADMIN_PORT=$(low_port)
 		local args=(-map "$WORK/mapping.yml" -cache "$WORK/cache" -acme local
 			-addr "127.0.0.1:$PROXY_PORT" -http "" -debug-addr "127.0.0.1:$DEBUG_PORT")
 		[[ $ADMIN == 1 ]] && args+=(-admin "127.0.0.1:$ADMIN_PORT")
@@ -274,7 +289,7 @@ measure() {
 	local round=$1 mode=$2 p=$3 prof_pid=
 	start_proxy "$p"
 	local pid=$PROXY_PID
-	if [[ -n $PROFILE && $p == leproxy && $round == 1 ]]; then
+	if [[ $round == 0 ]]; then
 		mkdir -p "$PROFILE"
 		curl -s -o "$PROFILE/allocs-$mode-before.pb.gz" "http://127.0.0.1:$DEBUG_PORT/debug/pprof/allocs"
 		curl -s -o "$PROFILE/cpu-$mode.pb.gz" "http://127.0.0.1:$DEBUG_PORT/debug/pprof/profile?seconds=5" &
@@ -298,6 +313,11 @@ measure() {
 	rps=$(awk -v n="$n" -v a="$start" -v b="$end" 'BEGIN { printf "%.0f", n / (b - a) }')
 	cpu=$(awk -v t="$((t1 - t0))" -v hz="$HZ" -v n="$n" 'BEGIN { printf "%.1f", t / hz * 1e6 / n }')
 	hwm=$(status_kib "$pid" VmHWM)
+	if [[ $round == 0 ]]; then
+		echo "  profiles of leproxy under $mode in $PROFILE (this run, slowed by the CPU profiler, is not counted)"
+		stop_proxy
+		return
+	fi
 	RPS[$mode,$p]+="$rps "
 	CPU[$mode,$p]+="$cpu "
 	HWM[$mode,$p]+="$hwm "
@@ -308,6 +328,9 @@ measure() {
 median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{ a[NR] = $1 } END { if (NR % 2) print a[(NR + 1) / 2]; else printf "%.1f\n", (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
 
 echo "== rounds: $ROUNDS; C=$C M=$M; proxies on CPU $PROXY_CPU, h2load and the backend on CPU $LOAD_CPU; access log $([[ $ACCESS_LOG == 1 ]] && echo on || echo off)"
+if [[ -n $PROFILE ]]; then
+	for mode in $MODES; do measure 0 "$mode" leproxy; done
+fi
 for round in $(seq "$ROUNDS"); do
 	for mode in $MODES; do
 		for p in $PROXIES; do
