@@ -24,8 +24,18 @@ const (
 	tlsHandshakeTimeout    = 10 * time.Second
 	idleConnTimeout        = 90 * time.Second
 	expectContinueTimeout  = 1 * time.Second
-	maxIdleConnsPerHost    = 64
 	maxResponseHeaderBytes = 1 << 20
+	// maxIdleConnsPerHost keeps a backend connection for every stream of
+	// four HTTP/2 clients at their MaxConcurrentStreams: below the number
+	// of requests in flight, each one that finishes past the limit closes
+	// its connection and the next one dials again, and under a 32x16
+	// stream load that churn was a fifth of leproxy's CPU. Idle
+	// connections still close after idleConnTimeout.
+	maxIdleConnsPerHost = 4 * MaxConcurrentStreams
+	// backendReadBufferSize holds a response head and a small body whole,
+	// so that ReverseProxy copies them in one write to the client rather
+	// than two (net/http's default is 4 KiB).
+	backendReadBufferSize = 8 << 10
 )
 
 // upstream is how one proxied host reaches its backend: the URL requests
@@ -85,6 +95,7 @@ func newTransport(b config.Backend, rootCAs *x509.CertPool) *http.Transport {
 		ExpectContinueTimeout:  expectContinueTimeout,
 		MaxIdleConnsPerHost:    maxIdleConnsPerHost,
 		MaxResponseHeaderBytes: maxResponseHeaderBytes,
+		ReadBufferSize:         backendReadBufferSize,
 		DisableCompression:     true,
 	}
 	switch b.Kind {
