@@ -23,6 +23,7 @@
 # Knobs (environment): ROUNDS=3 C=32 M=16 N_H1=40000 N_H2=80000 N_NEW=4000
 #   NEW_RATE=40 (connections per 10 ms in newconn mode) IDLE=5000
 #   PROXIES="nginx leproxy caddy minproxy" MODES="h1 h2 newconn"
+#   BASE=REV: also leproxy built from git revision REV, as leproxy-base
 #   ACCESS_LOG=1 ADMIN=1 (leproxy with -admin, so request metrics are kept)
 #   PROXY_CPU=1 LOAD_CPU=0 CADDY=caddy binary (default: caddy in PATH, or
 #   /tmp/caddybin/caddy)  PROFILE=DIR: save leproxy CPU and allocation
@@ -48,6 +49,8 @@ ADMIN=${ADMIN:-1}
 PROXY_CPU=${PROXY_CPU:-1}
 LOAD_CPU=${LOAD_CPU:-0}
 PROFILE=${PROFILE:-}
+BASE=${BASE:-}
+POOL=512 # idle backend connections kept per proxy: leproxy's own limit, set alike for the others
 HOST=bench.localhost # a .localhost name: leproxy's local CA issues it
 
 for bin in nginx h2load openssl go taskset; do
@@ -105,6 +108,14 @@ HZ=$(getconf CLK_TCK)
 
 echo "== building leproxy, minproxy, idleconns in $WORK"
 go build -o "$WORK/leproxy" .
+if [[ -n $BASE ]]; then
+	# leproxy-base: the same, built from revision BASE, for before/after figures.
+	mkdir -p "$WORK/base-src"
+	git archive "$BASE" | tar -x -C "$WORK/base-src"
+	(cd "$WORK/base-src" && go build -o "$WORK/leproxy-base" .)
+	PROXIES=${PROXIES/leproxy/leproxy-base leproxy}
+	echo "leproxy-base: $(git rev-parse --short "$BASE")"
+fi
 go build -o "$WORK/minproxy" ./bench/minproxy
 go build -o "$WORK/idleconns" ./bench/idleconns
 [[ -x $CADDY ]] && echo "caddy: $(go version -m "$CADDY" | awk '$2 == "github.com/caddyserver/caddy/v2" { print $3; exit }') ($CADDY)"
@@ -169,7 +180,7 @@ http {
 	scgi_temp_path $WORK/nginx;
 	upstream backend {
 		server 127.0.0.1:$BACKEND_PORT;
-		keepalive 64;
+		keepalive $POOL;
 	}
 	server {
 		listen 127.0.0.1:$PROXY_PORT ssl http2;
@@ -212,7 +223,11 @@ cat >"$WORK/caddy/Caddyfile" <<EOF
 https://$HOST:$PROXY_PORT {
 	bind 127.0.0.1
 	tls $WORK/cert.pem $WORK/key.pem
-	reverse_proxy 127.0.0.1:$BACKEND_PORT
+	reverse_proxy 127.0.0.1:$BACKEND_PORT {
+		transport http {
+			keepalive_idle_conns_per_host $POOL
+		}
+	}
 	$caddy_log
 }
 EOF
@@ -225,14 +240,14 @@ start_proxy() {
 	nginx)
 		taskset -c "$PROXY_CPU" nginx -p "$WORK/nginx" -e "$WORK/nginx/error.log" -c "$WORK/nginx/nginx.conf" 2>>"$log" &
 		;;
-	leproxy)
+	leproxy | leproxy-base)
 		DEBUG_PORT=$(low_port)
 		ADMIN_PORT=$(low_port)
 		local args=(-map "$WORK/mapping.yml" -cache "$WORK/cache" -acme local
 			-addr "127.0.0.1:$PROXY_PORT" -http "" -debug-addr "127.0.0.1:$DEBUG_PORT")
 		[[ $ADMIN == 1 ]] && args+=(-admin "127.0.0.1:$ADMIN_PORT")
 		[[ $ACCESS_LOG == 1 ]] || args+=(-access-log=false)
-		taskset -c "$PROXY_CPU" "$WORK/leproxy" "${args[@]}" 2>>"$log" &
+		taskset -c "$PROXY_CPU" "$WORK/$1" "${args[@]}" 2>>"$log" &
 		;;
 	caddy)
 		HOME=$WORK/caddy XDG_DATA_HOME=$WORK/caddy XDG_CONFIG_HOME=$WORK/caddy \
@@ -240,7 +255,7 @@ start_proxy() {
 		;;
 	minproxy)
 		taskset -c "$PROXY_CPU" "$WORK/minproxy" -addr "127.0.0.1:$PROXY_PORT" -cert "$WORK/cert.pem" -key "$WORK/key.pem" \
-			-backend "http://127.0.0.1:$BACKEND_PORT" -access-log="$([[ $ACCESS_LOG == 1 ]] && echo true || echo false)" 2>>"$log" &
+			-backend "http://127.0.0.1:$BACKEND_PORT" -pool "$POOL" -access-log="$([[ $ACCESS_LOG == 1 ]] && echo true || echo false)" 2>>"$log" &
 		;;
 	esac
 	PROXY_PID=$!

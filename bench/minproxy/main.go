@@ -24,6 +24,7 @@ func main() {
 	key := flag.String("key", "", "private key PEM `file`")
 	backend := flag.String("backend", "http://127.0.0.1:8080", "backend `URL`")
 	accessLog := flag.Bool("access-log", true, "log one line per request to stderr")
+	pool := flag.Int("pool", 64, "idle backend connections to keep")
 	flag.Parse()
 	target, err := url.Parse(*backend)
 	if err != nil {
@@ -36,7 +37,7 @@ func main() {
 			pr.SetXForwarded()
 			pr.Out.Host = pr.In.Host
 		},
-		Transport: &http.Transport{MaxIdleConnsPerHost: 64, IdleConnTimeout: 90 * time.Second},
+		Transport: &http.Transport{MaxIdleConnsPerHost: *pool, IdleConnTimeout: 90 * time.Second},
 	}
 	h := http.Handler(rp)
 	if *accessLog {
