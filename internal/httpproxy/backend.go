@@ -32,10 +32,6 @@ const (
 	// stream load that churn was a fifth of leproxy's CPU. Idle
 	// connections still close after idleConnTimeout.
 	maxIdleConnsPerHost = 4 * MaxConcurrentStreams
-	// backendReadBufferSize holds a response head and a small body whole,
-	// so that ReverseProxy copies them in one write to the client rather
-	// than two (net/http's default is 4 KiB).
-	backendReadBufferSize = 8 << 10
 )
 
 // upstream is how one proxied host reaches its backend: the URL requests
@@ -95,7 +91,6 @@ func newTransport(b config.Backend, rootCAs *x509.CertPool) *http.Transport {
 		ExpectContinueTimeout:  expectContinueTimeout,
 		MaxIdleConnsPerHost:    maxIdleConnsPerHost,
 		MaxResponseHeaderBytes: maxResponseHeaderBytes,
-		ReadBufferSize:         backendReadBufferSize,
 		DisableCompression:     true,
 	}
 	switch b.Kind {
