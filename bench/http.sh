@@ -67,6 +67,7 @@ WORK=$(mktemp -d /tmp/leproxy-bench-http.XXXXXX)
 PIDS=()
 PROXY_PID=
 cleanup() {
+	set +e # a process already gone must not stop the rest being cleaned up
 	[[ -n $PROXY_PID ]] && kill "$PROXY_PID" 2>/dev/null
 	for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
 	wait 2>/dev/null || true
