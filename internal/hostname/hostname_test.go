@@ -34,3 +34,25 @@ func TestFromHostHeader(t *testing.T) {
 		}
 	}
 }
+
+// TestNormalizePlain checks that the plain-name shortcut answers what idna
+// does.
+func TestNormalizePlain(t *testing.T) {
+	for _, name := range []string{
+		"db.example.com", "a", "xn--bcher-kva.example", "xn--invalid-.example",
+		"-leading.example", "trailing-.example", "a..b", "under_score.example",
+		"127.0.0.1", "0.example", "x--y.example", "xn--.example", "",
+		"Upper.example", "bücher.example", "a b.example", "::1",
+	} {
+		if got, want := Normalize(name), normalizeIDNA(name); got != want {
+			t.Errorf("Normalize(%q) = %q, idna gives %q", name, got, want)
+		}
+	}
+}
+
+func BenchmarkFromHostHeader(b *testing.B) {
+	b.ReportAllocs()
+	for b.Loop() {
+		FromHostHeader("app.example.com:8443")
+	}
+}

@@ -24,8 +24,14 @@ const (
 	tlsHandshakeTimeout    = 10 * time.Second
 	idleConnTimeout        = 90 * time.Second
 	expectContinueTimeout  = 1 * time.Second
-	maxIdleConnsPerHost    = 64
 	maxResponseHeaderBytes = 1 << 20
+	// maxIdleConnsPerHost keeps a backend connection for every stream of
+	// four HTTP/2 clients at their MaxConcurrentStreams: below the number
+	// of requests in flight, each one that finishes past the limit closes
+	// its connection and the next one dials again, and under a 32x16
+	// stream load that churn was a fifth of leproxy's CPU. Idle
+	// connections still close after idleConnTimeout.
+	maxIdleConnsPerHost = 4 * MaxConcurrentStreams
 )
 
 // upstream is how one proxied host reaches its backend: the URL requests

@@ -3,12 +3,15 @@ package httpproxy
 import (
 	"crypto/rand"
 	"encoding/hex"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
 	"runtime"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/leproxy/leproxy/internal/config"
 )
@@ -96,5 +99,69 @@ func TestSocketBackendDown(t *testing.T) {
 	recs := logs.records(t)
 	if len(recs) != 1 || recs[0]["msg"] != "backend error" || recs[0]["backend"] != path {
 		t.Errorf("got log records %v, want one backend error for %s", recs, path)
+	}
+}
+
+// TestBackendConnReuse checks that the connections of a burst of
+// concurrent requests (an HTTP/2 load's streams) stay in the idle pool for
+// the next burst rather than being closed and dialled again.
+func TestBackendConnReuse(t *testing.T) {
+	const n = 200 // above net/http's and the old limit of 64
+	var mu sync.Mutex
+	dials := 0
+	arrived := make(chan struct{}, n)
+	release := make(chan struct{})
+	backend := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		arrived <- struct{}{}
+		<-release
+		io.WriteString(w, "ok")
+	}))
+	backend.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			mu.Lock()
+			dials++
+			mu.Unlock()
+		}
+	}
+	backend.Start()
+	t.Cleanup(backend.Close)
+	h := mustNew(t, []config.Host{tcpHost("a.example.test", backend)}, Options{})
+	t.Cleanup(h.Close)
+
+	burst := func() {
+		t.Helper()
+		var wg sync.WaitGroup
+		codes := make([]int, n)
+		for i := range n {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				rec := httptest.NewRecorder()
+				h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "http://a.example.test/", nil))
+				codes[i] = rec.Code
+			}()
+		}
+		for range n { // every request holds its own backend connection
+			select {
+			case <-arrived:
+			case <-time.After(testTimeout):
+				t.Fatal("backend requests did not all arrive")
+			}
+		}
+		close(release)
+		wg.Wait()
+		release = make(chan struct{})
+		for i, c := range codes {
+			if c != http.StatusOK {
+				t.Fatalf("request %d: status %d", i, c)
+			}
+		}
+	}
+	burst()
+	burst()
+	mu.Lock()
+	defer mu.Unlock()
+	if dials != n {
+		t.Errorf("two bursts of %d requests dialled %d backend connections, want %d", n, dials, n)
 	}
 }

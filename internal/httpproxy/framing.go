@@ -407,6 +407,7 @@ func asciiEqualFold(b []byte, s string) bool {
 type h1Conn struct {
 	*tls.Conn
 	scan *framingScanner
+	hold writeHold // see coalescingWriter
 }
 
 var _ net.Conn = (*h1Conn)(nil)

@@ -205,6 +205,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		r = r.WithContext(context.WithValue(r.Context(), clientBodyKey{}, cb))
 		r.Body = cb
 	}
+	w, end := coalesce(w, r)
+	defer end()
 	route.ServeHTTP(w, r)
 }
 

@@ -47,6 +47,7 @@ func ConnContext(ctx context.Context, c net.Conn) context.Context {
 	g := &connGuard{conn: c}
 	if hc, ok := c.(*h1Conn); ok {
 		g.framing = hc.scan
+		g.h1 = hc
 	}
 	return context.WithValue(ctx, connGuardKey{}, g)
 }
@@ -55,6 +56,7 @@ func ConnContext(ctx context.Context, c net.Conn) context.Context {
 type connGuard struct {
 	conn    net.Conn
 	framing *framingScanner // HTTP/1.x connections of NewTLSListener
+	h1      *h1Conn         // the same
 
 	mu         sync.Mutex
 	streams    int // streams seen

@@ -37,7 +37,16 @@ type TLSListenerOptions struct {
 // Handler.ServeHTTP can refuse requests whose framing could smuggle
 // another (see framingScanner). Use it with ConnContext. Close stops it:
 // handshakes in progress are abandoned and their connections closed.
+//
+// Its connections send each write in records of up to 16 KiB from the
+// start, as nginx does (a copy of Config has DynamicRecordSizingDisabled):
+// crypto/tls would otherwise cut the first 128 KiB of every connection into
+// records of one TCP segment, growing, each its own system call, which
+// makes a short response on a new connection cost three or four writes
+// instead of one.
 func NewTLSListener(inner net.Listener, opts TLSListenerOptions) net.Listener {
+	opts.Config = opts.Config.Clone()
+	opts.Config.DynamicRecordSizingDisabled = true
 	if opts.HandshakeTimeout <= 0 {
 		opts.HandshakeTimeout = 10 * time.Second
 	}

@@ -8,6 +8,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"fmt"
 	"io"
 	"math/big"
 	"net"
@@ -418,5 +419,80 @@ func TestTLSListenerClose(t *testing.T) {
 	stalled.SetDeadline(time.Now().Add(testTimeout))
 	if _, err := stalled.Read(make([]byte, 1)); err == nil {
 		t.Error("the stalled client's connection is still open after Close")
+	}
+}
+
+// recordSizes is a net.Conn that notes the length of every TLS record it
+// reads.
+type recordSizes struct {
+	net.Conn
+	mu      sync.Mutex
+	pending []byte // bytes of the record header being read
+	skip    int    // bytes of the current record's body left
+	sizes   []int
+}
+
+func (c *recordSizes) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for b := p[:n]; len(b) > 0; {
+		if c.skip > 0 {
+			k := min(c.skip, len(b))
+			c.skip -= k
+			b = b[k:]
+			continue
+		}
+		k := min(5-len(c.pending), len(b))
+		c.pending = append(c.pending, b[:k]...)
+		b = b[k:]
+		if len(c.pending) == 5 {
+			c.skip = int(c.pending[3])<<8 | int(c.pending[4])
+			c.sizes = append(c.sizes, c.skip)
+			c.pending = c.pending[:0]
+		}
+	}
+	return n, err
+}
+
+// TestTLSListenerRecordSize checks that the writes of a response on a new
+// connection leave whole, not in the segment-sized records of crypto/tls's
+// dynamic record sizing.
+func TestTLSListenerRecordSize(t *testing.T) {
+	body := strings.Repeat("x", 12<<10)
+	e := startEdge(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", fmt.Sprint(len(body)))
+		io.WriteString(w, body)
+	}), 0)
+	raw, err := net.DialTimeout("tcp", e.addr, testTimeout)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc := &recordSizes{Conn: raw}
+	c := tls.Client(rc, &tls.Config{
+		InsecureSkipVerify: true, ServerName: "a.example.test", NextProtos: []string{"http/1.1"},
+		CurvePreferences: []tls.CurveID{tls.X25519}, // a short ServerHello, below 1000 bytes
+	})
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(testTimeout))
+	io.WriteString(c, "GET / HTTP/1.1\r\nHost: a.example.test\r\n\r\n")
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := io.ReadAll(resp.Body)
+	if err != nil || string(got) != body {
+		t.Fatalf("got %d bytes, %v; want %d", len(got), err, len(body))
+	}
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	// net/http writes the response 4 KiB at a time. Dynamic record sizing
+	// would cut the first writes into records of one TCP segment (about
+	// 1.2 KiB, then 2.4 KiB, ...); whole, they are 4 KiB records and a tail.
+	// The handshake's records are all smaller than 1000 bytes.
+	for _, n := range rc.sizes {
+		if n > 1000 && n < 4<<10 {
+			t.Fatalf("got TLS records of %v bytes, want no segment-sized ones", rc.sizes)
+		}
 	}
 }
