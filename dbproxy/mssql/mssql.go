@@ -179,9 +179,9 @@ func (p *protocol) Handshake(ctx context.Context, client net.Conn, s *dbproxy.Se
 	}
 	if plaintext {
 		if d := s.DefaultRoute(); d == nil || !d.AllowPlaintext {
-			msg := "TLS is required: connect with encryption (encrypt=true)"
+			msg := "TLS is required: connect with encryption (go-mssqldb encrypt=true, FreeTDS encryption = require)"
 			if d != nil {
-				msg = "TLS is required for " + d.Host + ": connect with encryption (encrypt=true)"
+				msg = "TLS is required for " + d.Host + ": connect with encryption (go-mssqldb encrypt=true, FreeTDS encryption = require)"
 			}
 			return nil, nil, h.tell(&wireError{number: errRefused, state: 1, msg: msg})
 		}
