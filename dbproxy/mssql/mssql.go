@@ -156,8 +156,11 @@ func (h *frontend) tell(err error) error {
 	return err
 }
 
+// protocolViolation is a refusal of bytes that break TDS; the client is
+// told what was wrong.
 func protocolViolation(err error) error {
-	return &wireError{number: errRefused, state: 2, msg: "protocol violation", err: err}
+	msg := "protocol violation: " + strings.TrimPrefix(err.Error(), errMalformed.Error()+": ")
+	return &wireError{number: errRefused, state: 2, msg: msg, err: errMalformed}
 }
 
 // Handshake implements Protocol.

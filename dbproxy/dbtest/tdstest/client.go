@@ -17,6 +17,8 @@ type ClientOptions struct {
 	// or NOT_SUP without TLS).
 	Encryption *byte
 	Login      LoginInfo
+	// Raw7, when set, is sent as the LOGIN7 payload instead of Login's.
+	Raw7 []byte
 }
 
 // Connect logs in over conn as a TDS client does: PRELOGIN, TLS inside
@@ -93,7 +95,11 @@ func Connect(conn net.Conn, o ClientOptions) (_ net.Conn, err error) {
 	if li.PacketSize == 0 {
 		li.PacketSize = 4096
 	}
-	if _, err := conn.Write(Packets(PacketLogin7, Login7(li), 4096)); err != nil {
+	login := Login7(li)
+	if o.Raw7 != nil {
+		login = o.Raw7
+	}
+	if _, err := conn.Write(Packets(PacketLogin7, login, 4096)); err != nil {
 		return nil, err
 	}
 	_, _, reply, err := ReadMessage(conn, 1<<20)
