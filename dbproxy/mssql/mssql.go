@@ -103,7 +103,7 @@ func (*protocol) Refuse(client net.Conn, reason error) {
 func (p *protocol) configs(s *dbproxy.Session) (tds7, tds8 *tls.Config) {
 	p.once.Do(func() {
 		p.tds7 = s.TLSConfig().Clone()
-		p.tds7.MaxVersion = tls.VersionTLS12
+		p.tds7.MaxVersion = tls.VersionTLS12 // #nosec G402 -- TDS 7.x wraps the handshake in PRELOGIN packets, where FreeTDS hangs on TLS 1.3; TLS 1.2 is the policy minimum anyway, AEAD suites only
 		p.tds7.NextProtos = nil
 		p.tds8 = s.TLSConfig().Clone()
 		p.tds8.NextProtos = []string{alpnTDS8}
@@ -373,6 +373,11 @@ func (p *protocol) relayLoginReply(h *frontend, b net.Conn, s *dbproxy.Session, 
 			msg: "invalid answer to the login from the backend of " + r.Host, err: err})
 	}
 	out := reply.raw
+	if !lr.complete {
+		// A token leproxy does not know: relayed as it is, and a routing
+		// token behind it would not be seen.
+		s.AddLogAttrs("login_reply", "unparsed tokens")
+	}
 	if rt := lr.routing; rt != nil {
 		target, err := p.redirect(s, rt)
 		if err != nil {

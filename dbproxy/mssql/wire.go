@@ -22,9 +22,6 @@ const (
 	statusEOM = 0x01 // last packet of a message
 
 	headerLen = 8
-	// maxPacketLen is the largest packet TDS allows (its length is 16
-	// bits, and the negotiated packet size tops out at 32767).
-	maxPacketLen = 32767
 	// clientPacketLen is the size of the packets leproxy writes to clients
 	// itself: the smallest packet size, since a client reads with the
 	// packet size it asks for in LOGIN7 (go-mssqldb fails on larger
