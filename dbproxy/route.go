@@ -23,10 +23,16 @@ const (
 	// TLSInsecure negotiates TLS with the backend and does not verify its
 	// certificate: the link is encrypted, not authenticated.
 	TLSInsecure TLSMode = "insecure"
+	// TLSStrict starts TLS with the backend from the first byte, for a
+	// protocol that has such a mode beside its own upgrade (TDS 8.0,
+	// "strict"), and verifies the certificate as TLSVerify does. Only
+	// protocols that say so honour it (the mapping allows it on mssql
+	// listeners only); BackendTLSConfig treats it as TLSVerify.
+	TLSStrict TLSMode = "strict"
 )
 
 // Enabled reports whether m asks for TLS to the backend.
-func (m TLSMode) Enabled() bool { return m == TLSVerify || m == TLSInsecure }
+func (m TLSMode) Enabled() bool { return m == TLSVerify || m == TLSInsecure || m == TLSStrict }
 
 // ErrNoRoute is the error Session.Route wraps when a server name matches no
 // route, or when a client sends no server name and there is no default.
@@ -91,8 +97,8 @@ func newRouter(routes []Route, def string, alpn []string) (*router, error) {
 		if r.TLS == "" {
 			r.TLS = TLSNone
 		}
-		if r.TLS != TLSNone && r.TLS != TLSVerify && r.TLS != TLSInsecure {
-			return nil, fmt.Errorf("route %s: tls mode %q is not none, verify or insecure", host, r.TLS)
+		if r.TLS != TLSNone && r.TLS != TLSVerify && r.TLS != TLSInsecure && r.TLS != TLSStrict {
+			return nil, fmt.Errorf("route %s: tls mode %q is not none, verify, insecure or strict", host, r.TLS)
 		}
 		rs := &route{Route: r, backendTLS: backendTLSConfig(r, bhost, alpn), stats: new(routeStats)}
 		rt.byHost[host] = rs

@@ -8,6 +8,7 @@ import (
 	_ "github.com/leproxy/leproxy/dbproxy/elasticsearch"
 	_ "github.com/leproxy/leproxy/dbproxy/memcached"
 	_ "github.com/leproxy/leproxy/dbproxy/mongodb"
+	_ "github.com/leproxy/leproxy/dbproxy/mssql"
 	_ "github.com/leproxy/leproxy/dbproxy/mysql"
 	_ "github.com/leproxy/leproxy/dbproxy/postgres"
 	_ "github.com/leproxy/leproxy/dbproxy/redis"

@@ -82,11 +82,15 @@ func listenerNotes(l Listener) []string {
 func routeNotes(r Route) []string {
 	var notes []string
 	switch r.TLS {
-	case TLSVerify:
+	case TLSVerify, TLSStrict:
+		kind := "TLS"
+		if r.TLS == TLSStrict {
+			kind = "TDS 8.0 strict TLS"
+		}
 		if r.CA != "" {
-			notes = append(notes, "TLS to backend verified with "+r.CA)
+			notes = append(notes, kind+" to backend verified with "+r.CA)
 		} else {
-			notes = append(notes, "TLS to backend verified with system roots")
+			notes = append(notes, kind+" to backend verified with system roots")
 		}
 	case TLSInsecure:
 		notes = append(notes, "TLS to backend NOT verified")

@@ -24,7 +24,12 @@ import (
 const maxCAFileSize = 4 << 20
 
 // tlsModes lists the valid values of a route's "tls" key.
-var tlsModes = []TLSMode{TLSNone, TLSVerify, TLSInsecure}
+var tlsModes = []TLSMode{TLSNone, TLSVerify, TLSInsecure, TLSStrict}
+
+// strictProtocols are the protocols whose backends may be reached with
+// "tls: strict" (TLS from the first byte beside the protocol's own
+// upgrade): TDS 8.0.
+var strictProtocols = []string{"mssql"}
 
 // tcpSection walks the "tcp:" list of listeners.
 func (l *loader) tcpSection(v *yaml.Node) {
@@ -109,6 +114,12 @@ func (l *loader) listener(m *yaml.Node, path string) (addr listenAddr, addrOK bo
 	}
 	if n := f["routes"]; n != nil {
 		ln.Routes = l.routes(n, path+".routes")
+		for _, r := range ln.Routes {
+			if r.TLS == TLSStrict && ln.Protocol != "" && !slices.Contains(strictProtocols, ln.Protocol) {
+				l.el.add(r.Line, path+".routes["+r.Host+"].tls", string(r.TLS),
+					fmt.Sprintf(`tls mode "strict" is for mssql listeners (TDS 8.0), not %s: use verify`, ln.Protocol))
+			}
+		}
 	}
 	if n := f["default"]; n != nil {
 		key := path + ".default"
@@ -172,7 +183,7 @@ func (l *loader) route(r *Route, k, v *yaml.Node, path string) {
 		if n := f["tls"]; n != nil {
 			if s, ok := l.string(n, path+".tls", "a TLS mode"); ok {
 				if !slices.Contains(tlsModes, TLSMode(s)) {
-					l.el.add(n.Line, path+".tls", s, fmt.Sprintf("unknown tls mode %q (known: none, verify, insecure)", s))
+					l.el.add(n.Line, path+".tls", s, fmt.Sprintf("unknown tls mode %q (known: none, verify, insecure, strict)", s))
 				} else {
 					r.TLS = TLSMode(s)
 				}
@@ -220,8 +231,8 @@ func (l *loader) ca(r *Route, n *yaml.Node, key string) {
 	if !ok {
 		return
 	}
-	if r.TLS != TLSVerify {
-		l.el.add(n.Line, key, s, fmt.Sprintf(`ca %q needs "tls: verify" (tls is %q)`, s, r.TLS))
+	if r.TLS != TLSVerify && r.TLS != TLSStrict {
+		l.el.add(n.Line, key, s, fmt.Sprintf(`ca %q needs "tls: verify" or "tls: strict" (tls is %q)`, s, r.TLS))
 		return
 	}
 	pool, err := loadCAFile(s)
