@@ -143,7 +143,7 @@ func StartMariaDB(t testing.TB, opts MariaDBOptions) *MariaDB {
 	// try a few.
 	var lastErr error
 	for range 3 {
-		port, err := mariadbFreePort()
+		port, err := reservePort()
 		if err != nil {
 			t.Fatalf("testenv: %v", err)
 		}
@@ -328,15 +328,4 @@ func (u mdbUser) writeFile(path string, b []byte, mode os.FileMode) error {
 		return err
 	}
 	return u.chown(path)
-}
-
-// mariadbFreePort returns a TCP port on 127.0.0.1 that was free a moment
-// ago.
-func mariadbFreePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
 }

@@ -137,17 +137,6 @@ func (p *Pebble) Orders() int {
 	return int(p.orders.Load())
 }
 
-// FreePort returns a TCP port on 127.0.0.1 that was free a moment ago.
-func FreePort(t testing.TB) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("finding a free port: %v", err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
-
 // startDNS starts challtestsrv's DNS server (TCP and UDP) on a free
 // 127.0.0.1 port, answering 127.0.0.1 for every A query and nothing for
 // AAAA, and returns its address once it accepts TCP connections.
@@ -181,19 +170,7 @@ func startDNS(t testing.TB, logger *log.Logger) string {
 // and UDP.
 func freeTCPAndUDP(t testing.TB) string {
 	t.Helper()
-	var lastErr error
-	for range 20 {
-		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(FreePort(t)))
-		pc, err := net.ListenPacket("udp", addr)
-		if err != nil {
-			lastErr = err
-			continue
-		}
-		pc.Close()
-		return addr
-	}
-	t.Fatalf("finding a port free for TCP and UDP: %v", lastErr)
-	return ""
+	return net.JoinHostPort("127.0.0.1", strconv.Itoa(FreePort(t)))
 }
 
 // writePEM writes certs as one PEM file in a test temporary directory.

@@ -145,7 +145,7 @@ func StartPostgres(t testing.TB, opts PostgresOptions) *Postgres {
 	logFile := filepath.Join(base, "postgres.log")
 	var lastErr error
 	for range 3 {
-		port, err := pgFreePort()
+		port, err := reservePort()
 		if err != nil {
 			t.Fatalf("testenv: %v", err)
 		}
@@ -244,14 +244,4 @@ func (u pgUser) writeFile(path string, b []byte, mode os.FileMode) error {
 		return err
 	}
 	return u.chown(path)
-}
-
-// pgFreePort returns a TCP port on 127.0.0.1 that was free a moment ago.
-func pgFreePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
 }
