@@ -5,12 +5,15 @@
 #   2. through leproxy (protocol mysql, local CA), TLS verified for the
 #      route's name, plaintext from leproxy to MariaDB;
 #   3. with MariaDB's own TLS (self-signed ECDSA P-256), verified;
+#   4. through bench/floor -mysql, the smallest Go relay that does MySQL's
+#      TLS upgrade: the floor of what a Go relay costs;
 # in ROUNDS interleaved rounds, and prints the median rates, the median CPU
-# leproxy used per query (its utime+stime from /proc over the run, divided
+# leproxy and the floor used per query (its utime+stime from /proc over the run, divided
 # by the queries) and the ratios.
 #
 # Usage: bench/mysql.sh            (from anywhere; builds leproxy from this checkout)
 # Knobs (environment): DURATION=10s CLIENTS=4 KEYS=1000 ROUNDS=3
+#   COLUMNS="direct mariadb-tls leproxy floor"  which to run
 #   PPROF=dir  save leproxy's CPU and allocation profiles of the first round there
 #   CONNECT=1  a new connection for every query: measures the handshakes
 #   PREPARE=1  prepared statements (prepare, execute, close: two round trips
@@ -45,9 +48,11 @@ CACHE=$WORK/cache
 SOCK=$WORK/my.sock
 MARIADB_PID=
 LEPROXY_PID=
+FLOOR_PID=
 
 cleanup() {
 	[[ -n $LEPROXY_PID ]] && kill "$LEPROXY_PID" 2>/dev/null && wait "$LEPROXY_PID" 2>/dev/null
+	[[ -n $FLOOR_PID ]] && kill "$FLOOR_PID" 2>/dev/null && wait "$FLOOR_PID" 2>/dev/null
 	[[ -n $MARIADB_PID ]] && kill "$MARIADB_PID" 2>/dev/null && wait "$MARIADB_PID" 2>/dev/null
 	rm -rf "$WORK" "/tmp/bench-ports.$$"
 }
@@ -55,6 +60,7 @@ trap cleanup EXIT
 
 DB_PORT=$(free_port)
 PROXY_PORT=$(free_port)
+FLOOR_PORT=$(free_port)
 HTTPS_PORT=$(free_port)
 DEBUG_PORT=$(free_port)
 
@@ -87,7 +93,8 @@ CREATE TABLE bench.kv (k INT PRIMARY KEY, v VARCHAR(64));
 INSERT INTO bench.kv SELECT seq, CONCAT('value ', seq) FROM bench.seq_1_to_$KEYS;"
 
 echo "== leproxy on 127.0.0.1:$PROXY_PORT -> 127.0.0.1:$DB_PORT"
-(cd "$REPO" && go build -o "$WORK/leproxy" . && go build -o "$WORK/mysqlbench" ./bench/mysqlbench)
+(cd "$REPO" && go build -o "$WORK/leproxy" . && go build -o "$WORK/mysqlbench" ./bench/mysqlbench &&
+	go build -o "$WORK/floor" ./bench/floor)
 cat >"$WORK/mapping.yml" <<YAML
 tcp:
   - listen: "127.0.0.1:$PROXY_PORT"
@@ -99,11 +106,16 @@ YAML
 "$WORK/leproxy" -map "$WORK/mapping.yml" -cache "$CACHE" -acme local -debug-addr "127.0.0.1:$DEBUG_PORT" \
 	-addr "127.0.0.1:$HTTPS_PORT" -http "" -log-level warn 2>"$WORK/leproxy.log" &
 LEPROXY_PID=$!
+"$WORK/floor" -mysql -listen "127.0.0.1:$FLOOR_PORT" -backend "127.0.0.1:$DB_PORT" \
+	-cert "$WORK/server.crt" -key "$WORK/server.key" 2>"$WORK/floor.log" &
+FLOOR_PID=$!
+declare -A PID=([leproxy]=$LEPROXY_PID [floor]=$FLOOR_PID)
 
 declare -A ARGS
 ARGS[direct]="-addr 127.0.0.1:$DB_PORT"
 ARGS[leproxy]="-addr 127.0.0.1:$PROXY_PORT -ca $CACHE/$LOCAL_CA_ROOT -server-name $PROXY_HOST"
 ARGS[mariadb-tls]="-addr 127.0.0.1:$DB_PORT -ca $WORK/server.crt -server-name localhost"
+ARGS[floor]="-addr 127.0.0.1:$FLOOR_PORT -ca $WORK/server.crt -server-name localhost"
 PROXY=(${ARGS[leproxy]})
 
 ready=
@@ -129,7 +141,8 @@ run() {
 	[[ $CONNECT == 1 ]] && flags+=(-connect)
 	[[ $PREPARE == 1 ]] && flags+=(-prepare)
 	local t0 t1 out prof= tag=mysql$([[ $CONNECT == 1 ]] && echo -C)
-	t0=$(cpu_ticks "$LEPROXY_PID")
+	local pid=${PID[$col]:-}
+	[[ -n $pid ]] && t0=$(cpu_ticks "$pid")
 	if [[ -n $PPROF && $col == leproxy && $round == 1 ]]; then
 		mkdir -p "$PPROF"
 		curl -s -o "$PPROF/$tag.cpu.pprof" \
@@ -138,7 +151,7 @@ run() {
 	fi
 	# shellcheck disable=SC2086
 	out=$("$WORK/mysqlbench" "${flags[@]}" ${ARGS[$col]} 2>&1) || { echo "mysqlbench $col failed: $out" >&2; exit 1; }
-	t1=$(cpu_ticks "$LEPROXY_PID")
+	[[ -n $pid ]] && t1=$(cpu_ticks "$pid")
 	if [[ -n $prof ]]; then
 		wait "$prof"
 		curl -s -o "$PPROF/$tag.allocs.pprof" "http://127.0.0.1:$DEBUG_PORT/debug/pprof/allocs"
@@ -146,11 +159,11 @@ run() {
 	local qps n cpu=-
 	read -r qps n <<<"$out"
 	QPS[$col]+=" $qps"
-	[[ $col == leproxy ]] && cpu=$(us_per $((t1 - t0)) "$n") && CPU[$col]+=" $cpu"
+	[[ -n $pid ]] && cpu=$(us_per $((t1 - t0)) "$n") && CPU[$col]+=" $cpu"
 	printf '  round %d %-12s %10.0f queries/s  %8s us CPU/query\n' "$round" "$col" "$qps" "$cpu"
 }
 
-COLUMNS="direct mariadb-tls leproxy"
+COLUMNS=${COLUMNS:-direct mariadb-tls leproxy floor}
 mode="primary-key lookups, $CLIENTS clients, $DURATION, $ROUNDS rounds"
 [[ $CONNECT == 1 ]] && mode+=", new connection per query"
 [[ $PREPARE == 1 ]] && mode+=", prepared statements"
@@ -169,3 +182,6 @@ echo "== ratios"
 printf '%-28s %s\n' "leproxy / direct" "$(ratio "${M[leproxy]}" "${M[direct]}")"
 printf '%-28s %s\n' "MariaDB TLS / direct" "$(ratio "${M[mariadb-tls]}" "${M[direct]}")"
 printf '%-28s %s\n' "leproxy / MariaDB TLS" "$(ratio "${M[leproxy]}" "${M[mariadb-tls]}")"
+printf '%-28s %s\n' "floor / MariaDB TLS" "$(ratio "${M[floor]:-}" "${M[mariadb-tls]}")"
+printf '%-28s %s\n' "leproxy / floor rate" "$(ratio "${M[leproxy]}" "${M[floor]:-}")"
+printf '%-28s %s\n' "leproxy / floor CPU" "$(ratio "$(median ${CPU[leproxy]:-})" "$(median ${CPU[floor]:-})")"

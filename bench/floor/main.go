@@ -1,7 +1,8 @@
 // Command floor is the smallest Go TLS-to-TCP relay that a benchmark can
-// drive: accept, TLS (answering a PostgreSQL SSLRequest first with -pg),
-// dial, two io.Copy. No limits, no timeouts, no logging: the bench scripts
-// run it beside leproxy as the floor of what a Go relay costs.
+// drive: accept, TLS (answering a PostgreSQL SSLRequest first with -pg, or
+// doing MySQL's in-handshake TLS upgrade with -mysql), dial, two io.Copy.
+// No limits, no timeouts, no logging: the bench scripts run it beside
+// leproxy as the floor of what a Go relay costs.
 package main
 
 import (
@@ -18,6 +19,7 @@ func main() {
 	cert := flag.String("cert", "", "certificate PEM file")
 	key := flag.String("key", "", "key PEM file")
 	pg := flag.Bool("pg", false, "answer a PostgreSQL SSLRequest before TLS")
+	mysql := flag.Bool("mysql", false, "upgrade a MySQL client to TLS inside the handshake")
 	flag.Parse()
 	kp, err := tls.LoadX509KeyPair(*cert, *key)
 	if err != nil {
@@ -33,7 +35,12 @@ func main() {
 		if err != nil {
 			log.Fatal(err)
 		}
-		go relay(c, *backend, cfg, *pg)
+		switch {
+		case *mysql:
+			go relayMySQL(c, *backend, cfg)
+		default:
+			go relay(c, *backend, cfg, *pg)
+		}
 	}
 }
 
@@ -52,6 +59,65 @@ func relay(c net.Conn, backend string, cfg *tls.Config, pg bool) {
 		return
 	}
 	defer b.Close()
+	pipe(tc, b)
+}
+
+// relayMySQL passes the server's greeting (which must offer CLIENT_SSL),
+// takes the client's SSLRequest, runs TLS, then sends the client's
+// handshake response to the server one sequence number lower with
+// CLIENT_SSL cleared and the server's first reply one higher. That is all a
+// mysql_native_password login needs; an auth switch is not handled.
+func relayMySQL(c net.Conn, backend string, cfg *tls.Config) {
+	defer c.Close()
+	b, err := net.Dial("tcp", backend)
+	if err != nil {
+		return
+	}
+	defer b.Close()
+	greeting, err := readPacket(b)
+	if err != nil {
+		return
+	}
+	if _, err := c.Write(greeting); err != nil {
+		return
+	}
+	if _, err := readPacket(c); err != nil { // SSLRequest, seq 1
+		return
+	}
+	tc := tls.Server(c, cfg)
+	resp, err := readPacket(tc) // HandshakeResponse, seq 2
+	if err != nil || len(resp) < 6 {
+		return
+	}
+	resp[3]--
+	resp[5] &^= 0x08 // CLIENT_SSL (0x800) in the low capability bytes
+	if _, err := b.Write(resp); err != nil {
+		return
+	}
+	reply, err := readPacket(b) // OK or ERR, seq 2
+	if err != nil {
+		return
+	}
+	reply[3]++
+	if _, err := tc.Write(reply); err != nil {
+		return
+	}
+	pipe(tc, b)
+}
+
+// readPacket reads one MySQL packet, header included.
+func readPacket(r io.Reader) ([]byte, error) {
+	var h [4]byte
+	if _, err := io.ReadFull(r, h[:]); err != nil {
+		return nil, err
+	}
+	p := make([]byte, 4+(int(h[0])|int(h[1])<<8|int(h[2])<<16))
+	copy(p, h[:])
+	_, err := io.ReadFull(r, p[4:])
+	return p, err
+}
+
+func pipe(tc *tls.Conn, b net.Conn) {
 	go func() { io.Copy(b, tc); b.(*net.TCPConn).CloseWrite() }()
 	io.Copy(tc, b)
 }
