@@ -295,4 +295,3 @@ func errString(err error) string {
 	}
 	return err.Error()
 }
-

@@ -67,26 +67,38 @@ const (
 
 // OIDs of the extended operations leproxy speaks.
 const (
-	oidStartTLS            = "1.3.6.1.4.1.1466.20037"
-	oidNoticeOfDisconnect  = "1.3.6.1.4.1.1466.20036"
-	maxMessageID           = 1<<31 - 1
-	maxHeaderLen           = 1 + 5 + 1 + 5 + 1 + 5 // SEQUENCE, messageID, op: tag and longest length each
-	maxLengthOctets        = 4
-	maxMessageIDOctets     = 4
-	noticeMessageID        = 0
-	extendedRequestOpTag   = classApplication | constructed | opExtendedRequest
-	extendedResponseOpTag  = classApplication | constructed | opExtendedResp
-	resultSuccess          = 0
-	resultOperationsError  = 1
-	resultProtocolError    = 2
-	resultConfidentiality  = 13
-	resultBusy             = 51
-	resultUnavailable      = 52
-	resultUnwillingToPerf  = 53
-	maxDiagnosticForLog    = 200
-	maxResponseNameForLog  = 64
-	maxRequestNameLen      = 128
-	maxControlsForStartTLS = 1 << 10
+	oidStartTLS           = "1.3.6.1.4.1.1466.20037"
+	oidNoticeOfDisconnect = "1.3.6.1.4.1.1466.20036"
+)
+
+// The ExtendedRequest and ExtendedResponse protocolOp tags.
+const (
+	extendedRequestOpTag  = classApplication | constructed | opExtendedRequest
+	extendedResponseOpTag = classApplication | constructed | opExtendedResp
+)
+
+// LDAP result codes leproxy sends (RFC 4511 appendix A).
+const (
+	resultSuccess         = 0
+	resultProtocolError   = 2
+	resultConfidentiality = 13 // confidentialityRequired
+	resultBusy            = 51
+	resultUnavailable     = 52
+)
+
+// Limits of the reader.
+const (
+	// maxHeaderLen: SEQUENCE, messageID and protocolOp, a tag and the
+	// longest length each, and the longest messageID.
+	maxHeaderLen       = 1 + 5 + 1 + 5 + 4 + 1 + 5
+	maxLengthOctets    = 4
+	maxMessageIDOctets = 4
+	maxLength          = 1<<31 - 1
+	noticeMessageID    = 0 // the messageID of unsolicited notifications
+	// maxRequestNameLen bounds an ExtendedRequest's OID.
+	maxRequestNameLen = 128
+	// maxDiagnosticForLog bounds a backend's diagnosticMessage in a log.
+	maxDiagnosticForLog = 200
 )
 
 // A header is the start of one LDAPMessage: its messageID and the tag of
@@ -148,7 +160,7 @@ func (br *byteReader) length() (int, error) {
 		}
 		l = l<<8 | int(b)
 	}
-	if l > maxMessageID { // lengths beyond 2^31 are no message
+	if l > maxLength { // lengths beyond 2^31 are no message
 		return 0, fmt.Errorf("%w: length %d", errMalformed, l)
 	}
 	return l, nil
