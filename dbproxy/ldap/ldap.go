@@ -112,6 +112,9 @@ func (protocol) Handshake(ctx context.Context, client net.Conn, s *dbproxy.Sessi
 	if err != nil {
 		return nil, nil, tellNotice(client, protocolError(err))
 	}
+	if h.id == noticeMessageID {
+		return nil, nil, tellNotice(client, protocolError(fmt.Errorf("%w: %s with messageID 0, which is for notifications", errMalformed, opName(h.op))))
+	}
 	if h.op == extendedRequestOpTag {
 		body, err := readBody(client, h, maxFirstMessage)
 		if err != nil {

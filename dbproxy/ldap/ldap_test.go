@@ -91,7 +91,6 @@ func TestPlaintextOperationsRefused(t *testing.T) {
 		// No response type: a Notice of Disconnection.
 		{"Unbind", appendMessage(nil, 3, classApplication|opUnbindRequest, nil), 0, extendedResponseOpTag},
 		{"Abandon", appendMessage(nil, 4, classApplication|opAbandonRequest, []byte{1}), 0, extendedResponseOpTag},
-		{"messageID 0", bindRequest(0), 0, extendedResponseOpTag},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			p, a, _ := startFake(t)
@@ -133,6 +132,7 @@ func TestMalformedFirstMessage(t *testing.T) {
 		{"HugeStartTLS", []byte{0x30, 0x84, 0x7f, 0xff, 0xff, 0xff, 0x02, 0x01, 0x06, 0x77, 0x84, 0x7f, 0xff, 0xff, 0xf0}, 6, "more than 4096"},
 		{"StartTLSWithValue", startTLSWithValue, 2, "StartTLS request with a requestValue"},
 		{"ExtendedWithoutName", appendMessage(nil, 3, extendedRequestOpTag, appendTLV(nil, 0x04, []byte("x"))), 3, "without requestName"},
+		{"MessageIDZero", appendExtendedRequest(nil, 0, oidStartTLS), 0, "ExtendedRequest with messageID 0"},
 		{"ElementAfterControls", startTLSWithControls(5, []byte{tagOctetStr, 0}), 5, "unexpected element 0xa0 after the protocolOp"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
