@@ -28,6 +28,7 @@ func dialBackend(ctx context.Context, s *dbproxy.Session, r *dbproxy.Route) (net
 	}
 	if r.TLS != dbproxy.TLSStrict {
 		if err := backendStartTLS(b, r.Backend); err != nil {
+			s.SetEnd(dbproxy.ByBackend, dbproxy.ReasonUnreachable)
 			return nil, err
 		}
 	}
@@ -45,8 +46,8 @@ func backendStartTLS(b io.ReadWriter, backend string) error {
 		return fmt.Errorf("reading the StartTLS answer of backend %s: %w", backend, err)
 	}
 	if res.code != resultSuccess {
-		return fmt.Errorf("backend %s refused StartTLS: result code %d: %q", backend, res.code,
-			dbproxy.PrintableWord([]byte(res.diagnostic), maxDiagnosticForLog))
+		return fmt.Errorf("backend %s refused StartTLS: result code %d: %.*q", backend, res.code,
+			maxDiagnosticForLog, res.diagnostic)
 	}
 	return nil
 }

@@ -54,8 +54,8 @@ func init() {
 	dbproxy.Register("ldap", func() dbproxy.Protocol { return protocol{} }, "ldaps")
 }
 
-// maxFirstMessage bounds the client's StartTLS request, read before TLS;
-// its own bytes are a few dozen.
+// maxFirstMessage bounds the ExtendedRequest read before TLS to see
+// whether it is StartTLS, whose own bytes are a few dozen.
 const maxFirstMessage = 4 << 10
 
 // protocol is the LDAP Protocol. It keeps no state.
@@ -115,7 +115,9 @@ func (protocol) Handshake(ctx context.Context, client net.Conn, s *dbproxy.Sessi
 	if h.id == noticeMessageID {
 		return nil, nil, tellNotice(client, protocolError(fmt.Errorf("%w: %s with messageID 0, which is for notifications", errMalformed, opName(h.op))))
 	}
-	if h.op == extendedRequestOpTag {
+	// A StartTLS request is a few dozen bytes: a longer ExtendedRequest is
+	// some other operation, not read here.
+	if h.op == extendedRequestOpTag && h.rest <= maxFirstMessage {
 		body, err := readBody(client, h, maxFirstMessage)
 		if err != nil {
 			return nil, nil, tell(client, h, protocolError(err))

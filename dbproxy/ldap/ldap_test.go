@@ -88,6 +88,8 @@ func TestPlaintextOperationsRefused(t *testing.T) {
 		{"ModifyDN", appendMessage(nil, 12, app(opModDNRequest), []byte{0x04, 0x00}), 12, app(opModDNResponse)},
 		{"Compare", appendMessage(nil, 14, app(opCompareRequest), []byte{0x04, 0x00}), 14, app(opCompareResponse)},
 		{"WhoAmI", whoami, 9, extendedResponseOpTag},
+		// Announces 2 GiB: answered at once, nothing allocated or awaited.
+		{"HugeExtended", []byte{0x30, 0x84, 0x7f, 0xff, 0xff, 0xff, 0x02, 0x01, 0x06, 0x77, 0x84, 0x7f, 0xff, 0xff, 0xf0}, 6, extendedResponseOpTag},
 		// No response type: a Notice of Disconnection.
 		{"Unbind", appendMessage(nil, 3, classApplication|opUnbindRequest, nil), 0, extendedResponseOpTag},
 		{"Abandon", appendMessage(nil, 4, classApplication|opAbandonRequest, []byte{1}), 0, extendedResponseOpTag},
@@ -129,7 +131,6 @@ func TestMalformedFirstMessage(t *testing.T) {
 		{"NegativeMessageID", []byte{0x30, 0x05, 0x02, 0x01, 0xff, 0x42, 0x00}, 0, "negative messageID"},
 		{"HighTag", []byte{0x30, 0x05, 0x02, 0x01, 0x01, 0x7f, 0x00}, 0, "high-tag-number"},
 		{"OpLongerThanMessage", []byte{0x30, 0x05, 0x02, 0x01, 0x01, 0x77, 0x10}, 0, "protocolOp of 16 bytes"},
-		{"HugeStartTLS", []byte{0x30, 0x84, 0x7f, 0xff, 0xff, 0xff, 0x02, 0x01, 0x06, 0x77, 0x84, 0x7f, 0xff, 0xff, 0xf0}, 6, "more than 4096"},
 		{"StartTLSWithValue", startTLSWithValue, 2, "StartTLS request with a requestValue"},
 		{"ExtendedWithoutName", appendMessage(nil, 3, extendedRequestOpTag, appendTLV(nil, 0x04, []byte("x"))), 3, "without requestName"},
 		{"MessageIDZero", appendExtendedRequest(nil, 0, oidStartTLS), 0, "ExtendedRequest with messageID 0"},
@@ -245,8 +246,13 @@ func TestBackendStartTLS(t *testing.T) {
 		}
 	}
 	dbtest.WaitFor(t, "four session ends", func() bool { return len(p.SessionEnds(t)) == 4 })
+	for _, rec := range p.SessionEnds(t) {
+		if (rec["route"] == "n.test" || rec["route"] == "w.test") && (rec["closed_by"] != dbproxy.ByBackend || rec["reason"] != dbproxy.ReasonUnreachable) {
+			t.Errorf("session end %v: want closed_by backend, reason unreachable", rec)
+		}
+	}
 	logs := p.Logs.String()
-	if !strings.Contains(logs, "refused StartTLS: result code 52") || !strings.Contains(logs, "certificate signed by unknown authority") {
+	if !strings.Contains(logs, `refused StartTLS: result code 52: \"p: no StartTLS here\"`) || !strings.Contains(logs, "certificate signed by unknown authority") {
 		t.Errorf("log lacks the backends' refusals:\n%s", logs)
 	}
 }
