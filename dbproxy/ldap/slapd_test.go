@@ -295,3 +295,24 @@ func errString(err error) string {
 	}
 	return err.Error()
 }
+
+// A second StartTLS, inside leproxy's TLS, is not leproxy's: it reaches the
+// backend, and slapd refuses it, on a plaintext link (alpha has no TLS) as
+// on a TLS one (bravo has TLS up already).
+func TestSecondStartTLSReachesBackend(t *testing.T) {
+	e := startSlapdEnv(t)
+	for _, host := range []string{"a.test", "b.test", "c.test"} {
+		c := e.p.Dial(t)
+		tc, err := clientStartTLS(c, e.ca.ClientConfig(host, host))
+		if err != nil {
+			t.Fatalf("%s: %v", host, err)
+		}
+		dbtest.MustWrite(t, tc, appendExtendedRequest(nil, 2, oidStartTLS))
+		res, err := readResult(tc)
+		if err != nil || res.id != 2 || res.code == resultSuccess || strings.Contains(res.diagnostic, "leproxy") {
+			t.Errorf("%s: second StartTLS answered %+v, %v; want slapd's refusal", host, res, err)
+		}
+		t.Logf("%s: slapd answered the second StartTLS with %d %q", host, res.code, res.diagnostic)
+		c.Close()
+	}
+}
