@@ -202,8 +202,13 @@ func plaintext(ctx context.Context, client net.Conn, h *header, body []byte, s *
 	return client, b, nil
 }
 
-// protocolError is the refusal of bytes that are not LDAP.
-func protocolError(err error) *refusal {
+// protocolError is the refusal of bytes that are not LDAP; a read that
+// failed (the client went away, the deadline passed) is returned as it is,
+// with nothing to tell.
+func protocolError(err error) error {
+	if !errors.Is(err, errMalformed) {
+		return err
+	}
 	return &refusal{code: resultProtocolError, msg: "protocol error", err: err}
 }
 

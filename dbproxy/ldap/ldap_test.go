@@ -289,3 +289,25 @@ func TestEncoding(t *testing.T) {
 		t.Errorf("length 300 = % x", long[:4])
 	}
 }
+
+// A client that stalls inside its first message is timed out, not told
+// about a protocol error it did not make.
+func TestStalledFirstMessage(t *testing.T) {
+	a := startFakeBackend(t, "a", nil)
+	proto, _ := dbproxy.Lookup("ldap")
+	p := dbtest.StartProxy(t, dbtest.NewCA(t), dbproxy.Config{Protocol: proto, Default: "a.test",
+		HandshakeTimeout: 200 * time.Millisecond, Routes: []dbproxy.Route{{Host: "a.test", Backend: a.addr}}})
+	c := p.Dial(t)
+	dbtest.MustWrite(t, c, appendExtendedRequest(nil, 1, oidStartTLS)[:5])
+	if got, _ := dbtest.ReadAll(t, c); got != "" {
+		t.Errorf("got %q, want the close", got)
+	}
+	c.Close()
+	if e := p.SessionError(t); !strings.Contains(e, "timeout") {
+		t.Errorf("session error %q, want a timeout", e)
+	}
+	rec := p.SessionEnds(t)[0]
+	if rec["reason"] != dbproxy.ReasonTimeout {
+		t.Errorf("session end reason %v, want %s", rec["reason"], dbproxy.ReasonTimeout)
+	}
+}
