@@ -27,7 +27,8 @@ const (
 	// protocol that has such a mode beside its own upgrade (TDS 8.0,
 	// "strict"), and verifies the certificate as TLSVerify does. Only
 	// protocols that say so honour it (the mapping allows it on mssql
-	// listeners only); BackendTLSConfig treats it as TLSVerify.
+	// and ldap listeners only: TDS 8.0, LDAPS); BackendTLSConfig treats it
+	// as TLSVerify.
 	TLSStrict TLSMode = "strict"
 )
 

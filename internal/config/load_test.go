@@ -286,7 +286,7 @@ func TestParseErrors(t *testing.T) {
 		{"listen without port", "tcp:\n- listen: \"5432\"\n  protocol: tls\n  routes: {a.example.com: 127.0.0.1:1}\n", 2, "tcp[0].listen", `invalid listen address "5432": missing port`},
 		{"listen port range", "tcp:\n- listen: :65536\n  protocol: tls\n  routes: {a.example.com: 127.0.0.1:1}\n", 2, "tcp[0].listen", "port 65536 out of range 1-65535"},
 		{"listen port name", "tcp:\n- listen: :pg\n  protocol: tls\n  routes: {a.example.com: 127.0.0.1:1}\n", 2, "tcp[0].listen", `port "pg" is not a number`},
-		{"unknown protocol", "tcp:\n- listen: :1\n\n  protocol: postgress\n  routes: {a.example.com: 127.0.0.1:1}\n", 4, "tcp[0].protocol", `unknown protocol "postgress" (known: amqp, elasticsearch (opensearch), memcached, mongodb (mongo), mssql (sqlserver), mysql (mariadb), postgres (postgresql), redis, tls)`},
+		{"unknown protocol", "tcp:\n- listen: :1\n\n  protocol: postgress\n  routes: {a.example.com: 127.0.0.1:1}\n", 4, "tcp[0].protocol", `unknown protocol "postgress" (known: amqp, elasticsearch (opensearch), ldap (ldaps), memcached, mongodb (mongo), mssql (sqlserver), mysql (mariadb), postgres (postgresql), redis, tls)`},
 		{"protocol missing", "tcp:\n- listen: :1\n  routes: {a.example.com: 127.0.0.1:1}\n", 2, "tcp[0]", `missing key "protocol"`},
 		{"routes missing", "tcp:\n- listen: :1\n  protocol: tls\n", 2, "tcp[0]", `missing key "routes"`},
 		{"routes empty", "tcp:\n- listen: :1\n  protocol: tls\n  routes: {}\n", 4, "tcp[0].routes", "no routes"},
@@ -298,7 +298,7 @@ func TestParseErrors(t *testing.T) {
 		{"route backend missing", "tcp:\n- listen: :1\n  protocol: tls\n  routes:\n    a.example.com:\n      tls: verify\n", 5, "tcp[0].routes[a.example.com]", `missing key "backend"`},
 		{"tls mode", "tcp:\n- listen: :1\n  protocol: tls\n  routes:\n    a.example.com:\n      backend: :2\n      tls: true\n", 7, "tcp[0].routes[a.example.com].tls", `unknown tls mode "true" (known: none, verify, insecure, strict)`},
 		{"ca without verify", "tcp:\n- listen: :1\n  protocol: tls\n  routes:\n    a.example.com:\n      backend: :2\n      ca: " + td + "/ca.pem\n", 7, "tcp[0].routes[a.example.com].ca", `needs "tls: verify" or "tls: strict" (tls is "none")`},
-		{"strict on postgres", "tcp:\n- listen: :1\n  protocol: postgres\n  routes:\n    a.example.com:\n      backend: :2\n      tls: strict\n", 5, "tcp[0].routes[a.example.com].tls", `tls mode "strict" is for mssql listeners (TDS 8.0), not postgres: use verify`},
+		{"strict on postgres", "tcp:\n- listen: :1\n  protocol: postgres\n  routes:\n    a.example.com:\n      backend: :2\n      tls: strict\n", 5, "tcp[0].routes[a.example.com].tls", `tls mode "strict" (TLS from the first byte) is for ldap (LDAPS), mssql (TDS 8.0 strict TLS) listeners, not postgres: use verify`},
 		{"ca with insecure", "tcp:\n- listen: :1\n  protocol: tls\n  routes:\n    a.example.com:\n      backend: :2\n      tls: insecure\n      ca: " + td + "/ca.pem\n", 8, "tcp[0].routes[a.example.com].ca", `(tls is "insecure")`},
 		{"ca missing", "tcp:\n- listen: :1\n  protocol: tls\n  routes:\n    a.example.com:\n      backend: :2\n      tls: verify\n      ca: " + td + "/none.pem\n", 8, "tcp[0].routes[a.example.com].ca", td + "/none.pem does not exist"},
 		{"ca not PEM", "tcp:\n- listen: :1\n  protocol: tls\n  routes:\n    a.example.com:\n      backend: :2\n      tls: verify\n      ca: " + td + "/notpem.txt\n", 8, "tcp[0].routes[a.example.com].ca", "no PEM certificate in " + td + "/notpem.txt"},
@@ -416,6 +416,21 @@ tcp:
 	}
 	if l := cfg.TCP[0]; l.Protocol != "mssql" || l.Routes[0].TLS != TLSStrict {
 		t.Errorf("got listener %+v, want mssql with a strict route", l)
+	}
+	cfg, err = Parse("m.yml", []byte(`
+tcp:
+- listen: ":389"
+  protocol: ldap
+  routes:
+    a.example.com:
+      backend: 10.0.0.1:636
+      tls: strict
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l := cfg.TCP[0]; l.Protocol != "ldap" || l.Routes[0].TLS != TLSStrict {
+		t.Errorf("got listener %+v, want ldap with a strict (LDAPS) route", l)
 	}
 }
 

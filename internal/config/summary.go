@@ -30,7 +30,7 @@ func (c *Config) Summary(w io.Writer) {
 		fmt.Fprintln(w, ":")
 		for _, r := range l.Routes {
 			fmt.Fprintf(tw, "  %s\t→ %s", r.Host, r.Backend)
-			if notes := routeNotes(r); len(notes) > 0 {
+			if notes := routeNotes(r, l.Protocol); len(notes) > 0 {
 				fmt.Fprintf(tw, "\t(%s)", strings.Join(notes, ", "))
 			}
 			fmt.Fprintln(tw)
@@ -78,14 +78,14 @@ func listenerNotes(l Listener) []string {
 	return notes
 }
 
-// routeNotes describes a route's options.
-func routeNotes(r Route) []string {
+// routeNotes describes the options of a route of a protocol's listener.
+func routeNotes(r Route, protocol string) []string {
 	var notes []string
 	switch r.TLS {
 	case TLSVerify, TLSStrict:
 		kind := "TLS"
 		if r.TLS == TLSStrict {
-			kind = "TDS 8.0 strict TLS"
+			kind = strictProtocols[protocol]
 		}
 		if r.CA != "" {
 			notes = append(notes, kind+" to backend verified with "+r.CA)

@@ -27,9 +27,24 @@ const maxCAFileSize = 4 << 20
 var tlsModes = []TLSMode{TLSNone, TLSVerify, TLSInsecure, TLSStrict}
 
 // strictProtocols are the protocols whose backends may be reached with
-// "tls: strict" (TLS from the first byte beside the protocol's own
-// upgrade): TDS 8.0.
-var strictProtocols = []string{"mssql"}
+// "tls: strict": TLS from the first byte beside the protocol's own
+// upgrade, verified as "verify". Each maps to what its protocol calls
+// that, for messages and the summary.
+var strictProtocols = map[string]string{
+	"mssql": "TDS 8.0 strict TLS",
+	"ldap":  "LDAPS",
+}
+
+// strictProtocolList lists strictProtocols for an error message, sorted:
+// "ldap (LDAPS), mssql (TDS 8.0 strict TLS)".
+func strictProtocolList() string {
+	var l []string
+	for p, what := range strictProtocols {
+		l = append(l, p+" ("+what+")")
+	}
+	slices.Sort(l)
+	return strings.Join(l, ", ")
+}
 
 // tcpSection walks the "tcp:" list of listeners.
 func (l *loader) tcpSection(v *yaml.Node) {
@@ -115,9 +130,9 @@ func (l *loader) listener(m *yaml.Node, path string) (addr listenAddr, addrOK bo
 	if n := f["routes"]; n != nil {
 		ln.Routes = l.routes(n, path+".routes")
 		for _, r := range ln.Routes {
-			if r.TLS == TLSStrict && ln.Protocol != "" && !slices.Contains(strictProtocols, ln.Protocol) {
+			if _, ok := strictProtocols[ln.Protocol]; r.TLS == TLSStrict && ln.Protocol != "" && !ok {
 				l.el.add(r.Line, path+".routes["+r.Host+"].tls", string(r.TLS),
-					fmt.Sprintf(`tls mode "strict" is for mssql listeners (TDS 8.0), not %s: use verify`, ln.Protocol))
+					fmt.Sprintf(`tls mode "strict" (TLS from the first byte) is for %s listeners, not %s: use verify`, strictProtocolList(), ln.Protocol))
 			}
 		}
 	}

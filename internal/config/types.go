@@ -63,7 +63,7 @@ const (
 	TLSNone     = dbproxy.TLSNone     // plaintext to the backend (default)
 	TLSVerify   = dbproxy.TLSVerify   // TLS, certificate verified against system roots or CA
 	TLSInsecure = dbproxy.TLSInsecure // TLS, certificate not verified
-	TLSStrict   = dbproxy.TLSStrict   // TLS from the first byte (TDS 8.0), verified as TLSVerify
+	TLSStrict   = dbproxy.TLSStrict   // TLS from the first byte (TDS 8.0, LDAPS), verified as TLSVerify
 )
 
 // Listener is one entry of the "tcp:" section.
