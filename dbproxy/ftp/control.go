@@ -123,7 +123,7 @@ func (c *control) handle(line string) (done bool, err error) {
 		return false, c.reply("502 REIN not implemented")
 	case "PORT", "EPRT", "LPRT":
 		return false, c.reply("502 Active mode is not supported by this proxy: use passive mode (PASV or EPSV)")
-	case "LPSV", "SPSV", "P@SW":
+	case "LPSV", "SPSV":
 		return false, c.reply("502 Command not implemented: use PASV or EPSV")
 	case "PASV", "EPSV":
 		if cmd.verb == "EPSV" && (cmd.arg == "ALL" || cmd.arg == "all") {
@@ -318,8 +318,9 @@ func (c *control) abort(cl clientLine, d *passive) bool {
 	if err := writeLine(c.backend, "ABOR"); err != nil {
 		return false
 	}
-	// The transfer's own reply (426 or 226), then ABOR's.
-	if rep, err := c.relayReply(); err == nil && rep.code >= 400 {
+	// The transfer's own reply, which leproxy held (426, or 226 when it
+	// was through), then ABOR's (225 or 226).
+	if _, err := c.relayReply(); err == nil {
 		c.relayReply()
 	}
 	return false

@@ -10,10 +10,12 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -99,6 +101,20 @@ func (d *passive) connect() (client, backend net.Conn, err error) {
 	if tl, ok := d.ln.(*net.TCPListener); ok {
 		tl.SetDeadline(time.Now().Add(dataAcceptTimeout))
 	}
+	ctx, cancel := context.WithTimeout(context.Background(), dataAcceptTimeout)
+	defer cancel()
+	// The backend's data connection first, at once: vsftpd sends its 150
+	// only once it has its data connection, and some clients (lftp) start
+	// their TLS only after the 150. A client that never connects then
+	// costs the backend a transfer into the void, which leproxy reports
+	// as 425.
+	bconn, err := d.c.s.Dial(ctx, &dbproxy.Route{Backend: d.backend.String()})
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := d.track(bconn); err != nil {
+		return nil, nil, err
+	}
 	want, _ := netip.ParseAddrPort(d.c.s.ClientAddr().String())
 	var conn net.Conn
 	for {
@@ -117,18 +133,11 @@ func (d *passive) connect() (client, backend net.Conn, err error) {
 		return nil, nil, err
 	}
 	d.ln.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), d.c.s.HandshakeTimeout())
+	ctx, cancel = context.WithTimeout(context.Background(), d.c.s.HandshakeTimeout())
 	defer cancel()
-	conn.SetDeadline(time.Now().Add(d.c.s.HandshakeTimeout()))
-	// The backend first: some clients (lftp) start their TLS only after
-	// the 150, which the backend sends once its data connection is there.
-	bconn, err := d.c.s.Dial(ctx, &dbproxy.Route{Backend: d.backend.String()})
-	if err != nil {
-		return nil, nil, err
-	}
-	if err := d.track(bconn); err != nil {
-		return nil, nil, err
-	}
+	hsDeadline, _ := ctx.Deadline()
+	conn.SetDeadline(hsDeadline)
+	bconn.SetDeadline(hsDeadline)
 	client, backend = conn, bconn
 	if d.c.tls {
 		tc, err := d.c.s.ServerHandshakeConfig(ctx, conn, d.c.tlsCfg)
@@ -152,7 +161,33 @@ func (d *passive) connect() (client, backend net.Conn, err error) {
 	}
 	conn.SetDeadline(time.Time{})
 	bconn.SetDeadline(time.Time{})
-	return client, backend, nil
+	return &oneWay{Conn: client}, &oneWay{Conn: backend}, nil
+}
+
+// oneWay is one side of a data connection for the pump. Data flows one
+// way on an FTP data connection, so when the pump half-closes a side (its
+// peer's direction ended: the file is through) the side is closed
+// altogether, a TLS side after its close_notify, and reading it
+// afterwards is EOF. The transfer then ends when the data does, even with
+// a client that waits for the final reply before it closes its end.
+type oneWay struct {
+	net.Conn
+	closed atomic.Bool
+}
+
+// CloseWrite closes the connection (a TLS one sends its close_notify).
+func (c *oneWay) CloseWrite() error {
+	c.closed.Store(true)
+	return c.Conn.Close()
+}
+
+// Read is the connection's, EOF once CloseWrite has closed it.
+func (c *oneWay) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	if err != nil && c.closed.Load() {
+		return n, io.EOF
+	}
+	return n, err
 }
 
 // track records a connection to close on failure; it fails when the
@@ -191,4 +226,13 @@ func (d *passive) close() {
 		d.fail(errDataClosed)
 		<-d.done
 	}
+}
+
+// SetReadDeadline is the connection's, a no-op once CloseWrite has closed
+// it: the pump samples its progress with read deadlines.
+func (c *oneWay) SetReadDeadline(t time.Time) error {
+	if c.closed.Load() {
+		return nil
+	}
+	return c.Conn.SetReadDeadline(t)
 }

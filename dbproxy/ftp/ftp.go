@@ -23,9 +23,10 @@
 //	AUTH           503 (TLS is already on)
 //	CCC            534 (the control connection stays encrypted)
 //	REIN           502 (it would end TLS, RFC 4217 §13)
-//	PORT, EPRT     502: active mode is not supported, so leproxy never
-//	LPRT, LPSV,    connects out to an address a client names (no FXP
-//	SPSV, P@SW     bounce); other passive spellings are refused too
+//	PORT, EPRT,    502: active mode is not supported, so leproxy never
+//	LPRT           connects out to an address a client names (no FXP bounce)
+//	LPSV, SPSV     502: passive mode is PASV or EPSV (vsftpd's P@SW is not
+//	               a verb: 500)
 //	PASV, EPSV     see below
 //
 // # Data connections

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"crypto/tls"
+	"io"
 	"math/rand/v2"
 	"net"
 	"net/textproto"
@@ -189,8 +190,7 @@ func (r *raw) login(cfg *tls.Config, explicit bool) {
 		}
 		r.conn, r.tp = tc, textproto.NewConn(tc)
 	}
-	r.cmd(331, "USER anonymous")
-	r.cmd(230, "PASS x")
+	r.cmd(230, "USER anonymous") // no_anon_password
 	r.cmd(200, "PBSZ 0")
 	r.cmd(200, "PROT P")
 	r.cmd(200, "TYPE I")
@@ -209,3 +209,27 @@ func (r *raw) epsv() string {
 
 // deadline is for what a test waits on.
 const deadline = 20 * time.Second
+
+func newTextproto(c net.Conn) *textproto.Conn { return textproto.NewConn(c) }
+
+func contains(s, sub string) bool { return strings.Contains(s, sub) }
+
+// retr runs a download on a data connection to addr, its TLS with cfg,
+// and returns the bytes; the final reply must be 226.
+func (r *raw) retr(cfg *tls.Config, addr, cmd string) []byte {
+	r.t.Helper()
+	dc, err := net.DialTimeout("tcp", addr, deadline)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	defer dc.Close()
+	r.cmd(150, cmd)
+	tc := tls.Client(dc, cfg)
+	tc.SetDeadline(time.Now().Add(deadline))
+	got, err := io.ReadAll(tc)
+	if err != nil {
+		r.t.Fatalf("reading the data connection: %v", err)
+	}
+	r.want(226)
+	return got
+}
