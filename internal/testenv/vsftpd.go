@@ -6,7 +6,6 @@ package testenv
 
 import (
 	"bufio"
-	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -41,21 +40,23 @@ type VSFTPDOptions struct {
 
 // StartVSFTPD starts vsftpd on a free 127.0.0.1 port with anonymous login
 // (no password), downloads from Root and uploads into Pub, and stops it
-// when the test ends. vsftpd must run as root (it chroots the anonymous
-// user); without root, the ftp user or vsftpd the test is skipped
-// (vsftpd package).
+// when the test ends. As root it runs as vsftpd is deployed: the anonymous
+// session chrooted and running as the ftp user (which Debian's vsftpd
+// package creates); otherwise as the user running the test
+// (run_as_launching_user). Without vsftpd the test is skipped (vsftpd
+// package).
 func StartVSFTPD(t testing.TB, opts VSFTPDOptions) *VSFTPD {
 	t.Helper()
 	bin := LookBinary(t, "vsftpd", "vsftpd")
-	if os.Geteuid() != 0 {
-		Unavailable(t, "vsftpd", errors.New("vsftpd must be started as root"))
+	uid, gid := -1, -1
+	if os.Geteuid() == 0 {
+		u, err := user.Lookup("ftp")
+		if err != nil {
+			Unavailable(t, "vsftpd", fmt.Errorf("running as root and no ftp user for anonymous FTP: %w", err))
+		}
+		uid, _ = strconv.Atoi(u.Uid)
+		gid, _ = strconv.Atoi(u.Gid)
 	}
-	u, err := user.Lookup("ftp")
-	if err != nil {
-		Unavailable(t, "vsftpd", fmt.Errorf("no ftp user for anonymous FTP: %w", err))
-	}
-	uid, _ := strconv.Atoi(u.Uid)
-	gid, _ := strconv.Atoi(u.Gid)
 	dir := t.TempDir()
 	v := &VSFTPD{Root: filepath.Join(dir, "root"), PassivePort: FreePort(t)}
 	v.Pub = filepath.Join(v.Root, "pub")
@@ -65,8 +66,10 @@ func StartVSFTPD(t testing.TB, opts VSFTPDOptions) *VSFTPD {
 			t.Fatalf("testenv: %v", err)
 		}
 	}
-	if err := os.Chown(v.Pub, uid, gid); err != nil {
-		t.Fatalf("testenv: %v", err)
+	if uid >= 0 {
+		if err := os.Chown(v.Pub, uid, gid); err != nil {
+			t.Fatalf("testenv: %v", err)
+		}
 	}
 	port := FreePort(t)
 	v.Addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
@@ -81,6 +84,9 @@ func StartVSFTPD(t testing.TB, opts VSFTPDOptions) *VSFTPD {
 		"seccomp_sandbox=NO", "secure_chroot_dir=" + empty,
 		"xferlog_enable=YES", "vsftpd_log_file=" + filepath.Join(dir, "vsftpd.log"),
 		"max_per_ip=0", "max_clients=0",
+	}
+	if uid < 0 {
+		conf = append(conf, "run_as_launching_user=YES")
 	}
 	if opts.CertFile != "" {
 		conf = append(conf, "ssl_enable=YES", "rsa_cert_file="+opts.CertFile, "rsa_private_key_file="+opts.KeyFile,
