@@ -10,7 +10,10 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"sync/atomic"
 	"time"
+
+	"github.com/leproxy/leproxy/dbproxy"
 )
 
 // A clientLine is a line the client sent, or the error that ended its
@@ -29,6 +32,9 @@ type control struct {
 	queue  []clientLine // read during a transfer, served after it
 	pbsz   bool
 	protP  bool
+	// midLine is set by the reader while a command is arriving: from its
+	// first byte until the main loop has it. A drain waits for it.
+	midLine atomic.Bool
 	data   *passive // the open passive listener or data connection, or nil
 }
 
@@ -51,13 +57,19 @@ func (ss *session) serve(ctx context.Context, conn net.Conn) error {
 		conn.Close()
 		<-readerDone
 	}()
+	drain := ctx.Done()
 	for {
 		var cl clientLine
 		if len(c.queue) > 0 {
 			cl, c.queue = c.queue[0], c.queue[1:]
 		} else {
 			select {
-			case <-ctx.Done():
+			case <-drain:
+				if c.commandArriving() {
+					// Serve it first; look again in a moment.
+					drain = after(20 * time.Millisecond)
+					continue
+				}
 				writeLine(conn, "421 Service closing control connection: leproxy is shutting down")
 				writeLine(ss.backend, "QUIT")
 				return nil
@@ -78,13 +90,33 @@ func (ss *session) serve(ctx context.Context, conn net.Conn) error {
 	}
 }
 
+// after is time.After as a channel of struct{}, like a ctx.Done.
+func after(d time.Duration) <-chan struct{} {
+	ch := make(chan struct{})
+	time.AfterFunc(d, func() { close(ch) })
+	return ch
+}
+
+// commandArriving reports whether the client has begun sending a
+// command that the loop does not have yet.
+func (c *control) commandArriving() bool {
+	if c.midLine.Load() {
+		return true
+	}
+	pending, _ := dbproxy.PendingInput(c.raw)
+	return pending
+}
+
 // readClient reads the client's lines into c.lines until an error or stop.
 func (c *control) readClient(r *bufio.Reader, stop <-chan struct{}, done chan<- struct{}) {
 	defer close(done)
 	for {
+		_, err := r.Peek(1)
+		c.midLine.Store(err == nil)
 		line, err := readLine(r)
 		select {
 		case c.lines <- clientLine{line, err}:
+			c.midLine.Store(false)
 		case <-stop:
 			return
 		}

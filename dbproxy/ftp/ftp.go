@@ -108,6 +108,7 @@ type Protocol struct {
 var (
 	_ dbproxy.Protocol = (*Protocol)(nil)
 	_ dbproxy.Optioner = (*Protocol)(nil)
+	_ dbproxy.Refuser  = (*Protocol)(nil)
 )
 
 func newProtocol(name string, implicit bool) *Protocol {
@@ -189,6 +190,15 @@ func parsePortRange(s string) (lo, hi int, err error) {
 		return 0, 0, fmt.Errorf("expected a port range like %s, or one port", DefaultPassivePorts)
 	}
 	return lo, hi, nil
+}
+
+// Refuse tells a client beyond MaxConns so: 421, in plaintext on "ftp"
+// (a client reads the greeting before anything else), nothing on "ftps",
+// where a client expects TLS first.
+func (p *Protocol) Refuse(client net.Conn, reason error) {
+	if !p.implicit {
+		writeLine(client, "421 Too many connections, try again later")
+	}
 }
 
 // Handshake serves the client's session to its end: see the package

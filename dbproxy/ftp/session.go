@@ -38,6 +38,7 @@ type session struct {
 	btlsCfg *tls.Config // the backend side's, nil for a plaintext backend
 	route   *dbproxy.Route
 
+	raw     net.Conn // the client's connection as accepted
 	backend net.Conn // the backend's control connection
 	br      *bufio.Reader
 }
@@ -63,6 +64,7 @@ func sessionTLSConfig(base *tls.Config) (*tls.Config, error) {
 
 // run serves the session from the client's first byte to its end.
 func (ss *session) run(ctx context.Context, client net.Conn) error {
+	ss.raw = client
 	cfg, err := sessionTLSConfig(ss.s.TLSConfig())
 	if err != nil {
 		writeLine(client, "421 Service not available")
@@ -110,11 +112,16 @@ func (ss *session) explicit(ctx context.Context, client net.Conn) (net.Conn, err
 		return nil, err
 	}
 	r := newReader(client)
+	refused := false
 	for range maxPreTLSCommands {
 		line, err := readLine(r)
 		if errors.Is(err, errLineTooLong) {
 			writeLine(client, "500 Command line too long")
 			return nil, fmt.Errorf("reading command: %w", err)
+		}
+		if err != nil && refused {
+			ss.s.SetEnd(dbproxy.ByLeproxy, dbproxy.ReasonRefused)
+			return nil, errors.New("client refused: TLS required")
 		}
 		if err != nil {
 			return nil, fmt.Errorf("reading command: %w", err)
@@ -163,6 +170,7 @@ func (ss *session) explicit(ctx context.Context, client net.Conn) (net.Conn, err
 				return dbproxy.NewPrefixConn(client, prefix), nil
 			}
 			writeLine(client, "530 TLS required: use AUTH TLS first")
+			refused = true
 		}
 	}
 	writeLine(client, "421 Too many commands without AUTH TLS")
