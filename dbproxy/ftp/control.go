@@ -35,7 +35,7 @@ type control struct {
 	// midLine is set by the reader while a command is arriving: from its
 	// first byte until the main loop has it. A drain waits for it.
 	midLine atomic.Bool
-	data   *passive // the open passive listener or data connection, or nil
+	data    *passive // the open passive listener or data connection, or nil
 }
 
 // transferVerbs are the commands that use a data connection.

@@ -96,7 +96,7 @@ const (
 
 // DefaultPassivePorts is the data port range of a listener without
 // passive_ports.
-const DefaultPassivePorts = "30000-30099"
+const DefaultPassivePorts = "30000-30099" // #nosec G101 -- a port range; "pass" is passive
 
 // Protocol is FTP with explicit TLS ("ftp") or implicit TLS ("ftps").
 type Protocol struct {
