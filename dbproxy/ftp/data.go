@@ -98,7 +98,7 @@ func (d *passive) run() {
 // runs TLS on both as the session needs.
 func (d *passive) connect() (client, backend net.Conn, err error) {
 	defer d.ln.Close()
-	if tl, ok := d.ln.(*net.TCPListener); ok {
+	if tl, ok := d.ln.(interface{ SetDeadline(time.Time) error }); ok {
 		tl.SetDeadline(time.Now().Add(dataAcceptTimeout))
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), dataAcceptTimeout)
