@@ -45,11 +45,11 @@ type Session struct {
 	forced atomic.Bool
 
 	mu            sync.Mutex
-	endSet        *End                  // from SetEnd
-	backendFailed bool                  // Dial or StartBackendTLS failed
-	conns         map[net.Conn]struct{} // backend connections from Dial, still open
+	endSet        *End                      // from SetEnd
+	backendFailed bool                      // Dial or StartBackendTLS failed
+	conns         map[net.Conn]struct{}     // backend connections from Dial, still open
 	listeners     map[net.Listener]struct{} // from Listen, until closed
-	closed        bool                  // closeAll ran: Dial and Listen fail
+	closed        bool                      // closeAll ran: Dial and Listen fail
 	onEnd         []func()
 }
 
