@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/leproxy/leproxy/dbproxy"
+	"github.com/leproxy/leproxy/dbproxy/dbtest"
 )
 
 // TestPlaintextRefused: before AUTH TLS only FEAT, NOOP and QUIT are
@@ -196,5 +197,38 @@ func TestNoRoute(t *testing.T) {
 	msg := r.want(421)
 	if !contains(msg, "other.test") {
 		t.Errorf("refusal %q does not name the server name", msg)
+	}
+}
+
+// TestBackendDown: a backend that cannot be reached gets the client 421
+// after its TLS handshake, and the session ends unreachable.
+func TestBackendDown(t *testing.T) {
+	for _, proto := range []string{"ftp", "ftps"} {
+		t.Run(proto, func(t *testing.T) {
+			ca := dbtest.NewCA(t)
+			p := dbtest.StartProtocol(t, ca, proto, host, dbproxy.Route{Host: host, Backend: dbtest.ClosedAddr(t)})
+			c := p.Dial(t)
+			tp := newTextproto(c)
+			if proto == "ftp" {
+				if code, msg, err := tp.ReadResponse(220); err != nil {
+					t.Fatalf("greeting: %d %q %v", code, msg, err)
+				}
+				tp.PrintfLine("AUTH TLS")
+				if code, msg, err := tp.ReadResponse(234); err != nil {
+					t.Fatalf("AUTH TLS: %d %q %v", code, msg, err)
+				}
+			}
+			tc := tls.Client(c, ca.ClientConfig(host, host))
+			if err := tc.Handshake(); err != nil {
+				t.Fatal(err)
+			}
+			if code, msg, err := newTextproto(tc).ReadResponse(421); err != nil {
+				t.Fatalf("got %d %q %v, want 421", code, msg, err)
+			}
+			p.SessionError(t)
+			if rec := p.SessionEnds(t)[0]; rec["reason"] != dbproxy.ReasonUnreachable {
+				t.Errorf("session end reason %v, want %s", rec["reason"], dbproxy.ReasonUnreachable)
+			}
+		})
 	}
 }
