@@ -39,8 +39,14 @@ func TestLftp(t *testing.T) {
 		{"explicit/PASV", "ftp", "ftp://localhost:%s", false},
 		{"implicit/EPSV", "ftps", "ftps://localhost:%s", true},
 		{"implicit/PASV", "ftps", "ftps://localhost:%s", false},
+		{"explicit/EPSV/TLS12", "ftp", "ftp://localhost:%s", true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			priority := "NORMAL"
+			if strings.HasSuffix(tc.name, "TLS12") {
+				// GnuTLS resumes TLS 1.2 by session ticket.
+				priority = "NORMAL:-VERS-TLS1.3"
+			}
 			// lftp resolves the name itself: localhost is the one name
 			// that resolves here without /etc/hosts entries.
 			f := start(t, fixtureOptions{proto: tc.proto, mod: func(c *dbproxy.Config) {
@@ -57,7 +63,7 @@ func TestLftp(t *testing.T) {
 			script := strings.Join([]string{
 				"set cmd:fail-exit yes",
 				"set net:max-retries 1", "set net:timeout 10", "set dns:order inet",
-				"set ssl:verify-certificate yes", "set ssl:ca-file " + f.writeCA(t),
+				"set ssl:verify-certificate yes", "set ssl:ca-file " + f.writeCA(t), "set ssl:priority " + priority,
 				"set ftp:ssl-force yes", "set ftp:ssl-protect-data yes", "set ftp:ssl-protect-list yes",
 				"set ftp:passive-mode yes", "set ftp:prefer-epsv " + map[bool]string{true: "yes", false: "no"}[tc.epsv],
 				"open -u anonymous,x " + strings.Replace(tc.url, "%s", f.port(), 1),

@@ -161,6 +161,10 @@ func (c *control) handle(line string) (done bool, err error) {
 		if cmd.verb == "EPSV" && (cmd.arg == "ALL" || cmd.arg == "all") {
 			break // relayed: the backend agrees to EPSV only
 		}
+		if cmd.verb == "EPSV" && cmd.arg != "" && cmd.arg != c.epsvFamily() {
+			// RFC 2428 §3: the family must be the control connection's.
+			return false, c.reply("522 Network protocol not supported, use (" + c.epsvFamily() + ")")
+		}
 		return false, c.passive(cmd)
 	case "QUIT":
 		if err := writeLine(c.backend, "QUIT"); err != nil {
@@ -177,6 +181,16 @@ func (c *control) handle(line string) (done bool, err error) {
 	}
 	_, err = c.relayReply()
 	return false, err
+}
+
+// epsvFamily is the RFC 2428 address family of the client's connection:
+// "1" for IPv4, "2" for IPv6.
+func (c *control) epsvFamily() string {
+	local, _ := netip.ParseAddrPort(c.s.ListenerAddr().String())
+	if local.Addr().Unmap().Is4() {
+		return "1"
+	}
+	return "2"
 }
 
 // prot answers PROT: only P on a TLS session.

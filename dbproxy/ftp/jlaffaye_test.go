@@ -2,11 +2,14 @@ package ftp_test
 
 import (
 	"bytes"
+	"crypto/tls"
 	"io"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/jlaffaye/ftp"
+	"github.com/leproxy/leproxy/dbproxy"
 )
 
 // TestJlaffaye drives github.com/jlaffaye/ftp through leproxy to vsftpd,
@@ -25,12 +28,18 @@ func TestJlaffaye(t *testing.T) {
 		{"implicit/PASV", "ftps", true, false},
 		{"explicit/EPSV/TLSBackend", "ftp", false, true},
 		{"implicit/PASV/TLSBackend", "ftps", true, true},
+		{"explicit/EPSV/TLS12", "ftp", false, false},
+		{"implicit/PASV/TLS12/TLSBackend", "ftps", true, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			f := start(t, fixtureOptions{proto: tc.proto, backendTLS: tc.backendTLS})
-			tlsOpt := ftp.DialWithExplicitTLS(f.clientTLS())
+			cfg := f.clientTLS()
+			if strings.Contains(tc.name, "TLS12") {
+				cfg.MaxVersion = tls.VersionTLS12 // resumes by session ticket
+			}
+			tlsOpt := ftp.DialWithExplicitTLS(cfg)
 			if tc.proto == "ftps" {
-				tlsOpt = ftp.DialWithTLS(f.clientTLS())
+				tlsOpt = ftp.DialWithTLS(cfg)
 			}
 			c, err := ftp.Dial(f.p.Addr, tlsOpt, ftp.DialWithTimeout(deadline), ftp.DialWithDisabledEPSV(tc.pasv))
 			if err != nil {
@@ -81,4 +90,33 @@ func TestJlaffaye(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestJlaffayePlaintext: with "plaintext: allow" on the default route a
+// client without TLS is served in plaintext, control and data.
+func TestJlaffayePlaintext(t *testing.T) {
+	f := start(t, fixtureOptions{mod: func(c *dbproxy.Config) { c.Routes[0].AllowPlaintext = true }})
+	c, err := ftp.Dial(f.p.Addr, ftp.DialWithTimeout(deadline))
+	if err != nil {
+		t.Fatalf("Dial: %v", err)
+	}
+	defer c.Quit()
+	if err := c.Login("anonymous", "anonymous"); err != nil {
+		t.Fatalf("Login: %v", err)
+	}
+	up := randomData(1<<20, 10)
+	if err := c.Stor("pub/up.bin", bytes.NewReader(up)); err != nil {
+		t.Fatalf("Stor: %v", err)
+	}
+	wantFile(t, f.v.Pub+"/up.bin", up)
+	r, err := c.Retr("pub/up.bin")
+	if err != nil {
+		t.Fatalf("Retr: %v", err)
+	}
+	got, err := io.ReadAll(r)
+	r.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantSame(t, "download", got, up)
 }

@@ -68,7 +68,8 @@ func TestLocalAnswers(t *testing.T) {
 	r.cmd(502, "EPRT |1|127.0.0.1|25700|")
 	r.cmd(500, "P@SW") // vsftpd's PASV alias: not a verb, never relayed
 	r.cmd(500, "X\x00YZ")
-	r.cmd(257, "PWD") // relayed to vsftpd
+	r.cmd(522, "EPSV 2") // IPv6 on an IPv4 connection
+	r.cmd(257, "PWD")    // relayed to vsftpd
 	r.cmd(221, "QUIT")
 }
 
