@@ -3,10 +3,13 @@ package ftp_test
 import (
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -232,4 +235,42 @@ func TestBackendDown(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestPassiveAddress: PASV advertises passive_address and a port of
+// passive_ports; the data connection then reaches leproxy on the address
+// the client used.
+func TestPassiveAddress(t *testing.T) {
+	var port string
+	f := start(t, fixtureOptions{mod: func(c *dbproxy.Config) {
+		c.Options["passive_address"] = "203.0.113.7"
+		port = c.Options["passive_ports"]
+	}})
+	f.putFile(t, "f.bin", []byte("hello"))
+	r := f.dialRaw(t)
+	cfg := f.clientTLS()
+	r.login(cfg, true)
+	msg := r.cmd(227, "PASV")
+	p, _ := strconv.Atoi(port)
+	if want := fmt.Sprintf("(203,0,113,7,%d,%d)", p>>8, p&0xff); !strings.Contains(msg, want) {
+		t.Fatalf("PASV reply %q, want %s", msg, want)
+	}
+	got := r.retr(cfg, net.JoinHostPort("127.0.0.1", port), "RETR pub/f.bin")
+	wantSame(t, "download", got, []byte("hello"))
+}
+
+// TestNoFreeDataPort: when every port of passive_ports is taken the
+// client gets 425 and the session goes on.
+func TestNoFreeDataPort(t *testing.T) {
+	var port string
+	f := start(t, fixtureOptions{mod: func(c *dbproxy.Config) { port = c.Options["passive_ports"] }})
+	l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	r := f.dialRaw(t)
+	r.login(f.clientTLS(), true)
+	r.cmd(425, "EPSV")
+	r.cmd(257, "PWD")
 }
