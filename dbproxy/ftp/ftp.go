@@ -39,10 +39,15 @@
 // use EPSV on IPv6). A data connection from any address but the control
 // connection's is closed and the listener waits on. leproxy dials the
 // backend's data port (on the backend control connection's address; the
-// address in the backend's 227 is ignored) as soon as the client connects,
-// runs the client's data TLS (the client is the TLS client, RFC 4217 §7),
-// then TLS to the backend's data port when the route has tls, resuming the
-// backend control connection's session, and pipes the two.
+// address in the backend's 227 is ignored) at once, since vsftpd sends its
+// 150 only once its data connection is there and some clients (lftp) start
+// their data TLS only after the 150; when the client connects leproxy runs
+// the client's data TLS (the client is the TLS client, RFC 4217 §7), then
+// TLS to the backend's data port when the route has tls, resuming the
+// backend control connection's session, and pipes the two. Data flows one
+// way, so when one side's data ends the other side is closed (after its
+// close_notify) and the transfer is over. EPSV naming another address
+// family than the control connection's gets 522.
 //
 // The client's data TLS must resume the TLS session of its own control
 // connection: each session's TLS config has session-ticket keys of its
