@@ -13,7 +13,7 @@ import (
 
 // A generation is what one mapping makes of leproxy, prepared next to the
 // one serving and not yet serving itself: the HTTP handler, the tcp
-// listeners that stay (with their new routes and limits), those to open
+// listeners that stay (with their new routes, limits and options), those to open
 // (already bound, so that a port in use fails the generation and not half
 // of it) and those to close. Start-up prepares one next to nothing and
 // commits it; a reload prepares one next to the current listeners and
@@ -76,6 +76,9 @@ func prepare(cfg *config.Config, current []*tcpServer, opts httpproxy.Options, d
 		if err := ts.srv.CheckRoutes(routes, lc.Default); err != nil {
 			return nil, fmt.Errorf("%s:%d: tcp listener %s: %w", cfg.File, lc.Line, lc.Listen, err)
 		}
+		if err := ts.srv.CheckOptions(lc.Options); err != nil {
+			return nil, fmt.Errorf("%s:%d: tcp listener %s: %w", cfg.File, lc.Line, lc.Listen, err)
+		}
 		g.updates = append(g.updates, tcpUpdate{ts, lc, routes, names})
 	}
 	for _, ts := range current {
@@ -120,6 +123,10 @@ func (l *live) commit(g *generation) {
 			l.logger.Error("updating tcp routes", "listener", u.ts.addr, "error", err)
 		}
 		u.ts.srv.SetLimits(u.cfg.MaxConns, u.cfg.IdleTimeout)
+		if err := u.ts.srv.SetOptions(u.cfg.Options); err != nil {
+			// CheckOptions accepted the same options a moment ago.
+			l.logger.Error("updating tcp listener options", "listener", u.ts.addr, "error", err)
+		}
 		u.ts.addr, u.ts.routes, u.ts.line = u.cfg.Listen, u.names, u.cfg.Line
 		tcp = append(tcp, u.ts)
 	}

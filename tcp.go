@@ -84,6 +84,7 @@ func newTCPServer(file string, l config.Listener, deps tcpDeps) (*tcpServer, err
 		MaxConns:       l.MaxConns,
 		Logger:         deps.logger,
 		OnTLSHandshake: func(err error) { metrics.TLSHandshake(l.Listen, err) },
+		Options:        l.Options,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("%s:%d: tcp listener %s: %w", file, l.Line, l.Listen, err)

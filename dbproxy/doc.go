@@ -1,7 +1,7 @@
 // Package dbproxy is the core of leproxy's TLS termination for databases
 // and other TCP services: what every protocol shares. The protocols live in
 // packages of their own under it (postgres, mysql, mssql, redis,
-// memcached, mongodb, amqp, elasticsearch, ldap, tlsproxy), each registering
+// memcached, mongodb, amqp, elasticsearch, ftp, ldap, tlsproxy), each registering
 // itself; dbproxy/all imports them all.
 //
 // # The shape
@@ -44,7 +44,11 @@
 //     Session.Listen are there).
 //   - Optionally Refuser, to tell a client over MaxConns so in its protocol,
 //     and RoutesWatcher, to rebuild state derived from the routes when a
-//     reload changes them (Redis Cluster's node map).
+//     reload changes them (Redis Cluster's node map), and Optioner, to take
+//     listener options of its own: extra keys of its tcp listeners in the
+//     mapping, carried as strings through Config.Options (FTP's
+//     passive_ports). The mapping accepts those keys on that protocol's
+//     listeners only and checks their values with the Protocol as it loads.
 //   - Be safe for concurrent use: one value serves every session of one
 //     Server and may keep state shared by them (PostgreSQL's cancel keys).
 //

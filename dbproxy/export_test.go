@@ -15,3 +15,10 @@ func (s *Server) SessionCount() int {
 	defer s.mu.Unlock()
 	return len(s.sessions)
 }
+
+// ListenerCount is the number of open listeners the session owns.
+func (s *Session) ListenerCount() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.listeners)
+}

@@ -82,6 +82,16 @@ func (p *servedProtocol) Handshake(ctx context.Context, client net.Conn, s *dbpr
 					return err
 				}
 				reply = l.Addr().String()
+			case "listen-close":
+				// A listener the protocol closes itself is forgotten.
+				for range 3 {
+					l, err := s.Listen("tcp", "127.0.0.1:0")
+					if err != nil {
+						return err
+					}
+					l.Close()
+				}
+				reply = fmt.Sprint("listeners:", s.ListenerCount())
 			case "wait":
 				// A graceful end: answer, then end the session.
 				<-ctx.Done()
@@ -237,6 +247,9 @@ func TestSessionListen(t *testing.T) {
 		t.Fatalf("the session's listener does not accept: %v", err)
 	} else {
 		nc.Close()
+	}
+	if got := dbtest.EchoLine(t, c, "listen-close"); got != "listeners:1" {
+		t.Errorf("after closing 3 listeners of its own: got %q, want listeners:1", got)
 	}
 	c.Close()
 	dbtest.WaitFor(t, "the session end", func() bool { return len(p.SessionEnds(t)) == 1 })

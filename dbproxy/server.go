@@ -93,6 +93,10 @@ type Config struct {
 	// OnTLSHandshake, if set, is called once for each TLS handshake with a
 	// client, with its error (nil on success), for metrics.
 	OnTLSHandshake func(err error)
+	// Options are the Protocol's own listener options, key → value, for a
+	// Protocol that is an Optioner (FTP's passive_ports); nil for none. New
+	// refuses keys the Protocol does not list and values it does not accept.
+	Options map[string]string
 }
 
 // A Server serves one Protocol on one or more listeners. Create it with
@@ -151,6 +155,9 @@ func New(cfg Config) (*Server, error) {
 	}
 	rt, err := newRouter(cfg.Routes, cfg.Default, alpn)
 	if err != nil {
+		return nil, fmt.Errorf("dbproxy: %s listener %s: %w", cfg.Protocol.Name(), cfg.Listen, err)
+	}
+	if err := setOptions(cfg.Protocol, cfg.Options); err != nil {
 		return nil, fmt.Errorf("dbproxy: %s listener %s: %w", cfg.Protocol.Name(), cfg.Listen, err)
 	}
 	if cfg.HandshakeTimeout <= 0 {

@@ -3,6 +3,7 @@ package dbproxy
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -44,11 +45,11 @@ type Session struct {
 	forced atomic.Bool
 
 	mu            sync.Mutex
-	endSet        *End                  // from SetEnd
-	backendFailed bool                  // Dial or StartBackendTLS failed
-	conns         map[net.Conn]struct{} // backend connections from Dial, still open
-	listeners     []net.Listener        // from Listen
-	closed        bool                  // closeAll ran: Dial and Listen fail
+	endSet        *End                      // from SetEnd
+	backendFailed bool                      // Dial or StartBackendTLS failed
+	conns         map[net.Conn]struct{}     // backend connections from Dial, still open
+	listeners     map[net.Listener]struct{} // from Listen, until closed
+	closed        bool                      // closeAll ran: Dial and Listen fail
 	onEnd         []func()
 }
 
@@ -229,7 +230,9 @@ func (s *Session) BackendTLSConfig(r *Route) *tls.Config {
 
 // Listen opens a listener that the session owns, such as an FTP passive
 // data port: the Server closes it when the session ends or is forced
-// closed. The Protocol accepts on it itself.
+// closed. The Protocol accepts on it itself, and closes it when done with
+// it (the session then forgets it): a long session may open many. Its
+// SetDeadline is the listener's, for TCP.
 func (s *Session) Listen(network, address string) (net.Listener, error) {
 	l, err := net.Listen(network, address)
 	if err != nil {
@@ -241,8 +244,35 @@ func (s *Session) Listen(network, address string) (net.Listener, error) {
 		l.Close()
 		return nil, fmt.Errorf("listening on %s: %w", address, net.ErrClosed)
 	}
-	s.listeners = append(s.listeners, l)
-	return l, nil
+	if s.listeners == nil {
+		s.listeners = make(map[net.Listener]struct{})
+	}
+	tl := &trackedListener{Listener: l, s: s}
+	s.listeners[tl] = struct{}{}
+	return tl, nil
+}
+
+// trackedListener is a listener from Session.Listen: closing it removes it
+// from the session's.
+type trackedListener struct {
+	net.Listener
+	s *Session
+}
+
+func (l *trackedListener) Close() error {
+	l.s.mu.Lock()
+	delete(l.s.listeners, l)
+	l.s.mu.Unlock()
+	return l.Listener.Close()
+}
+
+// SetDeadline sets the deadline of Accept, for a listener that has one
+// (*net.TCPListener).
+func (l *trackedListener) SetDeadline(t time.Time) error {
+	if d, ok := l.Listener.(interface{ SetDeadline(time.Time) error }); ok {
+		return d.SetDeadline(t)
+	}
+	return errors.ErrUnsupported
 }
 
 // OnEnd registers f to run when the session ends, after its connections
@@ -281,8 +311,8 @@ func (s *Session) closeBackends() {
 	for c := range conns {
 		c.(*trackedConn).Conn.Close()
 	}
-	for _, l := range listeners {
-		l.Close()
+	for l := range listeners {
+		l.(*trackedListener).Listener.Close()
 	}
 }
 

@@ -6,6 +6,7 @@ package all
 import (
 	_ "github.com/leproxy/leproxy/dbproxy/amqp"
 	_ "github.com/leproxy/leproxy/dbproxy/elasticsearch"
+	_ "github.com/leproxy/leproxy/dbproxy/ftp"
 	_ "github.com/leproxy/leproxy/dbproxy/ldap"
 	_ "github.com/leproxy/leproxy/dbproxy/memcached"
 	_ "github.com/leproxy/leproxy/dbproxy/mongodb"

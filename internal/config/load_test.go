@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"io/fs"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -58,6 +59,9 @@ func dump(c *Config) string {
 	for _, l := range c.TCP {
 		fmt.Fprintf(&b, "listener line=%d listen=%q protocol=%s default=%q max_conns=%d idle_timeout=%v\n",
 			l.Line, l.Listen, l.Protocol, l.Default, l.MaxConns, l.IdleTimeout)
+		for _, k := range slices.Sorted(maps.Keys(l.Options)) {
+			fmt.Fprintf(&b, "  option %s=%q\n", k, l.Options[k])
+		}
 		for _, r := range l.Routes {
 			fmt.Fprintf(&b, "  route %s line=%d backend=%q tls=%s ca=%q allow_plaintext=%t\n",
 				r.Host, r.Line, r.Backend, r.TLS, r.CA, r.AllowPlaintext)
@@ -237,6 +241,9 @@ func TestParseErrors(t *testing.T) {
 		{"empty mapping", "{}\n", 1, "", "no hosts"},
 		{"unknown host key", "a.example.com:\n  backend: :80\n  hst: true\n", 3, "a.example.com", `unknown key "hst" (known: backend, hsts, preserve_host)`},
 		{"unknown listener key", "tcp:\n- listen: :1\n  protocol: tls\n  route: {}\n", 4, "tcp[0]", `unknown key "route"`},
+		{"bad protocol option", "tcp:\n- listen: :21\n  protocol: ftp\n  passive_ports: 9-1\n  routes: {a.example.com: 127.0.0.1:2}\n", 4, "tcp[0].passive_ports", `invalid passive_ports "9-1": expected a port range`},
+		{"protocol option elsewhere", "tcp:\n- listen: :1\n  protocol: tls\n  passive_ports: 30000-30009\n  routes: {a.example.com: 127.0.0.1:2}\n", 4, "tcp[0]", `unknown key "passive_ports"`},
+		{"protocol option not a string", "tcp:\n- listen: :21\n  protocol: ftps\n  passive_address: [1]\n  routes: {a.example.com: 127.0.0.1:2}\n", 4, "tcp[0].passive_address", `expected a string`},
 		{"unknown route key", "tcp:\n- listen: :1\n  protocol: tls\n  routes:\n    a.example.com:\n      backend: :2\n      sni: x\n", 7, "tcp[0].routes[a.example.com]", `unknown key "sni"`},
 		{"duplicate host", "a.example.com: :80\nb.example.com: :81\na.example.com: :82\n", 3, "", `duplicate host "a.example.com" (first at line 1)`},
 		{"duplicate host other spelling", "a.example.com: :80\n\nA.EXAMPLE.COM.: :82\n", 3, "", `duplicate host "A.EXAMPLE.COM.": it is "a.example.com", first at line 1`},
@@ -286,7 +293,7 @@ func TestParseErrors(t *testing.T) {
 		{"listen without port", "tcp:\n- listen: \"5432\"\n  protocol: tls\n  routes: {a.example.com: 127.0.0.1:1}\n", 2, "tcp[0].listen", `invalid listen address "5432": missing port`},
 		{"listen port range", "tcp:\n- listen: :65536\n  protocol: tls\n  routes: {a.example.com: 127.0.0.1:1}\n", 2, "tcp[0].listen", "port 65536 out of range 1-65535"},
 		{"listen port name", "tcp:\n- listen: :pg\n  protocol: tls\n  routes: {a.example.com: 127.0.0.1:1}\n", 2, "tcp[0].listen", `port "pg" is not a number`},
-		{"unknown protocol", "tcp:\n- listen: :1\n\n  protocol: postgress\n  routes: {a.example.com: 127.0.0.1:1}\n", 4, "tcp[0].protocol", `unknown protocol "postgress" (known: amqp, elasticsearch (opensearch), ldap (ldaps), memcached, mongodb (mongo), mssql (sqlserver), mysql (mariadb), postgres (postgresql), redis, tls)`},
+		{"unknown protocol", "tcp:\n- listen: :1\n\n  protocol: postgress\n  routes: {a.example.com: 127.0.0.1:1}\n", 4, "tcp[0].protocol", `unknown protocol "postgress" (known: amqp, elasticsearch (opensearch), ftp, ftps, ldap (ldaps), memcached, mongodb (mongo), mssql (sqlserver), mysql (mariadb), postgres (postgresql), redis, tls)`},
 		{"protocol missing", "tcp:\n- listen: :1\n  routes: {a.example.com: 127.0.0.1:1}\n", 2, "tcp[0]", `missing key "protocol"`},
 		{"routes missing", "tcp:\n- listen: :1\n  protocol: tls\n", 2, "tcp[0]", `missing key "routes"`},
 		{"routes empty", "tcp:\n- listen: :1\n  protocol: tls\n  routes: {}\n", 4, "tcp[0].routes", "no routes"},

@@ -80,7 +80,9 @@ type listenAddr struct {
 // address if that is valid.
 func (l *loader) listener(m *yaml.Node, path string) (addr listenAddr, addrOK bool) {
 	ln := Listener{Line: m.Line}
-	f := l.fields(m, path, "listen", "protocol", "default", "max_conns", "idle_timeout", "routes")
+	known := []string{"listen", "protocol", "default", "max_conns", "idle_timeout", "routes"}
+	optionKeys := dbproxy.OptionKeys(protocolOf(m))
+	f := l.fields(m, path, append(known, optionKeys...)...)
 	for _, req := range []string{"listen", "protocol", "routes"} {
 		if f[req] == nil {
 			l.el.add(m.Line, path, "", fmt.Sprintf("missing key %q", req))
@@ -125,6 +127,23 @@ func (l *loader) listener(m *yaml.Node, path string) (addr listenAddr, addrOK bo
 				l.el.add(n.Line, key, s, fmt.Sprintf("expected a positive duration like 30s or 5m, got %q", s))
 			}
 			ln.IdleTimeout = d
+		}
+	}
+	for _, k := range optionKeys {
+		n := f[k]
+		if n == nil || ln.Protocol == "" {
+			continue
+		}
+		key := path + "." + k
+		if s, ok := l.string(n, key, "a string"); ok {
+			if err := dbproxy.CheckOption(ln.Protocol, k, s); err != nil {
+				l.el.add(n.Line, key, s, fmt.Sprintf("invalid %s %q: %v", k, s, err))
+				continue
+			}
+			if ln.Options == nil {
+				ln.Options = make(map[string]string)
+			}
+			ln.Options[k] = s
 		}
 	}
 	if n := f["routes"]; n != nil {
@@ -306,6 +325,19 @@ func loadCAFile(path string) (*x509.CertPool, error) {
 		return nil, fmt.Errorf("no PEM certificate in %s", path)
 	}
 	return pool, nil
+}
+
+// protocolOf returns the canonical protocol name of listener m, "" when
+// its protocol key is missing or names no registered protocol (which the
+// walk reports).
+func protocolOf(m *yaml.Node) string {
+	for i := 0; i+1 < len(m.Content); i += 2 {
+		if k, v := m.Content[i], m.Content[i+1]; k.Value == "protocol" && v.Kind == yaml.ScalarNode {
+			p, _ := canonicalProtocol(v.Value)
+			return p
+		}
+	}
+	return ""
 }
 
 // canonicalProtocol returns the canonical name of protocol name s, any

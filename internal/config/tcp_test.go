@@ -8,6 +8,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"fmt"
+	"maps"
 	"math/big"
 	"os"
 	"path/filepath"
@@ -131,5 +132,31 @@ func TestListenConflicts(t *testing.T) {
 		if got != tt.conflict {
 			t.Errorf("%q and %q: got conflict %t (%v), want %t", tt.a, tt.b, got, err, tt.conflict)
 		}
+	}
+}
+
+// TestListenerOptions: a protocol's own listener keys (FTP's) reach
+// Listener.Options as written, checked by the protocol.
+func TestListenerOptions(t *testing.T) {
+	cfg, err := Parse("m.yml", []byte(`
+tcp:
+- listen: ":21"
+  protocol: FTP
+  passive_ports: 40000-40009
+  passive_address: 203.0.113.7
+  routes: {ftp.example.com: 10.0.0.1:21}
+- listen: ":990"
+  protocol: ftps
+  routes: {ftp.example.com: 10.0.0.1:21}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{"passive_ports": "40000-40009", "passive_address": "203.0.113.7"}
+	if got := cfg.TCP[0].Options; !maps.Equal(got, want) {
+		t.Errorf("options: got %v, want %v", got, want)
+	}
+	if got := cfg.TCP[1].Options; got != nil {
+		t.Errorf("options of a listener without any: got %v, want nil", got)
 	}
 }

@@ -78,7 +78,12 @@ type Listener struct {
 	// IdleTimeout closes a session with no traffic either way for this long
 	// (key "idle_timeout", a Go duration); 0 means the listener's default.
 	IdleTimeout time.Duration
-	Line        int // line of the list item in File
+	// Options are the listener's protocol-specific keys (FTP's
+	// passive_ports), key → value as written, for the protocols that take
+	// some (dbproxy.Optioner); each value checked by its protocol. nil for
+	// none.
+	Options map[string]string
+	Line    int // line of the list item in File
 }
 
 // Route maps one SNI hostname of a tcp listener to a backend.
