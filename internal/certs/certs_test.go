@@ -236,9 +236,8 @@ func failingACME(t *testing.T) (dirURL string, roots *x509.CertPool, requests *a
 func TestFailureLoggedAndRateLimited(t *testing.T) {
 	dirURL, roots, requests := failingACME(t)
 	logger, logs := newTestLogger()
-	m := newTestManager(t, Config{CacheDir: t.TempDir(), DirectoryURL: dirURL, RootCAs: roots, Logger: logger})
-	clock := &fakeClock{t: time.Now()}
-	m.now = clock.Now
+	clock := newFakeClock(time.Now())
+	m := newTestManager(t, Config{CacheDir: t.TempDir(), DirectoryURL: dirURL, RootCAs: roots, Logger: logger, clock: clock})
 	m.SetHosts([]string{"www.example.com"})
 
 	for range 3 {

@@ -192,9 +192,8 @@ func TestLocalLeafVerifiesInHandshake(t *testing.T) {
 
 func TestLocalLeafRenewal(t *testing.T) {
 	logger, logs := newTestLogger()
-	m := newTestManager(t, Config{CacheDir: t.TempDir(), Local: true, Logger: logger})
-	clock := &fakeClock{t: time.Now()}
-	m.ca.now, m.now = clock.Now, clock.Now
+	clock := newFakeClock(time.Now())
+	m := newTestManager(t, Config{CacheDir: t.TempDir(), Local: true, Logger: logger, clock: clock})
 	m.SetHosts([]string{"app.localhost"})
 
 	get := func() *x509.Certificate {

@@ -73,9 +73,8 @@ func TestIssuerName(t *testing.T) {
 
 func TestManagerStatus(t *testing.T) {
 	dir := t.TempDir()
-	m := newTestManager(t, Config{CacheDir: dir, Local: true})
-	clock := &fakeClock{t: time.Now()}
-	m.now = clock.Now
+	clock := newFakeClock(time.Now())
+	m := newTestManager(t, Config{CacheDir: dir, Local: true, clock: clock})
 	m.SetHosts([]string{"b.localhost", "a.localhost"})
 	c, err := m.GetCertificate(ecdsaHello("a.localhost"))
 	if err != nil {
@@ -118,7 +117,7 @@ func TestStatusFromCache(t *testing.T) {
 	got := m.Status()
 	want := []Status{
 		{Host: "new.example.com"},
-		{Host: "www.example.com", Issuer: c.Leaf.Issuer.CommonName, NotAfter: c.Leaf.NotAfter},
+		{Host: "www.example.com", Issuer: c.Leaf.Issuer.CommonName, NotAfter: c.Leaf.NotAfter, NextAttempt: renewAt(c, time.Time{})},
 	}
 	if len(got) != 2 || got[0] != want[0] || got[1] != want[1] {
 		t.Errorf("Status() = %+v, want %+v", got, want)
