@@ -12,7 +12,6 @@ import (
 	"fmt"
 	"io/fs"
 	"net/http"
-	"sync"
 
 	"golang.org/x/crypto/acme"
 )
@@ -28,15 +27,24 @@ type issuer struct {
 	httpc   *http.Client
 	storage Storage
 
-	mu     sync.Mutex
-	client *acme.Client // registered; nil until then
+	sem    chan struct{} // capacity 1: held while the account is set up
+	client *acme.Client  // registered; nil until then
+}
+
+// newIssuer returns the issuer of the ACME directory dirURL.
+func newIssuer(dirURL, email string, eab *acme.ExternalAccountBinding, httpc *http.Client, storage Storage) *issuer {
+	return &issuer{dirURL: dirURL, email: email, eab: eab, httpc: httpc, storage: storage, sem: make(chan struct{}, 1)}
 }
 
 // acmeClient returns the issuer's registered client, loading or creating
 // the account on the first call (and on the next call after a failure).
 func (is *issuer) acmeClient(ctx context.Context) (*acme.Client, error) {
-	is.mu.Lock()
-	defer is.mu.Unlock()
+	select {
+	case is.sem <- struct{}{}:
+	case <-ctx.Done():
+		return nil, fmt.Errorf("waiting for the ACME account: %w", ctx.Err())
+	}
+	defer func() { <-is.sem }()
 	if is.client != nil {
 		return is.client, nil
 	}

@@ -170,13 +170,7 @@ func New(cfg Config) (*Manager, error) {
 	if dirURL == "" {
 		dirURL = LetsEncryptURL
 	}
-	m.issuer = &issuer{
-		dirURL:  dirURL,
-		email:   cfg.Email,
-		eab:     eab,
-		httpc:   newACMEHTTPClient(cfg.RootCAs, ctx),
-		storage: storage,
-	}
+	m.issuer = newIssuer(dirURL, cfg.Email, eab, newACMEHTTPClient(cfg.RootCAs, ctx), storage)
 	if !cfg.Local {
 		m.wg.Go(m.maintain)
 	}
