@@ -264,3 +264,11 @@ func TestParseLeafPEM(t *testing.T) {
 		}
 	}
 }
+
+func pemDecode(data []byte) []byte {
+	b, _ := pem.Decode(data)
+	if b == nil {
+		return nil
+	}
+	return b.Bytes
+}
