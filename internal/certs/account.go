@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"io/fs"
 	"net/http"
+	"sync"
 
 	"golang.org/x/crypto/acme"
 )
@@ -29,6 +30,11 @@ type issuer struct {
 
 	sem    chan struct{} // capacity 1: held while the account is set up
 	client *acme.Client  // registered; nil until then
+
+	noARI    bool       // never use ARI (a test seam)
+	ariMu    sync.Mutex // guards ariURL and ariKnown
+	ariURL   string     // the directory's renewalInfo, "" if none
+	ariKnown bool       // the directory was read
 }
 
 // newIssuer returns the issuer of the ACME directory dirURL.

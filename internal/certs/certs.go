@@ -75,6 +75,7 @@ type Config struct {
 	Storage Storage
 
 	clock clock // nil: the wall clock; a test seam
+	noARI bool  // never ask the CA for renewal info; a test seam
 }
 
 // Manager serves certificates for the names on its allow-list. Its methods
@@ -171,6 +172,7 @@ func New(cfg Config) (*Manager, error) {
 		dirURL = LetsEncryptURL
 	}
 	m.issuer = newIssuer(dirURL, cfg.Email, eab, newACMEHTTPClient(cfg.RootCAs, ctx), storage)
+	m.issuer.noARI = cfg.noARI
 	if !cfg.Local {
 		m.wg.Go(m.maintain)
 	}

@@ -3,6 +3,7 @@ package certs
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"math/rand/v2"
 	"time"
 )
@@ -45,8 +46,16 @@ func renewAt(c *tls.Certificate, obtainedAt time.Time) time.Time {
 	return t
 }
 
+// emergencyLine returns when a tenth of c's lifetime is left: past it, c
+// is renewed whatever ARI says.
+func emergencyLine(c *tls.Certificate) time.Time {
+	return c.Leaf.NotAfter.Add(-c.Leaf.NotAfter.Sub(c.Leaf.NotBefore) / 10)
+}
+
 // nextAttemptLocked returns when the Manager will next order e's
-// certificate by itself: its renewal time, or the end of the backoff after
+// certificate by itself: its renewal time (the time selected in the CA's
+// ARI window, else when a third of its lifetime is left, and never past
+// the emergency line at a tenth), or the end of the backoff after
 // a failure; zero if never (no certificate and no failure: the next
 // handshake orders it) or an order is in flight. m.mu is held.
 func nextAttemptLocked(e *entry) time.Time {
@@ -60,6 +69,20 @@ func nextAttemptLocked(e *entry) time.Time {
 		return time.Time{}
 	}
 	t := renewAt(e.cert, e.obtainedAt)
+	if a := e.ari; a != nil && !a.selected.IsZero() {
+		t = a.selected
+	}
+	if line := emergencyLine(e.cert); t.After(line) {
+		t = line
+	}
+	// Whatever the schedule says, a certificate this process just
+	// obtained is not replaced at once: no loop of orders.
+	if !e.obtainedAt.IsZero() {
+		life := e.cert.Leaf.NotAfter.Sub(e.cert.Leaf.NotBefore)
+		if floor := e.obtainedAt.Add(min(life/10, ariMinAge)); t.Before(floor) {
+			t = floor
+		}
+	}
 	if e.failures > 0 && e.retryAt.After(t) {
 		t = e.retryAt
 	}
@@ -105,6 +128,7 @@ func (m *Manager) maintainPass() time.Time {
 		m.load(ctx, k)
 		cancel()
 	}
+	m.refreshARI(keys)
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	now := m.clock.Now()
@@ -113,6 +137,9 @@ func (m *Manager) maintainPass() time.Time {
 		e := m.entries[k]
 		if e == nil {
 			continue // removed meanwhile
+		}
+		if e.ari != nil && e.cert != nil && (next.IsZero() || e.ari.nextFetch.Before(next)) {
+			next = e.ari.nextFetch
 		}
 		t := nextAttemptLocked(e)
 		if t.IsZero() {
@@ -127,4 +154,68 @@ func (m *Manager) maintainPass() time.Time {
 		}
 	}
 	return next
+}
+
+// refreshARI fetches the CA's renewal window of each certificate among
+// keys that has none yet or whose Retry-After has passed, if the CA has
+// ARI.
+func (m *Manager) refreshARI(keys []certKey) {
+	ctx, cancel := context.WithTimeout(m.ctx, ariFetchTimeout)
+	base, err := m.issuer.renewalInfoURL(ctx)
+	cancel()
+	if err != nil || base == "" {
+		return // no ARI, or the directory is unreachable: the next pass tries again
+	}
+	type due struct {
+		k    certKey
+		leaf *x509.Certificate
+		prev *ariState
+	}
+	var todo []due
+	m.mu.Lock()
+	now := m.clock.Now()
+	for _, k := range keys {
+		e := m.entries[k]
+		if e == nil || e.cert == nil || e.flight != nil {
+			continue
+		}
+		if e.ari == nil || !now.Before(e.ari.nextFetch) {
+			todo = append(todo, due{k, e.cert.Leaf, e.ari})
+		}
+	}
+	m.mu.Unlock()
+	for _, d := range todo {
+		ctx, cancel := context.WithTimeout(m.ctx, ariFetchTimeout)
+		st, err := m.fetchARI(ctx, d.leaf, d.prev, now)
+		cancel()
+		if m.ctx.Err() != nil {
+			return
+		}
+		if err != nil {
+			st = &ariState{failures: 1}
+			if d.prev != nil {
+				*st = *d.prev
+				st.failures++
+			}
+			st.nextFetch = now.Add(backoff(st.failures))
+			m.log.Warn("renewal info failed", "host", d.k.host, "key", d.k.keyType(), "ca", m.issuer.dirURL, "error", err, "failures", st.failures, "next_fetch", st.nextFetch)
+		} else if st == nil {
+			continue
+		}
+		m.mu.Lock()
+		e := m.entries[d.k]
+		stored := e != nil && e.cert != nil && e.cert.Leaf == d.leaf
+		if stored {
+			e.ari = st
+		}
+		m.mu.Unlock()
+		if stored && err == nil && (d.prev == nil || !d.prev.selected.Equal(st.selected)) {
+			attrs := []any{"host", d.k.host, "key", d.k.keyType(), "ca", m.issuer.dirURL,
+				"window_start", st.start, "window_end", st.end, "renew_at", st.selected}
+			if st.explanation != "" {
+				attrs = append(attrs, "explanation_url", st.explanation)
+			}
+			m.log.Info("renewal window", attrs...)
+		}
+	}
 }

@@ -27,6 +27,7 @@ type entry struct {
 	lastAttempt time.Time        // end of the last order, failed or not
 	retryAt     time.Time        // after a failure: no order before
 	flight      *flight          // the order in flight, if any
+	ari         *ariState        // the CA's renewal window for cert; nil if unknown
 }
 
 // flight is one order in flight; cert and err are set before done is
@@ -148,17 +149,22 @@ func (m *Manager) startLocked(k certKey, e *entry) *flight {
 	f.cancel = cancel
 	e.flight = f
 	current := e.cert
+	var replaces string
+	if e.ari != nil && current != nil {
+		replaces = e.ari.certID
+	}
 	m.wg.Go(func() {
 		defer cancel()
-		m.runOrder(ctx, k, e, f, current)
+		m.runOrder(ctx, k, e, f, current, replaces)
 	})
 	return f
 }
 
-// runOrder obtains the certificate of k (replacing current, if not nil),
+// runOrder obtains the certificate of k (replacing current, if not nil,
+// whose ARI CertID is replaces if the CA has ARI),
 // stores it and records the result in e and f.
-func (m *Manager) runOrder(ctx context.Context, k certKey, e *entry, f *flight, current *tls.Certificate) {
-	c, adopted, err := m.issue(ctx, k, current)
+func (m *Manager) runOrder(ctx context.Context, k certKey, e *entry, f *flight, current *tls.Certificate, replaces string) {
+	c, adopted, err := m.issue(ctx, k, current, replaces)
 	now := m.clock.Now()
 
 	m.mu.Lock()
@@ -167,7 +173,7 @@ func (m *Manager) runOrder(ctx context.Context, k certKey, e *entry, f *flight, 
 	cancelled := ctx.Err() != nil && (m.ctx.Err() != nil || !allowed)
 	switch {
 	case err == nil:
-		e.cert, e.failures, e.lastErr, e.retryAt = c, 0, "", time.Time{}
+		e.cert, e.failures, e.lastErr, e.retryAt, e.ari = c, 0, "", time.Time{}, nil
 		e.lastAttempt = now
 		if !adopted {
 			e.obtainedAt = now
@@ -192,8 +198,12 @@ func (m *Manager) runOrder(ctx context.Context, k certKey, e *entry, f *flight, 
 		if current != nil {
 			msg = "certificate renewed"
 		}
-		m.log.Info(msg, "host", k.host, "key", k.keyType(), "issuer", issuerName(c.Leaf), "not_after", c.Leaf.NotAfter,
-			"source", "acme", "ca", m.issuer.dirURL, "renew_at", renewAt(c, now))
+		attrs := []any{"host", k.host, "key", k.keyType(), "issuer", issuerName(c.Leaf), "not_after", c.Leaf.NotAfter,
+			"source", "acme", "ca", m.issuer.dirURL}
+		if replaces != "" {
+			attrs = append(attrs, "replaces", replaces)
+		}
+		m.log.Info(msg, attrs...)
 		if m.onACMEOrder != nil {
 			m.onACMEOrder(k.host, nil)
 		}
@@ -213,7 +223,7 @@ func (m *Manager) runOrder(ctx context.Context, k certKey, e *entry, f *flight, 
 // issue obtains a certificate for k under k's Storage lock and stores it.
 // A valid certificate in Storage that differs from current and is not due
 // (another process renewed it) is adopted instead of ordering.
-func (m *Manager) issue(ctx context.Context, k certKey, current *tls.Certificate) (c *tls.Certificate, adopted bool, err error) {
+func (m *Manager) issue(ctx context.Context, k certKey, current *tls.Certificate, replaces string) (c *tls.Certificate, adopted bool, err error) {
 	lock := "issue/" + k.storageKey()
 	if err := m.storage.Lock(ctx, lock); err != nil {
 		return nil, false, err
@@ -222,7 +232,7 @@ func (m *Manager) issue(ctx context.Context, k certKey, current *tls.Certificate
 	if s, err := m.readStored(ctx, k); err == nil && (current == nil || !s.Leaf.Equal(current.Leaf)) && m.clock.Now().Before(renewAt(s, time.Time{})) {
 		return s, true, nil
 	}
-	c, err = m.obtain(ctx, k)
+	c, err = m.obtain(ctx, k, replaces)
 	if err != nil {
 		return nil, false, err
 	}

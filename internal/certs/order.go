@@ -43,7 +43,11 @@ func (e *orderError) Unwrap() error { return e.err }
 // obtain orders a certificate for k from the issuer and returns it. It
 // tries each challenge type in turn (tls-alpn-01, then http-01 if the
 // http-01 handler is wired), each in a new order, like autocert.
-func (m *Manager) obtain(ctx context.Context, k certKey) (*tls.Certificate, error) {
+//
+// With replaces (the ARI CertID of the certificate being renewed), the
+// first order carries it (RFC 9773 §5); if the CA refuses that order, it is
+// placed again without.
+func (m *Manager) obtain(ctx context.Context, k certKey, replaces string) (*tls.Certificate, error) {
 	client, err := m.issuer.acmeClient(ctx)
 	if err != nil {
 		return nil, &orderError{issuer: m.issuer.dirURL, err: err}
@@ -67,7 +71,20 @@ func (m *Manager) obtain(ctx context.Context, k certKey) (*tls.Certificate, erro
 	}
 	var last error
 	for _, typ := range types {
-		o, err := m.authorize(ctx, client, k.host, typ)
+		newOrder := func() (*acme.Order, error) { return client.AuthorizeOrder(ctx, identifiers(k.host)) }
+		if replaces != "" {
+			id := replaces
+			replaces = "" // the first order only
+			newOrder = func() (*acme.Order, error) {
+				o, err := newOrderReplacing(ctx, client, m.issuer.httpc, k.host, id)
+				if err == nil || ctx.Err() != nil {
+					return o, err
+				}
+				m.log.Warn("order replacing a certificate refused; ordering without replaces", "host", k.host, "key", k.keyType(), "ca", m.issuer.dirURL, "replaces", id, "error", err)
+				return client.AuthorizeOrder(ctx, identifiers(k.host))
+			}
+		}
+		o, err := m.authorize(ctx, client, newOrder, typ)
 		if err != nil {
 			last = &orderError{issuer: m.issuer.dirURL, challenge: typ, err: err}
 			if ctx.Err() != nil {
@@ -88,12 +105,12 @@ func (m *Manager) obtain(ctx context.Context, k certKey) (*tls.Certificate, erro
 	return nil, last
 }
 
-// authorize places a new order for host and satisfies its authorizations
+// authorize places a new order with newOrder and satisfies its authorizations
 // with challenge type typ; it returns the order once it is ready to be
 // finalized. On failure the order's pending authorizations are
 // deactivated.
-func (m *Manager) authorize(ctx context.Context, client *acme.Client, host, typ string) (*acme.Order, error) {
-	o, err := client.AuthorizeOrder(ctx, identifiers(host))
+func (m *Manager) authorize(ctx context.Context, client *acme.Client, newOrder func() (*acme.Order, error), typ string) (*acme.Order, error) {
+	o, err := newOrder()
 	if err != nil {
 		return nil, fmt.Errorf("creating order: %w", err)
 	}

@@ -233,7 +233,7 @@ func TestHandshakeContextBoundsIssuance(t *testing.T) {
 }
 
 // pebbleClockManager is pebbleManager with a fake clock.
-func pebbleClockManager(t *testing.T, p *testenv.Pebble, clk *fakeClock, hosts ...string) (*Manager, *logBuffer) {
+func pebbleClockManager(t *testing.T, p *testenv.Pebble, clk *fakeClock, noARI bool, hosts ...string) (*Manager, *logBuffer) {
 	t.Helper()
 	logger, logs := newTestLogger()
 	m := newTestManager(t, Config{
@@ -242,6 +242,7 @@ func pebbleClockManager(t *testing.T, p *testenv.Pebble, clk *fakeClock, hosts .
 		RootCAs:      p.ServerRoots,
 		Logger:       logger,
 		clock:        clk,
+		noARI:        noARI,
 	})
 	m.SetHosts(hosts)
 	return m, logs
@@ -266,7 +267,7 @@ func statusOfHost(m *Manager, host string) Status {
 	return Status{}
 }
 
-// TestRenewal: with the clock moved to a third of the lifetime left, the
+// TestRenewal (a CA without ARI): with the clock moved to a third of the lifetime left, the
 // maintenance loop renews once; when the CA then fails, the old
 // certificate is still served, the failure is logged and shown with the
 // next attempt, nothing is retried before it, and the retry succeeds.
@@ -275,7 +276,7 @@ func TestRenewal(t *testing.T) {
 	p := testenv.StartPebble(t, httpPort, tlsPort)
 	// Ahead of the CA's clock, so its certificates are valid at once.
 	clk := newFakeClock(time.Now().Add(time.Hour))
-	m, logs := pebbleClockManager(t, p, clk, "r.example.test")
+	m, logs := pebbleClockManager(t, p, clk, true, "r.example.test")
 	tlsAddr := net.JoinHostPort("127.0.0.1", strconv.Itoa(tlsPort))
 	ln, err := net.Listen("tcp", tlsAddr)
 	if err != nil {
@@ -355,13 +356,14 @@ func TestRenewal(t *testing.T) {
 }
 
 // TestRemovedNameStopsRenewing: a name dropped from the allow-list is not
-// renewed, the others are.
+// renewed, the others are (here past the emergency line, an hour before
+// expiry, whatever ARI says).
 func TestRemovedNameStopsRenewing(t *testing.T) {
 	httpPort, tlsPort := testenv.FreePort(t), testenv.FreePort(t)
 	p := testenv.StartPebble(t, httpPort, tlsPort)
 	// Ahead of the CA's clock, so its certificates are valid at once.
 	clk := newFakeClock(time.Now().Add(time.Hour))
-	m, logs := pebbleClockManager(t, p, clk, "keep.example.test", "drop.example.test")
+	m, logs := pebbleClockManager(t, p, clk, false, "keep.example.test", "drop.example.test")
 	listenTLS(t, net.JoinHostPort("127.0.0.1", strconv.Itoa(tlsPort)), m.TLSConfig("http/1.1"))
 	keep := served(t, m, "keep.example.test")
 	served(t, m, "drop.example.test")
