@@ -20,6 +20,9 @@ type Status struct {
 	Issuer string
 	// NotAfter is the expiry of that certificate; zero if none is known.
 	NotAfter time.Time
+	// NotBefore is the start of that certificate's validity, so that
+	// NotAfter-NotBefore is its lifetime; zero if none is known.
+	NotBefore time.Time
 	// Local reports that the certificate comes from the local CA.
 	Local bool
 	// LastError is the last error obtaining a certificate, cleared when
@@ -117,6 +120,7 @@ func (b *statusBook) status(host string) Status {
 	if h.leaf != nil {
 		s.Issuer = issuerName(h.leaf)
 		s.NotAfter = h.leaf.NotAfter
+		s.NotBefore = h.leaf.NotBefore
 	}
 	s.Local = h.local
 	s.LastError = h.lastErr
@@ -190,6 +194,7 @@ func statusOf(host string, entries ...*entry) Status {
 	if served != nil {
 		s.Issuer = issuerName(served)
 		s.NotAfter = served.NotAfter
+		s.NotBefore = served.NotBefore
 	}
 	return s
 }
