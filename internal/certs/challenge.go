@@ -87,12 +87,18 @@ func (m *Manager) challengeCert(hello *tls.ClientHelloInfo) (*tls.Certificate, e
 // HTTPHandler answers http-01 challenges (for allowed names, whatever the
 // port in the Host header) and passes every other request to fallback. A
 // nil fallback redirects GET and HEAD to https on port 443 and refuses
-// other methods. Once it has been called, orders offer http-01 after
-// tls-alpn-01.
+// other methods (and answers 404 for a host not in the mapping). Once it
+// has been called, orders offer http-01 after tls-alpn-01.
 func (m *Manager) HTTPHandler(fallback http.Handler) http.Handler {
 	m.http01.Store(true)
 	if fallback == nil {
-		fallback = http.HandlerFunc(redirectToHTTPS)
+		fallback = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if !m.Allowed(stripPort(r.Host)) {
+				http.NotFound(w, r)
+				return
+			}
+			redirectToHTTPS(w, r)
+		})
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if !strings.HasPrefix(r.URL.Path, acmeChallengePrefix) {
@@ -115,12 +121,13 @@ func (m *Manager) HTTPHandler(fallback http.Handler) http.Handler {
 }
 
 // redirectToHTTPS redirects GET and HEAD to the same URL on https, port
-// 443, and refuses other methods (autocert's behaviour).
+// 443, and refuses other methods (autocert's behaviour). The caller checks
+// the host is mapped.
 func redirectToHTTPS(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
 		http.Error(w, "Use HTTPS", http.StatusBadRequest)
 		return
 	}
 	target := "https://" + net.JoinHostPort(stripPort(r.Host), "443") + r.URL.RequestURI()
-	http.Redirect(w, r, target, http.StatusFound)
+	http.Redirect(w, r, target, http.StatusFound) // #nosec G710 -- same host the client asked for, checked to be mapped by the caller, on https
 }

@@ -78,21 +78,6 @@ func (b *statusBook) obtained(host string, leaf *x509.Certificate, local bool, a
 	h.lastAttempt = at
 }
 
-// serving records the certificate served for host; unlike obtained it is
-// not an attempt.
-func (b *statusBook) serving(host string, leaf *x509.Certificate, local bool) {
-	if leaf == nil {
-		return
-	}
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	h := b.get(host)
-	if h.leaf == leaf {
-		return
-	}
-	h.leaf, h.local = leaf, local
-}
-
 // failed records a failure for host at time at and reports whether it
 // should be logged: it differs from the last one logged, or that was logged
 // failureLogInterval ago or more.
