@@ -134,6 +134,7 @@ func (env runEnv) run(ctx context.Context, args []string) error {
 	tlspolicy.SetSessionTickets(a.TLSSessionTickets)
 	cm, err := certs.New(certs.Config{
 		OnACMEOrder:  metrics.ACMEOrder,
+		OnACMEEvent:  metrics.ACMEEvent,
 		CacheDir:     a.Cache,
 		DirectoryURL: directory,
 		Local:        local,

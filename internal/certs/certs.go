@@ -70,6 +70,10 @@ type Config struct {
 	// for certificates loaded from Storage, nor for orders cut short by
 	// Close or by the host leaving the allow-list.
 	OnACMEOrder func(host string, err error)
+	// OnACMEEvent, if set, is called for each ACME step, for metrics: a
+	// new order placed, a CSR sent to finalize one, an order that failed.
+	// It must not block.
+	OnACMEEvent func(ACMEEvent)
 	// Storage keeps the certificates and the ACME account key; nil means
 	// a DirStorage on CacheDir. The local CA stays in CacheDir.
 	Storage Storage
@@ -104,6 +108,7 @@ type Manager struct {
 	passes atomic.Int64  // maintenance passes done, for tests
 
 	onACMEOrder func(host string, err error)
+	onACMEEvent func(ACMEEvent)
 
 	ctx       context.Context // ends with Close
 	cancel    context.CancelFunc
@@ -150,6 +155,7 @@ func New(cfg Config) (*Manager, error) {
 		cancel:  cancel,
 
 		onACMEOrder: cfg.OnACMEOrder,
+		onACMEEvent: cfg.OnACMEEvent,
 	}
 	m.hosts.Store(&hostSet{})
 	m.ca.now = clk.Now

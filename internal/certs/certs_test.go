@@ -179,6 +179,11 @@ func TestHTTPHandler(t *testing.T) {
 
 	redirect := m.HTTPHandler(nil)
 	w := httptest.NewRecorder()
+	redirect.ServeHTTP(w, httptest.NewRequest("GET", "http://evil.example/a", nil))
+	if w.Code != http.StatusNotFound {
+		t.Errorf("nil fallback, unmapped host: got %d, want 404 (no redirect)", w.Code)
+	}
+	w = httptest.NewRecorder()
 	redirect.ServeHTTP(w, httptest.NewRequest("GET", "http://www.example.com:8080/a?b=c", nil))
 	if got, want := w.Header().Get("Location"), "https://www.example.com:443/a?b=c"; w.Code != http.StatusFound || got != want {
 		t.Errorf("nil fallback: got %d %q, want 302 %q", w.Code, got, want)

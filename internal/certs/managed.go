@@ -211,6 +211,12 @@ func (m *Manager) runOrder(ctx context.Context, k certKey, e *entry, f *flight, 
 		m.log.Info("certificate order cancelled", "host", k.host, "key", k.keyType(), "ca", m.issuer.dirURL, "error", err)
 	default:
 		m.logFailure(k, err, current, failures, retryAt)
+		var oe *orderError
+		challenge := ""
+		if errors.As(err, &oe) {
+			challenge = oe.challenge
+		}
+		m.event(ACMEFailed, k.host, challenge)
 		if m.onACMEOrder != nil {
 			m.onACMEOrder(k.host, err)
 		}

@@ -18,6 +18,33 @@ import (
 	"golang.org/x/crypto/acme"
 )
 
+// ACMEEvent kinds.
+const (
+	ACMEOrderPlaced = "order"    // a newOrder request the CA accepted
+	ACMEFinalized   = "finalize" // a CSR sent to finalize an order
+	ACMEFailed      = "failure"  // an order (all its challenge types tried) that failed
+)
+
+// ACMEEvent is one step of an ACME order, as Config.OnACMEEvent sees it.
+type ACMEEvent struct {
+	// Kind is ACMEOrderPlaced, ACMEFinalized or ACMEFailed.
+	Kind string
+	// Issuer is the CA's directory URL.
+	Issuer string
+	// Host is the name ordered.
+	Host string
+	// Challenge is the challenge type of the failed attempt (ACMEFailed;
+	// empty if the order failed before one was tried).
+	Challenge string
+}
+
+// event reports an ACME step to Config.OnACMEEvent.
+func (m *Manager) event(kind, host, challenge string) {
+	if m.onACMEEvent != nil {
+		m.onACMEEvent(ACMEEvent{Kind: kind, Issuer: m.issuer.dirURL, Host: host, Challenge: challenge})
+	}
+}
+
 // deactivateTimeout bounds the clean-up of an order's pending
 // authorizations after a failure.
 const deactivateTimeout = 30 * time.Second
@@ -84,7 +111,7 @@ func (m *Manager) obtain(ctx context.Context, k certKey, replaces string) (*tls.
 				return client.AuthorizeOrder(ctx, identifiers(k.host))
 			}
 		}
-		o, err := m.authorize(ctx, client, newOrder, typ)
+		o, err := m.authorize(ctx, client, k.host, newOrder, typ)
 		if err != nil {
 			last = &orderError{issuer: m.issuer.dirURL, challenge: typ, err: err}
 			if ctx.Err() != nil {
@@ -92,6 +119,7 @@ func (m *Manager) obtain(ctx context.Context, k certKey, replaces string) (*tls.
 			}
 			continue
 		}
+		m.event(ACMEFinalized, k.host, typ)
 		chain, _, err := client.CreateCertFromOrder(ctx, o, csr, true)
 		if err != nil {
 			return nil, &orderError{issuer: m.issuer.dirURL, challenge: typ, err: fmt.Errorf("finalizing order: %w", err)}
@@ -109,11 +137,12 @@ func (m *Manager) obtain(ctx context.Context, k certKey, replaces string) (*tls.
 // with challenge type typ; it returns the order once it is ready to be
 // finalized. On failure the order's pending authorizations are
 // deactivated.
-func (m *Manager) authorize(ctx context.Context, client *acme.Client, newOrder func() (*acme.Order, error), typ string) (*acme.Order, error) {
+func (m *Manager) authorize(ctx context.Context, client *acme.Client, host string, newOrder func() (*acme.Order, error), typ string) (*acme.Order, error) {
 	o, err := newOrder()
 	if err != nil {
 		return nil, fmt.Errorf("creating order: %w", err)
 	}
+	m.event(ACMEOrderPlaced, host, typ)
 	ok := false
 	defer func() {
 		if !ok {
