@@ -159,6 +159,7 @@ func New(cfg Config) (*Manager, error) {
 	}
 	m.hosts.Store(&hostSet{})
 	m.ca.now = clk.Now
+	m.ca.constrain = !cfg.Local
 	m.ca.onIssue = m.localIssued
 	m.ca.onRootCreated = func(root *x509.Certificate) {
 		m.log.Info("local CA created", "root", m.ca.rootPath, "subject", root.Subject.CommonName, "not_after", root.NotAfter)

@@ -16,6 +16,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -45,6 +46,10 @@ type localCA struct {
 	keyPath  string
 	now      func() time.Time
 	validity time.Duration
+	// constrain makes a new root name-constrained to localhost, names
+	// under .localhost and loopback addresses: the only names it serves
+	// without Config.Local.
+	constrain bool
 	// onIssue, if set, is called after a leaf was issued; renewed reports
 	// whether it replaces an earlier leaf for the name.
 	onIssue func(name string, leaf *x509.Certificate, renewed bool)
@@ -216,6 +221,14 @@ func (ca *localCA) createRoot() (*x509.Certificate, *ecdsa.PrivateKey, error) {
 		IsCA:                  true,
 		MaxPathLenZero:        true,
 	}
+	if ca.constrain {
+		tmpl.PermittedDNSDomainsCritical = true
+		tmpl.PermittedDNSDomains = []string{"localhost"} // and every name under it
+		tmpl.PermittedIPRanges = []*net.IPNet{
+			{IP: net.IPv4(127, 0, 0, 0).To4(), Mask: net.CIDRMask(8, 32)},
+			{IP: net.IPv6loopback, Mask: net.CIDRMask(128, 128)},
+		}
+	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
 	if err != nil {
 		return nil, nil, fmt.Errorf("certs: creating local CA root: %w", err)
@@ -294,6 +307,10 @@ func (ca *localCA) issue(name string) (*tls.Certificate, error) {
 	if err != nil {
 		return nil, err
 	}
+	if !rootPermits(root, name) {
+		return nil, fmt.Errorf("certs: the local CA root %s is limited to localhost names (it was created without -acme local), so it cannot issue for %s; delete %s and %s to create one for every name",
+			ca.rootPath, name, ca.rootPath, ca.keyPath)
+	}
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return nil, fmt.Errorf("certs: generating key for %s: %w", name, err)
@@ -329,6 +346,29 @@ func (ca *localCA) issue(name string) (*tls.Certificate, error) {
 		return nil, fmt.Errorf("certs: parsing local certificate for %s: %w", name, err)
 	}
 	return &tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}, nil
+}
+
+// rootPermits reports whether root's name constraints, if any, allow a
+// leaf for name (localhost and .localhost names, loopback addresses: what
+// a constrained root permits).
+func rootPermits(root *x509.Certificate, name string) bool {
+	if len(root.PermittedDNSDomains) == 0 && len(root.PermittedIPRanges) == 0 {
+		return true
+	}
+	if ip := net.ParseIP(name); ip != nil {
+		for _, r := range root.PermittedIPRanges {
+			if r.Contains(ip) {
+				return true
+			}
+		}
+		return false
+	}
+	for _, d := range root.PermittedDNSDomains {
+		if name == d || strings.HasSuffix(name, "."+strings.TrimPrefix(d, ".")) {
+			return true
+		}
+	}
+	return false
 }
 
 // forgetExcept drops leaves for names no longer allowed.

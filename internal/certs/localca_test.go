@@ -4,12 +4,17 @@ import (
 	"bytes"
 	"crypto/ecdsa"
 	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
+	"crypto/x509/pkix"
+	"errors"
+	"math/big"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -334,6 +339,68 @@ func TestLocalhostNamesInACMEMode(t *testing.T) {
 	}
 	if got := acmeRequests.Load(); got != 0 {
 		t.Errorf("%d requests to the ACME server, want 0", got)
+	}
+
+	// That root is name-constrained to localhost: a leaf its key signs for
+	// another name does not verify, and the CA refuses to issue one.
+	root := readCert(t, m.LocalRootPath())
+	if !root.PermittedDNSDomainsCritical || !slices.Equal(root.PermittedDNSDomains, []string{"localhost"}) || len(root.PermittedIPRanges) != 2 {
+		t.Errorf("root constraints: critical %v, DNS %q, IP %v; want critical, [localhost], loopback", root.PermittedDNSDomainsCritical, root.PermittedDNSDomains, root.PermittedIPRanges)
+	}
+	_, rootKey, err := m.ca.ensureRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	leafKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	forged := &x509.Certificate{
+		SerialNumber: big.NewInt(7), Subject: pkix.Name{CommonName: "www.example.com"}, DNSNames: []string{"www.example.com"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, forged, root, &leafKey.PublicKey, rootKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cie x509.CertificateInvalidError
+	if err := verifyChain([][]byte{der}, "www.example.com", readRoots(t, m.LocalRootPath())); !errors.As(err, &cie) || cie.Reason != x509.CANotAuthorizedForThisName {
+		t.Errorf("leaf for www.example.com signed by the constrained root: verify gave %v, want CANotAuthorizedForThisName", err)
+	}
+	if _, err := m.ca.issue("www.example.com"); err == nil || !strings.Contains(err.Error(), "limited to localhost names") {
+		t.Errorf("issuing www.example.com from the constrained root: %v, want a refusal", err)
+	}
+}
+
+// TestLocalModeRootUnconstrained: with Local, the root serves every name;
+// a constrained root from an earlier run without Local is refused with
+// what to do.
+func TestLocalModeRootUnconstrained(t *testing.T) {
+	m := newTestManager(t, Config{CacheDir: t.TempDir(), Local: true})
+	root := readCert(t, m.LocalRootPath())
+	if len(root.PermittedDNSDomains) != 0 || len(root.PermittedIPRanges) != 0 {
+		t.Errorf("Local root has name constraints %q %v, want none", root.PermittedDNSDomains, root.PermittedIPRanges)
+	}
+	m.SetHosts([]string{"www.example.com", "127.0.0.2"})
+	for _, name := range []string{"www.example.com", "127.0.0.2"} {
+		if _, err := m.GetCertificate(ecdsaHello(name)); err != nil {
+			t.Errorf("%s from the Local root: %v", name, err)
+		}
+	}
+
+	dir := t.TempDir()
+	acmeMode := newTestManager(t, Config{CacheDir: dir})
+	if _, err := acmeMode.EnsureLocalCA(); err != nil {
+		t.Fatal(err)
+	}
+	local := newTestManager(t, Config{CacheDir: dir, Local: true})
+	local.SetHosts([]string{"www.example.com", "app.localhost"})
+	if _, err := local.GetCertificate(ecdsaHello("app.localhost")); err != nil {
+		t.Errorf("app.localhost from a constrained root: %v", err)
+	}
+	if _, err := local.GetCertificate(ecdsaHello("www.example.com")); err == nil || !strings.Contains(err.Error(), "delete") {
+		t.Errorf("www.example.com from a constrained root: %v, want an error saying to delete the root", err)
 	}
 }
 

@@ -160,12 +160,6 @@ func (m *Manager) maintainPass() time.Time {
 // keys that has none yet or whose Retry-After has passed, if the CA has
 // ARI.
 func (m *Manager) refreshARI(keys []certKey) {
-	ctx, cancel := context.WithTimeout(m.ctx, ariFetchTimeout)
-	base, err := m.issuer.renewalInfoURL(ctx)
-	cancel()
-	if err != nil || base == "" {
-		return // no ARI, or the directory is unreachable: the next pass tries again
-	}
 	type due struct {
 		k    certKey
 		leaf *x509.Certificate
@@ -184,6 +178,15 @@ func (m *Manager) refreshARI(keys []certKey) {
 		}
 	}
 	m.mu.Unlock()
+	if len(todo) == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(m.ctx, ariFetchTimeout)
+	base, err := m.issuer.renewalInfoURL(ctx)
+	cancel()
+	if err != nil || base == "" {
+		return // no ARI, or the directory is unreachable: the next pass tries again
+	}
 	for _, d := range todo {
 		ctx, cancel := context.WithTimeout(m.ctx, ariFetchTimeout)
 		st, err := m.fetchARI(ctx, d.leaf, d.prev, now)
