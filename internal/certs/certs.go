@@ -74,8 +74,9 @@ type Config struct {
 	// new order placed, a CSR sent to finalize one, an order that failed.
 	// It must not block.
 	OnACMEEvent func(ACMEEvent)
-	// Storage keeps the certificates and the ACME account key; nil means
-	// a DirStorage on CacheDir. The local CA stays in CacheDir.
+	// Storage keeps the certificates, the ACME account key and the local
+	// CA; nil means a DirStorage on CacheDir. The local root certificate
+	// is also written to CacheDir/local-ca/root.pem for clients to trust.
 	Storage Storage
 
 	clock clock // nil: the wall clock; a test seam
@@ -148,7 +149,7 @@ func New(cfg Config) (*Manager, error) {
 		local:   cfg.Local,
 		clock:   clk,
 		storage: storage,
-		ca:      newLocalCA(cfg.CacheDir),
+		ca:      newLocalCA(cfg.CacheDir, storage),
 		entries: make(map[certKey]*entry),
 		wake:    make(chan struct{}, 1),
 		ctx:     ctx,

@@ -2,6 +2,7 @@ package certs
 
 import (
 	"bytes"
+	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -9,6 +10,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"errors"
+	"io/fs"
 	"math/big"
 	"net/http"
 	"net/http/httptest"
@@ -90,7 +92,7 @@ func TestLocalCARootCreatedAndReloaded(t *testing.T) {
 func TestLocalCABadRootFiles(t *testing.T) {
 	otherKey := func(t *testing.T, dir string) {
 		// A valid key that does not belong to the root.
-		ca := newLocalCA(t.TempDir())
+		ca := newLocalCA(t.TempDir(), nil)
 		if _, _, err := ca.ensureRoot(); err != nil {
 			t.Fatal(err)
 		}
@@ -411,5 +413,43 @@ func TestLocalModeRefusesChallenge(t *testing.T) {
 	hello.SupportedProtos = []string{"acme-tls/1"}
 	if _, err := m.GetCertificate(hello); err == nil || !strings.Contains(err.Error(), "ACME is off") {
 		t.Errorf("tls-alpn-01 hello in local mode: got %v, want an \"ACME is off\" error", err)
+	}
+}
+
+// TestLocalCAInStorage: the local CA lives in Storage; two Managers with
+// their own cache directories sharing one Storage (as fleet nodes would)
+// use one root, whose public copy each writes to its cache directory.
+func TestLocalCAInStorage(t *testing.T) {
+	shared := NewDirStorage(t.TempDir())
+	dirA, dirB := t.TempDir(), t.TempDir()
+	a := newTestManager(t, Config{CacheDir: dirA, Local: true, Storage: shared})
+	b := newTestManager(t, Config{CacheDir: dirB, Local: true, Storage: shared})
+	ctx := context.Background()
+	if _, err := shared.Get(ctx, "local-ca/root-key.pem"); err != nil {
+		t.Fatalf("root key not in the Storage: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(dirA, "local-ca", "root-key.pem")); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("root key written to the cache directory too (%v), want it in the Storage only", err)
+	}
+	rootA, rootB := readCert(t, a.LocalRootPath()), readCert(t, b.LocalRootPath())
+	if !rootA.Equal(rootB) {
+		t.Error("two Managers sharing a Storage made two roots")
+	}
+	for _, p := range []string{a.LocalRootPath(), b.LocalRootPath()} {
+		fi, err := os.Stat(p)
+		if err != nil {
+			t.Fatalf("public root copy: %v", err)
+		}
+		if fi.Mode().Perm() != 0o644 {
+			t.Errorf("public root copy %s has mode %v, want 0644", p, fi.Mode().Perm())
+		}
+	}
+	b.SetHosts([]string{"app.localhost"})
+	c, err := b.GetCertificate(ecdsaHello("app.localhost"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := verifyChain(c.Certificate, "app.localhost", readRoots(t, a.LocalRootPath())); err != nil {
+		t.Errorf("b's leaf does not verify against a's root: %v", err)
 	}
 }
