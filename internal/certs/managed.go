@@ -226,11 +226,13 @@ func (m *Manager) runOrder(ctx context.Context, k certKey, e *entry, f *flight, 
 	m.poke()
 }
 
-// issue obtains a certificate for k under k's Storage lock and stores it.
+// issue obtains a certificate for k under the Storage lock of k's host
+// (one lock for its ECDSA and RSA certificates, whose tls-alpn-01 answers
+// share the name) and stores it.
 // A valid certificate in Storage that differs from current and is not due
 // (another process renewed it) is adopted instead of ordering.
 func (m *Manager) issue(ctx context.Context, k certKey, current *tls.Certificate, replaces string) (c *tls.Certificate, adopted bool, err error) {
-	lock := "issue/" + k.storageKey()
+	lock := "issue/" + k.host
 	if err := m.storage.Lock(ctx, lock); err != nil {
 		return nil, false, err
 	}
