@@ -126,6 +126,26 @@ func (m *Manager) fetchARI(ctx context.Context, leaf *x509.Certificate, prev *ar
 	if resp.StatusCode != http.StatusOK {
 		return nil, fmt.Errorf("fetching renewal info: %s: %s", resp.Status, bytes.TrimSpace(body[:min(len(body), 200)]))
 	}
+	start, end, explanation, err := parseRenewalInfo(body)
+	if err != nil {
+		return nil, err
+	}
+	st := &ariState{
+		certID: id, start: start, end: end,
+		explanation: explanation,
+		nextFetch:   now.Add(ariRetryAfter(resp.Header.Get("Retry-After"), now)),
+	}
+	if prev != nil && prev.certID == id && prev.start.Equal(start) && prev.end.Equal(end) && !prev.selected.IsZero() {
+		st.selected = prev.selected
+	} else {
+		st.selected = start.Add(mrand.N(end.Sub(start))) // #nosec G404 -- spreading renewals, not a secret
+	}
+	return st, nil
+}
+
+// parseRenewalInfo decodes a renewalInfo response (RFC 9773 §4.2); a
+// window whose end is not after its start is an error.
+func parseRenewalInfo(body []byte) (start, end time.Time, explanation string, err error) {
 	var v struct {
 		SuggestedWindow struct {
 			Start time.Time `json:"start"`
@@ -134,23 +154,13 @@ func (m *Manager) fetchARI(ctx context.Context, leaf *x509.Certificate, prev *ar
 		ExplanationURL string `json:"explanationURL"`
 	}
 	if err := json.Unmarshal(body, &v); err != nil {
-		return nil, fmt.Errorf("decoding renewal info: %w", err)
+		return time.Time{}, time.Time{}, "", fmt.Errorf("decoding renewal info: %w", err)
 	}
 	w := v.SuggestedWindow
 	if !w.Start.Before(w.End) {
-		return nil, fmt.Errorf("renewal info window [%s, %s] is empty", w.Start.Format(time.RFC3339), w.End.Format(time.RFC3339))
+		return time.Time{}, time.Time{}, "", fmt.Errorf("renewal info window [%s, %s] is empty", w.Start.Format(time.RFC3339), w.End.Format(time.RFC3339))
 	}
-	st := &ariState{
-		certID: id, start: w.Start, end: w.End,
-		explanation: v.ExplanationURL,
-		nextFetch:   now.Add(ariRetryAfter(resp.Header.Get("Retry-After"), now)),
-	}
-	if prev != nil && prev.certID == id && prev.start.Equal(w.Start) && prev.end.Equal(w.End) && !prev.selected.IsZero() {
-		st.selected = prev.selected
-	} else {
-		st.selected = w.Start.Add(mrand.N(w.End.Sub(w.Start))) // #nosec G404 -- spreading renewals, not a secret
-	}
-	return st, nil
+	return w.Start, w.End, v.ExplanationURL, nil
 }
 
 // ariRetryAfter parses a Retry-After value (seconds or an HTTP date) and
