@@ -28,6 +28,7 @@ type runArgs struct {
 	TLSSessionTickets bool `flag:"tls-session-tickets,resume TLS sessions by ticket on every listener (keys rotated every 12h, tickets accepted for 24h; off by default, as Go advertises 7-day tickets to TLS 1.3 clients)"`
 
 	AllowMisdirected bool `flag:"allow-misdirected,serve an HTTPS request whose Host is another mapped host than the TLS server name (SNI) instead of answering 421, for HTTP/2 connection coalescing"`
+	ReadyStrict      bool `flag:"ready-strict,make /health/ready fail when any mapped name lacks a valid certificate (by default only when every name does; the others are listed as warnings)"`
 
 	MaxHeaderBytes        int  `flag:"max-header-bytes,most bytes of HTTPS request headers, request line included (HTTP/1.1: 431; HTTP/2: advertised as SETTINGS_MAX_HEADER_LIST_SIZE, 431)"`
 	MaxHeaders            int  `flag:"max-headers,most HTTPS request header fields; more get 431"`

@@ -134,6 +134,7 @@ func (env runEnv) run(ctx context.Context, args []string) error {
 	tlspolicy.SetSessionTickets(a.TLSSessionTickets)
 	cm, err := certs.New(certs.Config{
 		OnACMEOrder:  metrics.ACMEOrder,
+		OnACMEEvent:  metrics.ACMEEvent,
 		CacheDir:     a.Cache,
 		DirectoryURL: directory,
 		Local:        local,
@@ -258,7 +259,7 @@ func (env runEnv) run(ctx context.Context, args []string) error {
 					if !serving.Load() {
 						p = append(p, admin.Problem{What: "listener", Detail: "listeners not serving yet"})
 					}
-					return append(p, admin.CertProblems(cm.Status(), time.Now(), admin.DefaultMinValidity)...)
+					return append(p, admin.CertReadiness(cm.Status(), time.Now(), admin.DefaultMinValidity, a.ReadyStrict)...)
 				},
 			}),
 			ReadHeaderTimeout: readHeaderTimeout,

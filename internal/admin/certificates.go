@@ -34,6 +34,8 @@ type certificateRow struct {
 	DaysLeft    *int       `json:"days_left,omitempty"`
 	LastAttempt *time.Time `json:"last_attempt,omitempty"`
 	LastError   string     `json:"last_error,omitempty"`
+	Failures    int        `json:"failures,omitempty"`
+	NextAttempt *time.Time `json:"next_attempt,omitempty"`
 }
 
 // certificatesBody is the JSON of /certificates.
@@ -52,6 +54,7 @@ func certificateRows(st []certs.Status, now time.Time, minValid time.Duration) [
 			Issuer:    s.Issuer,
 			Local:     s.Local,
 			LastError: s.LastError,
+			Failures:  s.Failures,
 		}
 		if !s.NotAfter.IsZero() {
 			na := s.NotAfter.UTC()
@@ -69,6 +72,10 @@ func certificateRows(st []certs.Status, now time.Time, minValid time.Duration) [
 		if !s.LastAttempt.IsZero() {
 			la := s.LastAttempt.UTC()
 			row.LastAttempt = &la
+		}
+		if !s.NextAttempt.IsZero() {
+			na := s.NextAttempt.UTC()
+			row.NextAttempt = &na
 		}
 		rows = append(rows, row)
 	}

@@ -24,7 +24,7 @@ var (
 	testNow      = time.Date(2026, 3, 10, 12, 0, 0, 0, time.UTC)
 	testStatuses = []certs.Status{
 		{Host: "a.example.test", Issuer: "Pebble Intermediate CA", NotAfter: testNow.Add(60*24*time.Hour + time.Hour), LastAttempt: testNow.Add(-30 * 24 * time.Hour)},
-		{Host: "b.example.test", LastError: `acme: <b>403</b> "unauthorized"`, LastAttempt: testNow.Add(-time.Minute)},
+		{Host: "b.example.test", LastError: `acme: <b>403</b> "unauthorized"`, LastAttempt: testNow.Add(-time.Minute), Failures: 2, NextAttempt: testNow.Add(3 * time.Minute)},
 		{Host: "app.localhost", Issuer: "leproxy local CA", Local: true, NotAfter: testNow.Add(12 * time.Hour), LastAttempt: testNow},
 		{Host: "old.example.test", Issuer: "Pebble Intermediate CA", NotAfter: testNow.Add(-36 * time.Hour)},
 	}
@@ -60,6 +60,8 @@ func TestCertificatesJSON(t *testing.T) {
 		DaysLeft    *int       `json:"days_left"`
 		LastAttempt *time.Time `json:"last_attempt"`
 		LastError   string     `json:"last_error"`
+		Failures    int        `json:"failures"`
+		NextAttempt *time.Time `json:"next_attempt"`
 	}
 	var body struct {
 		Now          time.Time `json:"now"`
@@ -97,6 +99,9 @@ func TestCertificatesJSON(t *testing.T) {
 		}
 		if s.LastAttempt.IsZero() != (r.LastAttempt == nil) || (r.LastAttempt != nil && !r.LastAttempt.Equal(s.LastAttempt)) {
 			t.Errorf("row %d: got last_attempt %v, want %v", i, r.LastAttempt, s.LastAttempt)
+		}
+		if s.NextAttempt.IsZero() != (r.NextAttempt == nil) || (r.NextAttempt != nil && !r.NextAttempt.Equal(s.NextAttempt)) || r.Failures != s.Failures {
+			t.Errorf("row %d: got next_attempt %v failures %d, want %v %d", i, r.NextAttempt, r.Failures, s.NextAttempt, s.Failures)
 		}
 	}
 }
@@ -163,8 +168,8 @@ func TestCertificatesPageChromium(t *testing.T) {
 	wantStates := []string{"ok", "missing", "expiring", "expired"}
 	for i, s := range testStatuses {
 		cells := rows[i]
-		if len(cells) != 7 {
-			t.Errorf("row %d: got %d cells, want 7: %q", i, len(cells), cells)
+		if len(cells) != 9 {
+			t.Errorf("row %d: got %d cells, want 9: %q", i, len(cells), cells)
 			continue
 		}
 		if cells[0] != s.Host || cells[1] != wantStates[i] || cells[6] != s.LastError {
@@ -173,6 +178,9 @@ func TestCertificatesPageChromium(t *testing.T) {
 	}
 	if got, want := rows[0][3], "2026-05-09 13:00 UTC"; got != want {
 		t.Errorf("row 0 not after: got %q, want %q", got, want)
+	}
+	if got, want := rows[1][7]+" "+rows[1][8], "2 2026-03-10 12:03 UTC"; got != want {
+		t.Errorf("row 1 failures and next attempt: got %q, want %q", got, want)
 	}
 	if got, want := rows[2][2], "leproxy local CA (local CA)"; got != want {
 		t.Errorf("row 2 issuer: got %q, want %q", got, want)

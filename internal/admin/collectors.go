@@ -156,7 +156,7 @@ func (c *tcpCollector) Collect(ch chan<- prometheus.Metric) {
 type certCollector struct {
 	status atomic.Pointer[func() []certs.Status]
 
-	notAfter, lastAttempt, lastError *prometheus.Desc
+	notAfter, lastAttempt, lastError, nextAttempt, failures *prometheus.Desc
 }
 
 func (c *certCollector) init() {
@@ -167,6 +167,10 @@ func (c *certCollector) init() {
 		"Unix time a certificate for a host was last obtained or failed to be; absent before the first attempt.", host, nil)
 	c.lastError = prometheus.NewDesc(namespace+"_certificate_last_error",
 		"1 if the last attempt to obtain a certificate for a host failed, else 0.", host, nil)
+	c.nextAttempt = prometheus.NewDesc(namespace+"_certificate_next_attempt_timestamp_seconds",
+		"Unix time of the next renewal or retry the certificate manager has scheduled for a host; absent when none is.", host, nil)
+	c.failures = prometheus.NewDesc(namespace+"_certificate_failures",
+		"Failed certificate orders for a host since its last success.", host, nil)
 }
 
 // Describe implements prometheus.Collector.
@@ -174,6 +178,8 @@ func (c *certCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.notAfter
 	ch <- c.lastAttempt
 	ch <- c.lastError
+	ch <- c.nextAttempt
+	ch <- c.failures
 }
 
 // Collect implements prometheus.Collector. A host listed twice is exported
@@ -200,5 +206,9 @@ func (c *certCollector) Collect(ch chan<- prometheus.Metric) {
 			failed = 1
 		}
 		ch <- prometheus.MustNewConstMetric(c.lastError, prometheus.GaugeValue, failed, s.Host)
+		if !s.NextAttempt.IsZero() {
+			ch <- prometheus.MustNewConstMetric(c.nextAttempt, prometheus.GaugeValue, unixSeconds(s.NextAttempt), s.Host)
+		}
+		ch <- prometheus.MustNewConstMetric(c.failures, prometheus.GaugeValue, float64(s.Failures), s.Host)
 	}
 }

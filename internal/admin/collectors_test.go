@@ -104,7 +104,7 @@ func TestCertCollector(t *testing.T) {
 	m.SetCertStatus(func() []certs.Status {
 		return []certs.Status{
 			{Host: "a.example.test", Issuer: "Pebble Intermediate", NotAfter: notAfter, LastAttempt: attempt},
-			{Host: "b.example.test", LastError: "acme: rate limited", LastAttempt: attempt.Add(time.Minute)},
+			{Host: "b.example.test", LastError: "acme: rate limited", LastAttempt: attempt.Add(time.Minute), Failures: 3, NextAttempt: attempt.Add(time.Hour)},
 			{Host: "c.example.test"},
 			{Host: "a.example.test", NotAfter: notAfter.Add(time.Hour)}, // a duplicate: ignored
 		}
@@ -116,6 +116,10 @@ func TestCertCollector(t *testing.T) {
 	wantAbsent(t, mfs, "leproxy_certificate_not_after_seconds", host("c.example.test"))
 	wantValue(t, mfs, "leproxy_certificate_last_attempt_timestamp_seconds", host("a.example.test"), float64(attempt.Unix()))
 	wantValue(t, mfs, "leproxy_certificate_last_attempt_timestamp_seconds", host("b.example.test"), float64(attempt.Add(time.Minute).Unix()))
+	wantValue(t, mfs, "leproxy_certificate_next_attempt_timestamp_seconds", host("b.example.test"), float64(attempt.Add(time.Hour).Unix()))
+	wantValue(t, mfs, "leproxy_certificate_failures", host("b.example.test"), 3)
+	wantValue(t, mfs, "leproxy_certificate_failures", host("a.example.test"), 0)
+	wantAbsent(t, mfs, "leproxy_certificate_next_attempt_timestamp_seconds", host("a.example.test"))
 	wantAbsent(t, mfs, "leproxy_certificate_last_attempt_timestamp_seconds", host("c.example.test"))
 	wantValue(t, mfs, "leproxy_certificate_last_error", host("a.example.test"), 0)
 	wantValue(t, mfs, "leproxy_certificate_last_error", host("b.example.test"), 1)

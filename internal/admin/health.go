@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"math"
 	"net/http"
+	"slices"
 	"time"
 
 	"github.com/leproxy/leproxy/internal/certs"
@@ -25,11 +26,31 @@ type Problem struct {
 	Host string `json:"host,omitempty"`
 	// Detail says what is wrong, for a human.
 	Detail string `json:"detail"`
+	// Warning marks a problem that is listed but does not make leproxy
+	// not ready (see CertReadiness).
+	Warning bool `json:"warning,omitempty"`
+}
+
+// CertReadiness returns CertProblems(st, now, minValid) as readiness sees
+// them: with strict, or when every host has a problem, each one makes
+// leproxy not ready; otherwise they are warnings, so one failing name does
+// not take every other out of service.
+func CertReadiness(st []certs.Status, now time.Time, minValid time.Duration, strict bool) []Problem {
+	p := CertProblems(st, now, minValid)
+	if !strict && len(p) < len(st) {
+		for i := range p {
+			p[i].Warning = true
+		}
+	}
+	return p
 }
 
 // CertProblems returns a Problem for every host in st that has no
-// certificate, or one that expires less than minValid after now (expired
-// included). A last error, if any, is added to the detail.
+// certificate, or one that is past its own emergency line: less than a
+// tenth of its lifetime (NotAfter-NotBefore) left, by when renewal should
+// long have happened (expired included). A status without NotBefore is
+// judged by minValid instead. A last error, if any, is added to the
+// detail, and the next attempt.
 func CertProblems(st []certs.Status, now time.Time, minValid time.Duration) []Problem {
 	var out []Problem
 	for _, s := range st {
@@ -46,6 +67,9 @@ func CertProblems(st []certs.Status, now time.Time, minValid time.Duration) []Pr
 		}
 		if s.LastError != "" {
 			detail += "; last error: " + s.LastError
+		}
+		if !s.NextAttempt.IsZero() {
+			detail += "; next attempt " + s.NextAttempt.UTC().Format(time.RFC3339)
 		}
 		out = append(out, Problem{What: "certificate", Host: s.Host, Detail: detail})
 	}
@@ -78,14 +102,15 @@ func liveHandler(w http.ResponseWriter, _ *http.Request) {
 	fmt.Fprintln(w, "ok")
 }
 
-// readyHandler answers 200 {"ready":true} when ready reports no problem,
-// else 503 with the problems. A nil ready is always ready.
+// readyHandler answers 200 {"ready":true} when ready reports no problem
+// but warnings, else 503; the problems, warnings included, are listed. A
+// nil ready is always ready.
 func readyHandler(ready func() []Problem, logger *slog.Logger) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		body := readyBody{Ready: true}
 		if ready != nil {
 			body.Problems = ready()
-			body.Ready = len(body.Problems) == 0
+			body.Ready = !slices.ContainsFunc(body.Problems, func(p Problem) bool { return !p.Warning })
 		}
 		code := http.StatusOK
 		if !body.Ready {
@@ -110,11 +135,15 @@ func writeJSON(w http.ResponseWriter, r *http.Request, code int, v any, logger *
 }
 
 // LocalMinValidity replaces the minimum validity for certificates of the
-// local CA: they live a week and are renewed with a third of it left, so
-// the seven days asked of ACME certificates would never hold.
+// local CA whose lifetime is not known: they live a week and are renewed
+// with a third of it left, so the seven days asked of ACME certificates
+// would never hold.
 const LocalMinValidity = 24 * time.Hour
 
 func minValidFor(s certs.Status, minValid time.Duration) time.Duration {
+	if !s.NotBefore.IsZero() && s.NotBefore.Before(s.NotAfter) {
+		return s.NotAfter.Sub(s.NotBefore) / 10
+	}
 	if s.Local && minValid > LocalMinValidity {
 		return LocalMinValidity
 	}

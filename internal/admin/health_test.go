@@ -25,12 +25,12 @@ func TestCertProblems(t *testing.T) {
 		{Host: "expired.example.test", NotAfter: now.Add(-time.Hour)},
 	}
 	want := []Problem{
-		{"certificate", "missing.example.test", "no certificate yet"},
-		{"certificate", "failing.example.test", "no certificate yet; last error: acme: unauthorized"},
-		{"certificate", "days.example.test", "certificate expires in 3 days (2026-03-13T17:00:00Z)"},
-		{"certificate", "hours.example.test", "certificate expires in 5 hours (2026-03-10T17:30:00Z); last error: dns timeout"},
-		{"certificate", "minutes.example.test", "certificate expires in 90 minutes (2026-03-10T13:30:00Z)"},
-		{"certificate", "expired.example.test", "certificate expired 2026-03-10T11:00:00Z"},
+		{What: "certificate", Host: "missing.example.test", Detail: "no certificate yet"},
+		{What: "certificate", Host: "failing.example.test", Detail: "no certificate yet; last error: acme: unauthorized"},
+		{What: "certificate", Host: "days.example.test", Detail: "certificate expires in 3 days (2026-03-13T17:00:00Z)"},
+		{What: "certificate", Host: "hours.example.test", Detail: "certificate expires in 5 hours (2026-03-10T17:30:00Z); last error: dns timeout"},
+		{What: "certificate", Host: "minutes.example.test", Detail: "certificate expires in 90 minutes (2026-03-10T13:30:00Z)"},
+		{What: "certificate", Host: "expired.example.test", Detail: "certificate expired 2026-03-10T11:00:00Z"},
 	}
 	got := CertProblems(st, now, DefaultMinValidity)
 	if !reflect.DeepEqual(got, want) {
@@ -155,5 +155,70 @@ func TestCertProblemsLocalCertificates(t *testing.T) {
 	got := CertProblems(st, now, DefaultMinValidity)
 	if len(got) != 2 || got[0].Host != "b.localhost" || got[1].Host != "c.example.com" {
 		t.Errorf("got %+v, want problems for b.localhost (local, under a day) and c.example.com (ACME, under 7 days)", got)
+	}
+}
+
+// TestCertProblemsOwnSchedule: a certificate whose lifetime is known is
+// judged by it (a problem with less than a tenth of it left), not by the
+// fixed minimum validity: a 6-day certificate with 2 days left is fine.
+func TestCertProblemsOwnSchedule(t *testing.T) {
+	now := time.Date(2026, 3, 10, 12, 0, 0, 0, time.UTC)
+	day := 24 * time.Hour
+	st := []certs.Status{
+		{Host: "short-ok.example.test", NotBefore: now.Add(-4 * day), NotAfter: now.Add(2 * day)},
+		{Host: "short-late.example.test", NotBefore: now.Add(-6*day + 10*time.Hour), NotAfter: now.Add(10 * time.Hour),
+			LastError: "acme: unauthorized", NextAttempt: now.Add(time.Minute)},
+		{Host: "long-late.example.test", NotBefore: now.Add(-82 * day), NotAfter: now.Add(8 * day)},
+		{Host: "long-ok.example.test", NotBefore: now.Add(-80 * day), NotAfter: now.Add(10 * day)},
+	}
+	want := []Problem{
+		{What: "certificate", Host: "short-late.example.test", Detail: "certificate expires in 10 hours (2026-03-10T22:00:00Z); last error: acme: unauthorized; next attempt 2026-03-10T12:01:00Z"},
+		{What: "certificate", Host: "long-late.example.test", Detail: "certificate expires in 8 days (2026-03-18T12:00:00Z)"},
+	}
+	if got := CertProblems(st, now, DefaultMinValidity); !reflect.DeepEqual(got, want) {
+		t.Errorf("got problems\n%v\nwant\n%v", got, want)
+	}
+}
+
+// TestCertReadiness: one failing name is a warning (ready) unless strict;
+// every name failing is not ready either way.
+func TestCertReadiness(t *testing.T) {
+	now := time.Date(2026, 3, 10, 12, 0, 0, 0, time.UTC)
+	good := certs.Status{Host: "good.example.test", NotAfter: now.Add(60 * 24 * time.Hour)}
+	bad := certs.Status{Host: "bad.example.test", LastError: "acme: unauthorized"}
+	tests := []struct {
+		name      string
+		st        []certs.Status
+		strict    bool
+		wantReady bool
+		wantN     int
+	}{
+		{name: "one of two failing", st: []certs.Status{good, bad}, wantReady: true, wantN: 1},
+		{name: "one of two failing, strict", st: []certs.Status{good, bad}, strict: true, wantReady: false, wantN: 1},
+		{name: "all failing", st: []certs.Status{bad}, wantReady: false, wantN: 1},
+		{name: "none failing", st: []certs.Status{good}, strict: true, wantReady: true, wantN: 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p := CertReadiness(tt.st, now, DefaultMinValidity, tt.strict)
+			rec := httptest.NewRecorder()
+			NewHandler(HandlerOptions{Ready: func() []Problem { return p }}).ServeHTTP(rec, httptest.NewRequest("GET", "/health/ready", nil))
+			var b readyBody
+			if err := json.Unmarshal(rec.Body.Bytes(), &b); err != nil {
+				t.Fatal(err)
+			}
+			wantCode := http.StatusOK
+			if !tt.wantReady {
+				wantCode = http.StatusServiceUnavailable
+			}
+			if rec.Code != wantCode || b.Ready != tt.wantReady || len(b.Problems) != tt.wantN {
+				t.Errorf("got %d %s, want %d ready=%v with %d problems", rec.Code, rec.Body, wantCode, tt.wantReady, tt.wantN)
+			}
+			for _, pr := range b.Problems {
+				if pr.Host != "bad.example.test" || pr.Warning != tt.wantReady {
+					t.Errorf("problem %+v, want bad.example.test with warning %v", pr, tt.wantReady)
+				}
+			}
+		})
 	}
 }

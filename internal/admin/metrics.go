@@ -57,6 +57,8 @@ type Metrics struct {
 	acmeOrders   *prometheus.CounterVec
 	acmeFailures *prometheus.CounterVec
 
+	acmeNewOrders, acmeFinalizations, acmeStepFailures *prometheus.CounterVec
+
 	tcp   tcpCollector
 	certs certCollector
 }
@@ -124,6 +126,21 @@ func newMetrics(now func() time.Time) *Metrics {
 			Name:      "acme_order_failures_total",
 			Help:      "ACME certificate orders that failed, by host.",
 		}, []string{"host"}),
+		acmeNewOrders: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace,
+			Name:      "acme_new_orders_total",
+			Help:      "ACME newOrder requests the CA accepted (one per challenge type tried), by issuer (directory URL).",
+		}, []string{"issuer"}),
+		acmeFinalizations: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace,
+			Name:      "acme_finalizations_total",
+			Help:      "ACME orders finalized (CSR sent), by issuer.",
+		}, []string{"issuer"}),
+		acmeStepFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace,
+			Name:      "acme_failures_total",
+			Help:      "ACME certificate orders that failed, by issuer and the last challenge type tried (empty: failed before a challenge).",
+		}, []string{"issuer", "challenge"}),
 	}
 	m.tcp.init()
 	m.certs.init()
@@ -140,6 +157,7 @@ func newMetrics(now func() time.Time) *Metrics {
 		m.reloads, m.lastReloadSuccess, m.lastReloadOK,
 		m.tlsHandshakes, m.tlsFailures,
 		m.acmeOrders, m.acmeFailures,
+		m.acmeNewOrders, m.acmeFinalizations, m.acmeStepFailures,
 		&m.tcp, &m.certs,
 	)
 	m.handler = promhttp.InstrumentMetricHandler(m.reg, promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{
@@ -226,6 +244,24 @@ func (m *Metrics) ACMEOrder(host string, err error) {
 	failures := m.acmeFailures.WithLabelValues(host)
 	if err != nil {
 		failures.Inc()
+	}
+}
+
+// ACMEEvent counts one step of an ACME order (certs.Config.OnACMEEvent):
+// leproxy_acme_new_orders_total, leproxy_acme_finalizations_total,
+// leproxy_acme_failures_total.
+func (m *Metrics) ACMEEvent(ev certs.ACMEEvent) {
+	if m == nil {
+		return
+	}
+	switch ev.Kind {
+	case certs.ACMEOrderPlaced:
+		m.acmeNewOrders.WithLabelValues(ev.Issuer).Inc()
+		m.acmeFinalizations.WithLabelValues(ev.Issuer) // present at 0
+	case certs.ACMEFinalized:
+		m.acmeFinalizations.WithLabelValues(ev.Issuer).Inc()
+	case certs.ACMEFailed:
+		m.acmeStepFailures.WithLabelValues(ev.Issuer, ev.Challenge).Inc()
 	}
 }
 

@@ -7,6 +7,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/leproxy/leproxy/internal/certs"
 )
 
 // fakeClock is a settable time source.
@@ -73,6 +75,12 @@ func TestEventCounters(t *testing.T) {
 	m.ACMEOrder("b.example.test", errors.New("rate limited"))
 	m.BackendError("a.example.test")
 	m.BackendError("a.example.test")
+	const le = "https://acme.example/dir"
+	m.ACMEEvent(certs.ACMEEvent{Kind: certs.ACMEOrderPlaced, Issuer: le, Host: "a.example.test", Challenge: "tls-alpn-01"})
+	m.ACMEEvent(certs.ACMEEvent{Kind: certs.ACMEOrderPlaced, Issuer: le, Host: "a.example.test", Challenge: "http-01"})
+	m.ACMEEvent(certs.ACMEEvent{Kind: certs.ACMEFinalized, Issuer: le, Host: "a.example.test", Challenge: "http-01"})
+	m.ACMEEvent(certs.ACMEEvent{Kind: certs.ACMEFailed, Issuer: le, Host: "b.example.test", Challenge: "http-01"})
+	m.ACMEEvent(certs.ACMEEvent{Kind: certs.ACMEFailed, Issuer: le, Host: "b.example.test"})
 
 	mfs := scrape(t, m)
 	tests := []struct {
@@ -89,6 +97,10 @@ func TestEventCounters(t *testing.T) {
 		{"leproxy_acme_orders_total", map[string]string{"host": "b.example.test"}, 2},
 		{"leproxy_acme_order_failures_total", map[string]string{"host": "b.example.test"}, 2},
 		{"leproxy_http_backend_errors_total", map[string]string{"host": "a.example.test"}, 2},
+		{"leproxy_acme_new_orders_total", map[string]string{"issuer": le}, 2},
+		{"leproxy_acme_finalizations_total", map[string]string{"issuer": le}, 1},
+		{"leproxy_acme_failures_total", map[string]string{"issuer": le, "challenge": "http-01"}, 1},
+		{"leproxy_acme_failures_total", map[string]string{"issuer": le, "challenge": ""}, 1},
 	}
 	for _, tt := range tests {
 		wantValue(t, mfs, tt.name, tt.labels, tt.want)

@@ -1,11 +1,20 @@
 // Package certs is leproxy's one certificate manager. It obtains and renews
-// certificates by ACME (tls-alpn-01 and http-01), issues certificates for
+// certificates by ACME (tls-alpn-01 and http-01) with its own client on
+// golang.org/x/crypto/acme, keeps them in a Storage (autocert's cache
+// format on disk), issues certificates for
 // localhost and names under .localhost (every name, with Config.Local) from
 // a local CA kept in the cache directory, and serves them to every
 // listener, so a host name has one certificate whichever port it is used on.
 //
 // Only names on the allow-list (SetHosts) ever get a certificate; no other
 // name ever starts an ACME order.
+//
+// One maintenance goroutine renews each certificate when a third of its
+// lifetime is left and retries a failed order with exponential backoff
+// (1 minute doubling to 6 hours, with jitter); there is never more than
+// one order in flight per certificate. A certificate is served until it
+// expires whatever the CA answers. Every order's outcome is logged and
+// shows in Status.
 package certs
 
 import (
@@ -15,18 +24,14 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/http"
 	"os"
 	"slices"
-	"strings"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"github.com/leproxy/leproxy/internal/hostname"
 	"github.com/leproxy/leproxy/internal/tlspolicy"
 	"golang.org/x/crypto/acme"
-	"golang.org/x/crypto/acme/autocert"
 )
 
 // ErrNoServerName is returned by GetCertificate for a client that sent no
@@ -61,32 +66,60 @@ type Config struct {
 	// failed; nil discards them.
 	Logger *slog.Logger
 	// OnACMEOrder, if set, is called once for each certificate ACME
-	// issued (err nil) and each failed attempt (err set), for metrics.
+	// issued (err nil) and each failed order (err set), for metrics; not
+	// for certificates loaded from Storage, nor for orders cut short by
+	// Close or by the host leaving the allow-list.
 	OnACMEOrder func(host string, err error)
+	// OnACMEEvent, if set, is called for each ACME step, for metrics: a
+	// new order placed, a CSR sent to finalize one, an order that failed.
+	// It must not block.
+	OnACMEEvent func(ACMEEvent)
+	// Storage keeps the certificates, the ACME account key and the local
+	// CA; nil means a DirStorage on CacheDir. The local root certificate
+	// is also written to CacheDir/local-ca/root.pem for clients to trust.
+	Storage Storage
+
+	clock clock // nil: the wall clock; a test seam
+	noARI bool  // never ask the CA for renewal info; a test seam
 }
 
 // Manager serves certificates for the names on its allow-list. Its methods
-// are safe for concurrent use.
+// are safe for concurrent use. It owns one maintenance goroutine (renewals
+// and retries) and the orders in flight; Close stops them.
 type Manager struct {
 	log   *slog.Logger
 	local bool // every name from the local CA
-	now   func() time.Time
+	clock clock
 
-	hosts  atomic.Pointer[hostSet]
-	setMu  sync.Mutex // serializes SetHosts
-	acme   *autocert.Manager
-	cache  *observedCache
-	ca     *localCA
-	status statusBook
+	hosts   atomic.Pointer[hostSet]
+	setMu   sync.Mutex // serializes SetHosts
+	storage Storage
+	issuer  *issuer
+	ca      *localCA
+	status  statusBook // local CA certificates
+
+	challenges challenges
+	http01     atomic.Bool // HTTPHandler was called: offer http-01
+
+	mu      sync.Mutex // guards entries and closed
+	entries map[certKey]*entry
+	closed  bool
+
+	wake   chan struct{} // pokes the maintenance loop
+	passes atomic.Int64  // maintenance passes done, for tests
 
 	onACMEOrder func(host string, err error)
+	onACMEEvent func(ACMEEvent)
 
-	close     context.CancelFunc // ends every ACME request
+	ctx       context.Context // ends with Close
+	cancel    context.CancelFunc
+	wg        sync.WaitGroup // the maintenance loop and the orders
 	closeOnce sync.Once
 }
 
 // New checks the cache directory, loads the local CA if it exists (creating
-// it when cfg.Local is set) and returns a Manager with an empty allow-list.
+// it when cfg.Local is set) and returns a Manager with an empty allow-list
+// and its maintenance loop running.
 func New(cfg Config) (*Manager, error) {
 	if cfg.CacheDir == "" {
 		return nil, errors.New("certs: cache directory not set")
@@ -102,17 +135,32 @@ func New(cfg Config) (*Manager, error) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	done, cancel := context.WithCancel(context.Background())
+	clk := cfg.clock
+	if clk == nil {
+		clk = realClock{}
+	}
+	storage := cfg.Storage
+	if storage == nil {
+		storage = NewDirStorage(cfg.CacheDir)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
 	m := &Manager{
-		log:   logger,
-		local: cfg.Local,
-		now:   time.Now,
-		ca:    newLocalCA(cfg.CacheDir),
-		close: cancel,
+		log:     logger,
+		local:   cfg.Local,
+		clock:   clk,
+		storage: storage,
+		ca:      newLocalCA(cfg.CacheDir, storage),
+		entries: make(map[certKey]*entry),
+		wake:    make(chan struct{}, 1),
+		ctx:     ctx,
+		cancel:  cancel,
 
 		onACMEOrder: cfg.OnACMEOrder,
+		onACMEEvent: cfg.OnACMEEvent,
 	}
 	m.hosts.Store(&hostSet{})
+	m.ca.now = clk.Now
+	m.ca.constrain = !cfg.Local
 	m.ca.onIssue = m.localIssued
 	m.ca.onRootCreated = func(root *x509.Certificate) {
 		m.log.Info("local CA created", "root", m.ca.rootPath, "subject", root.Subject.CommonName, "not_after", root.NotAfter)
@@ -131,22 +179,10 @@ func New(cfg Config) (*Manager, error) {
 	if dirURL == "" {
 		dirURL = LetsEncryptURL
 	}
-	m.cache = &observedCache{
-		dir:         autocert.DirCache(cfg.CacheDir),
-		stored:      m.acmeStored,
-		storeFailed: m.acmeStoreFailed,
-	}
-	m.acme = &autocert.Manager{
-		Prompt:                 autocert.AcceptTOS,
-		Cache:                  m.cache,
-		HostPolicy:             m.hostPolicy,
-		Email:                  cfg.Email,
-		ExternalAccountBinding: eab,
-		Client: &acme.Client{
-			DirectoryURL: dirURL,
-			HTTPClient:   newACMEHTTPClient(cfg.RootCAs, done),
-			UserAgent:    "leproxy",
-		},
+	m.issuer = newIssuer(dirURL, cfg.Email, eab, newACMEHTTPClient(cfg.RootCAs, ctx), storage)
+	m.issuer.noARI = cfg.noARI
+	if !cfg.Local {
+		m.wg.Go(m.maintain)
 	}
 	return m, nil
 }
@@ -180,12 +216,20 @@ func (m *Manager) GetCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, 
 		return nil, ErrNoServerName
 	}
 	if wantsChallengeCert(hello) {
-		if m.local {
-			return nil, fmt.Errorf("certs: tls-alpn-01 challenge for %q, but ACME is off (local CA only)", hello.ServerName)
-		}
-		return m.acme.GetCertificate(hello)
+		return m.challengeCert(hello)
 	}
-	return m.certificate(hello)
+	return m.certificate(helloContext(hello), hello)
+}
+
+// helloContext returns the handshake's context, which ends with the
+// handshake's deadline; Background for a hello not from a handshake.
+func helloContext(hello *tls.ClientHelloInfo) context.Context {
+	if hello != nil {
+		if ctx := hello.Context(); ctx != nil {
+			return ctx
+		}
+	}
+	return context.Background()
 }
 
 // GetCertificateFor serves the certificate for name whatever server name
@@ -205,11 +249,12 @@ func (m *Manager) GetCertificateFor(name string, hello *tls.ClientHelloInfo) (*t
 	if name == "" {
 		return nil, ErrNoServerName
 	}
-	return m.certificate(&h)
+	return m.certificate(helloContext(hello), &h)
 }
 
-// certificate serves the certificate for hello.ServerName.
-func (m *Manager) certificate(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
+// certificate serves the certificate for hello.ServerName, waiting for an
+// order no longer than ctx allows.
+func (m *Manager) certificate(ctx context.Context, hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
 	host := hostname.Normalize(hello.ServerName)
 	if !m.Allowed(host) {
 		return nil, fmt.Errorf("certs: no certificate for %q: host is not in the mapping", hello.ServerName)
@@ -222,15 +267,10 @@ func (m *Manager) certificate(hello *tls.ClientHelloInfo) (*tls.Certificate, err
 		}
 		return c, nil
 	}
-	c, err := m.acme.GetCertificate(hello)
+	c, err := m.acmeCertificate(ctx, certKey{host: host, rsa: !supportsECDSA(hello)})
 	if err != nil {
-		if m.onACMEOrder != nil && err.Error() != autocertPendingRetry {
-			m.onACMEOrder(host, err)
-		}
-		m.failed(host, err)
 		return nil, fmt.Errorf("certs: certificate for %s: %w", host, err)
 	}
-	m.status.serving(host, c.Leaf, false)
 	return c, nil
 }
 
@@ -278,22 +318,6 @@ func (m *Manager) TLSConfigWithDefault(defaultName string, nextProtos ...string)
 	return cfg
 }
 
-// HTTPHandler answers http-01 challenges (for allowed names, whatever the
-// port in the Host header) and passes every other request to fallback. A
-// nil fallback redirects GET and HEAD to https on port 443 and refuses
-// other methods.
-func (m *Manager) HTTPHandler(fallback http.Handler) http.Handler {
-	h := m.acme.HTTPHandler(fallback)
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if strings.HasPrefix(r.URL.Path, acmeChallengePrefix) {
-			// autocert checks the allow-list against r.Host, port included.
-			r = r.WithContext(r.Context())
-			r.Host = stripPort(r.Host)
-		}
-		h.ServeHTTP(w, r)
-	})
-}
-
 // LocalRootPath returns the path of the local CA's root certificate (PEM),
 // which clients of .localhost names, or of every name with Config.Local,
 // must trust. The file may not exist yet when Config.Local is not set.
@@ -301,62 +325,18 @@ func (m *Manager) LocalRootPath() string {
 	return m.ca.rootPath
 }
 
-// Status returns what is known about the certificate of each allowed host,
-// sorted by host.
-func (m *Manager) Status() []Status {
-	hosts := m.hosts.Load().sorted()
-	out := make([]Status, 0, len(hosts))
-	for _, host := range hosts {
-		s := m.status.status(host)
-		if s.NotAfter.IsZero() && !m.local && !isLocalhostName(host) {
-			// Not served since start: look in the cache.
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			leaf := m.cache.leaf(ctx, host)
-			cancel()
-			if leaf != nil {
-				m.status.serving(host, leaf, false)
-				s = m.status.status(host)
-			}
-		}
-		out = append(out, s)
-	}
-	return out
-}
-
-// Close makes every ACME request, in flight or later, fail with ErrClosed;
-// certificates already obtained are still served. autocert's renewal
-// timers cannot be stopped from outside autocert; when one fires after
-// Close its requests fail at once.
+// Close stops the maintenance loop and every order in flight, and waits
+// for them; ACME requests after Close fail with ErrClosed. Certificates
+// already obtained are still served.
 func (m *Manager) Close() error {
-	m.closeOnce.Do(m.close)
+	m.closeOnce.Do(func() {
+		m.mu.Lock()
+		m.closed = true
+		m.mu.Unlock()
+		m.cancel()
+		m.wg.Wait()
+	})
 	return nil
-}
-
-// acmeStored logs and records a certificate autocert wrote to the cache.
-func (m *Manager) acmeStored(host string, rsa bool, leaf *x509.Certificate, err error, renewed bool) {
-	keyType := "ecdsa"
-	if rsa {
-		keyType = "rsa"
-	}
-	if err != nil {
-		m.log.Warn("certificate stored but unreadable", "host", host, "key", keyType, "error", err)
-		return
-	}
-	msg := "certificate obtained"
-	if renewed {
-		msg = "certificate renewed"
-	}
-	m.log.Info(msg, "host", host, "key", keyType, "issuer", issuerName(leaf), "not_after", leaf.NotAfter, "source", "acme")
-	if m.onACMEOrder != nil {
-		m.onACMEOrder(host, nil)
-	}
-	m.status.obtained(host, leaf, false, m.now())
-}
-
-// acmeStoreFailed logs a certificate that could not be written to the
-// cache: it is served, but will be obtained again after a restart.
-func (m *Manager) acmeStoreFailed(host string, err error) {
-	m.log.Error("certificate not cached", "host", host, "error", err)
 }
 
 // localIssued logs and records a leaf certificate from the local CA.
@@ -366,20 +346,13 @@ func (m *Manager) localIssued(host string, leaf *x509.Certificate, renewed bool)
 		msg = "certificate renewed"
 	}
 	m.log.Info(msg, "host", host, "key", "ecdsa", "issuer", issuerName(leaf), "not_after", leaf.NotAfter, "source", "local")
-	m.status.obtained(host, leaf, true, m.now())
+	m.status.obtained(host, leaf, true, m.clock.Now())
 }
 
-// autocertPendingRetry is the error autocert returns, for a minute after a
-// failed attempt, instead of the failure itself; not a new failure.
-const autocertPendingRetry = "acme/autocert: missing certificate"
-
 // failed logs (at most once per failureLogInterval for a repeated error)
-// and records a failure to get a certificate for an allowed host.
+// and records a failure of the local CA for an allowed host.
 func (m *Manager) failed(host string, err error) {
-	if err.Error() == autocertPendingRetry {
-		return
-	}
-	if m.status.failed(host, err.Error(), m.now()) {
-		m.log.Error("certificate failed", "host", host, "error", err)
+	if m.status.failed(host, err.Error(), m.clock.Now()) {
+		m.log.Error("certificate failed", "host", host, "error", err, "source", "local")
 	}
 }

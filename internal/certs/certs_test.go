@@ -179,6 +179,11 @@ func TestHTTPHandler(t *testing.T) {
 
 	redirect := m.HTTPHandler(nil)
 	w := httptest.NewRecorder()
+	redirect.ServeHTTP(w, httptest.NewRequest("GET", "http://evil.example/a", nil))
+	if w.Code != http.StatusNotFound {
+		t.Errorf("nil fallback, unmapped host: got %d, want 404 (no redirect)", w.Code)
+	}
+	w = httptest.NewRecorder()
 	redirect.ServeHTTP(w, httptest.NewRequest("GET", "http://www.example.com:8080/a?b=c", nil))
 	if got, want := w.Header().Get("Location"), "https://www.example.com:443/a?b=c"; w.Code != http.StatusFound || got != want {
 		t.Errorf("nil fallback: got %d %q, want 302 %q", w.Code, got, want)
@@ -236,9 +241,8 @@ func failingACME(t *testing.T) (dirURL string, roots *x509.CertPool, requests *a
 func TestFailureLoggedAndRateLimited(t *testing.T) {
 	dirURL, roots, requests := failingACME(t)
 	logger, logs := newTestLogger()
-	m := newTestManager(t, Config{CacheDir: t.TempDir(), DirectoryURL: dirURL, RootCAs: roots, Logger: logger})
-	clock := &fakeClock{t: time.Now()}
-	m.now = clock.Now
+	clock := newFakeClock(time.Now())
+	m := newTestManager(t, Config{CacheDir: t.TempDir(), DirectoryURL: dirURL, RootCAs: roots, Logger: logger, clock: clock})
 	m.SetHosts([]string{"www.example.com"})
 
 	for range 3 {

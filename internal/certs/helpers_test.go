@@ -81,10 +81,23 @@ func newTestManager(t *testing.T, cfg Config) *Manager {
 	return m
 }
 
-// fakeClock is a settable clock.
+// fakeClock is a clock that moves only when Set: its timers fire when it
+// is set at or past their time.
 type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
+	mu      sync.Mutex
+	t       time.Time
+	waiters map[*fakeTimer]struct{}
+}
+
+type fakeTimer struct {
+	at time.Time
+	ch chan time.Time
+}
+
+var _ clock = (*fakeClock)(nil)
+
+func newFakeClock(t time.Time) *fakeClock {
+	return &fakeClock{t: t, waiters: make(map[*fakeTimer]struct{})}
 }
 
 func (c *fakeClock) Now() time.Time {
@@ -93,10 +106,33 @@ func (c *fakeClock) Now() time.Time {
 	return c.t
 }
 
+func (c *fakeClock) At(t time.Time) (<-chan time.Time, func()) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	w := &fakeTimer{at: t, ch: make(chan time.Time, 1)}
+	if !c.t.Before(t) {
+		w.ch <- c.t
+		return w.ch, func() {}
+	}
+	c.waiters[w] = struct{}{}
+	return w.ch, func() {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		delete(c.waiters, w)
+	}
+}
+
+// Set moves the clock to t and fires the timers due by then.
 func (c *fakeClock) Set(t time.Time) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.t = t
+	for w := range c.waiters {
+		if !t.Before(w.at) {
+			w.ch <- t
+			delete(c.waiters, w)
+		}
+	}
 }
 
 // serveTLS accepts connections on ln and runs the server side of a TLS

@@ -1,6 +1,8 @@
 package certs
 
 import (
+	"bytes"
+	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -16,6 +18,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -36,15 +39,24 @@ const (
 // a test seam.
 var localLeafValidity = 7 * 24 * time.Hour
 
-// localCA is a certificate authority kept in the cache directory. Its root
-// is created once and loaded on later starts; leaf certificates are issued
+// localCA is a certificate authority kept in Storage (keys
+// local-ca/root.pem and local-ca/root-key.pem; with DirStorage, files of
+// those names in the cache directory). Its root is created once, under the
+// Storage lock "local-ca" so that processes sharing the Storage make one,
+// and loaded on later starts; the root certificate is also written to
+// rootPath (mode 0644) for clients to trust; leaf certificates are issued
 // on demand, kept in memory and issued anew on the first handshake after
 // less than a third of their validity remains.
 type localCA struct {
-	rootPath string
-	keyPath  string
+	storage  Storage
+	rootPath string // the public copy of the root certificate
+	keyPath  string // the key's file with DirStorage, for messages
 	now      func() time.Time
 	validity time.Duration
+	// constrain makes a new root name-constrained to localhost, names
+	// under .localhost and loopback addresses: the only names it serves
+	// without Config.Local.
+	constrain bool
 	// onIssue, if set, is called after a leaf was issued; renewed reports
 	// whether it replaces an earlier leaf for the name.
 	onIssue func(name string, leaf *x509.Certificate, renewed bool)
@@ -60,10 +72,21 @@ type localCA struct {
 	flight singleflight.Group
 }
 
-// newLocalCA returns the local CA kept under cacheDir; it touches no file.
-func newLocalCA(cacheDir string) *localCA {
+// Storage keys of the local CA.
+const (
+	localRootStorageKey    = localCADir + "/" + localRootFile
+	localRootKeyStorageKey = localCADir + "/" + localRootKey
+)
+
+// newLocalCA returns the local CA kept in storage (nil: a DirStorage on
+// cacheDir), with its public root copy under cacheDir; it touches nothing.
+func newLocalCA(cacheDir string, storage Storage) *localCA {
+	if storage == nil {
+		storage = NewDirStorage(cacheDir)
+	}
 	dir := filepath.Join(cacheDir, localCADir)
 	return &localCA{
+		storage:  storage,
 		rootPath: filepath.Join(dir, localRootFile),
 		keyPath:  filepath.Join(dir, localRootKey),
 		now:      time.Now,
@@ -75,7 +98,9 @@ func newLocalCA(cacheDir string) *localCA {
 // loadIfExists loads the root if its file exists; a root that exists but
 // cannot be used is an error.
 func (ca *localCA) loadIfExists() error {
-	if _, err := os.Stat(ca.rootPath); errors.Is(err, fs.ErrNotExist) {
+	ctx, cancel := context.WithTimeout(context.Background(), storageTimeout)
+	defer cancel()
+	if _, err := ca.storage.Get(ctx, localRootStorageKey); errors.Is(err, fs.ErrNotExist) {
 		return nil
 	}
 	_, _, err := ca.ensureRoot()
@@ -90,24 +115,62 @@ func (ca *localCA) ensureRoot() (*x509.Certificate, *ecdsa.PrivateKey, error) {
 	if ca.root != nil {
 		return ca.root, ca.key, nil
 	}
-	root, key, err := ca.loadRoot()
+	ctx, cancel := context.WithTimeout(context.Background(), storageTimeout)
+	defer cancel()
+	root, key, err := ca.loadRoot(ctx)
 	if errors.Is(err, fs.ErrNotExist) {
-		root, key, err = ca.createRoot()
-		if err == nil && ca.onRootCreated != nil {
-			ca.onRootCreated(root)
-		}
+		root, key, err = ca.createRootLocked(ctx)
 	}
 	if err != nil {
+		return nil, nil, err
+	}
+	if err := ca.exportRoot(root); err != nil {
 		return nil, nil, err
 	}
 	ca.root, ca.key = root, key
 	return root, key, nil
 }
 
+// createRootLocked creates the root under the Storage lock, unless another
+// process sharing the Storage did meanwhile.
+func (ca *localCA) createRootLocked(ctx context.Context) (*x509.Certificate, *ecdsa.PrivateKey, error) {
+	if err := ca.storage.Lock(ctx, localCADir); err != nil {
+		return nil, nil, fmt.Errorf("certs: creating local CA: %w", err)
+	}
+	defer ca.storage.Unlock(context.WithoutCancel(ctx), localCADir)
+	root, key, err := ca.loadRoot(ctx)
+	if !errors.Is(err, fs.ErrNotExist) {
+		return root, key, err
+	}
+	root, key, err = ca.createRoot(ctx)
+	if err == nil && ca.onRootCreated != nil {
+		ca.onRootCreated(root)
+	}
+	return root, key, err
+}
+
+// exportRoot writes the public copy of root to rootPath (mode 0644) unless
+// it holds it already.
+func (ca *localCA) exportRoot(root *x509.Certificate) error {
+	certPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: root.Raw})
+	if cur, err := os.ReadFile(ca.rootPath); err == nil && bytes.Equal(cur, certPEM) {
+		if fi, err := os.Stat(ca.rootPath); err == nil && fi.Mode().Perm() == 0o644 {
+			return nil
+		}
+	}
+	if err := os.MkdirAll(filepath.Dir(ca.rootPath), 0o700); err != nil {
+		return fmt.Errorf("certs: writing local CA root %s: %w", ca.rootPath, err)
+	}
+	if err := writeFileAtomic(ca.rootPath, certPEM, 0o644); err != nil {
+		return fmt.Errorf("certs: writing local CA root %s: %w", ca.rootPath, err)
+	}
+	return nil
+}
+
 // loadRoot reads the root files; it returns an error wrapping
 // fs.ErrNotExist only when the root certificate file does not exist.
-func (ca *localCA) loadRoot() (*x509.Certificate, *ecdsa.PrivateKey, error) {
-	certPEM, err := os.ReadFile(ca.rootPath)
+func (ca *localCA) loadRoot(ctx context.Context) (*x509.Certificate, *ecdsa.PrivateKey, error) {
+	certPEM, err := ca.storage.Get(ctx, localRootStorageKey)
 	if err != nil {
 		return nil, nil, fmt.Errorf("certs: reading local CA root: %w", err)
 	}
@@ -116,7 +179,7 @@ func (ca *localCA) loadRoot() (*x509.Certificate, *ecdsa.PrivateKey, error) {
 		return nil, nil, fmt.Errorf("certs: loading local CA root %s: %w (delete %s and %s to create a new local CA)",
 			ca.rootPath, err, ca.rootPath, ca.keyPath)
 	}
-	keyPEM, err := os.ReadFile(ca.keyPath)
+	keyPEM, err := ca.storage.Get(ctx, localRootKeyStorageKey)
 	if err != nil {
 		// %v, not %w: a missing key must not read as a missing root, which
 		// would be replaced.
@@ -183,9 +246,9 @@ func parseKeyPEM(data []byte) (*ecdsa.PrivateKey, error) {
 	return nil, fmt.Errorf("unexpected PEM block %q", block.Type)
 }
 
-// createRoot creates a new root and writes it to the cache directory: the
-// key first (mode 0600), then the certificate, each atomically.
-func (ca *localCA) createRoot() (*x509.Certificate, *ecdsa.PrivateKey, error) {
+// createRoot creates a new root and writes it to Storage: the key first,
+// then the certificate, each atomically.
+func (ca *localCA) createRoot(ctx context.Context) (*x509.Certificate, *ecdsa.PrivateKey, error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return nil, nil, fmt.Errorf("certs: generating local CA key: %w", err)
@@ -216,6 +279,14 @@ func (ca *localCA) createRoot() (*x509.Certificate, *ecdsa.PrivateKey, error) {
 		IsCA:                  true,
 		MaxPathLenZero:        true,
 	}
+	if ca.constrain {
+		tmpl.PermittedDNSDomainsCritical = true
+		tmpl.PermittedDNSDomains = []string{"localhost"} // and every name under it
+		tmpl.PermittedIPRanges = []*net.IPNet{
+			{IP: net.IPv4(127, 0, 0, 0).To4(), Mask: net.CIDRMask(8, 32)},
+			{IP: net.IPv6loopback, Mask: net.CIDRMask(128, 128)},
+		}
+	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
 	if err != nil {
 		return nil, nil, fmt.Errorf("certs: creating local CA root: %w", err)
@@ -228,15 +299,12 @@ func (ca *localCA) createRoot() (*x509.Certificate, *ecdsa.PrivateKey, error) {
 	if err != nil {
 		return nil, nil, fmt.Errorf("certs: encoding local CA key: %w", err)
 	}
-	if err := os.MkdirAll(filepath.Dir(ca.rootPath), 0o700); err != nil {
-		return nil, nil, fmt.Errorf("certs: creating local CA directory: %w", err)
-	}
 	keyPEM := pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER})
-	if err := writeFileAtomic(ca.keyPath, keyPEM, 0o600); err != nil {
+	if err := ca.storage.Put(ctx, localRootKeyStorageKey, keyPEM); err != nil {
 		return nil, nil, fmt.Errorf("certs: writing local CA key: %w", err)
 	}
 	certPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
-	if err := writeFileAtomic(ca.rootPath, certPEM, 0o644); err != nil {
+	if err := ca.storage.Put(ctx, localRootStorageKey, certPEM); err != nil {
 		return nil, nil, fmt.Errorf("certs: writing local CA root: %w", err)
 	}
 	return root, key, nil
@@ -294,6 +362,10 @@ func (ca *localCA) issue(name string) (*tls.Certificate, error) {
 	if err != nil {
 		return nil, err
 	}
+	if !rootPermits(root, name) {
+		return nil, fmt.Errorf("certs: the local CA root %s is limited to localhost names (it was created without -acme local), so it cannot issue for %s; delete %s and %s to create one for every name",
+			ca.rootPath, name, ca.rootPath, ca.keyPath)
+	}
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return nil, fmt.Errorf("certs: generating key for %s: %w", name, err)
@@ -329,6 +401,29 @@ func (ca *localCA) issue(name string) (*tls.Certificate, error) {
 		return nil, fmt.Errorf("certs: parsing local certificate for %s: %w", name, err)
 	}
 	return &tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}, nil
+}
+
+// rootPermits reports whether root's name constraints, if any, allow a
+// leaf for name (localhost and .localhost names, loopback addresses: what
+// a constrained root permits).
+func rootPermits(root *x509.Certificate, name string) bool {
+	if len(root.PermittedDNSDomains) == 0 && len(root.PermittedIPRanges) == 0 {
+		return true
+	}
+	if ip := net.ParseIP(name); ip != nil {
+		for _, r := range root.PermittedIPRanges {
+			if r.Contains(ip) {
+				return true
+			}
+		}
+		return false
+	}
+	for _, d := range root.PermittedDNSDomains {
+		if name == d || strings.HasSuffix(name, "."+strings.TrimPrefix(d, ".")) {
+			return true
+		}
+	}
+	return false
 }
 
 // forgetExcept drops leaves for names no longer allowed.

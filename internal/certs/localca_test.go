@@ -2,14 +2,21 @@ package certs
 
 import (
 	"bytes"
+	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
+	"crypto/x509/pkix"
+	"errors"
+	"io/fs"
+	"math/big"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -85,7 +92,7 @@ func TestLocalCARootCreatedAndReloaded(t *testing.T) {
 func TestLocalCABadRootFiles(t *testing.T) {
 	otherKey := func(t *testing.T, dir string) {
 		// A valid key that does not belong to the root.
-		ca := newLocalCA(t.TempDir())
+		ca := newLocalCA(t.TempDir(), nil)
 		if _, _, err := ca.ensureRoot(); err != nil {
 			t.Fatal(err)
 		}
@@ -192,9 +199,8 @@ func TestLocalLeafVerifiesInHandshake(t *testing.T) {
 
 func TestLocalLeafRenewal(t *testing.T) {
 	logger, logs := newTestLogger()
-	m := newTestManager(t, Config{CacheDir: t.TempDir(), Local: true, Logger: logger})
-	clock := &fakeClock{t: time.Now()}
-	m.ca.now, m.now = clock.Now, clock.Now
+	clock := newFakeClock(time.Now())
+	m := newTestManager(t, Config{CacheDir: t.TempDir(), Local: true, Logger: logger, clock: clock})
 	m.SetHosts([]string{"app.localhost"})
 
 	get := func() *x509.Certificate {
@@ -336,6 +342,68 @@ func TestLocalhostNamesInACMEMode(t *testing.T) {
 	if got := acmeRequests.Load(); got != 0 {
 		t.Errorf("%d requests to the ACME server, want 0", got)
 	}
+
+	// That root is name-constrained to localhost: a leaf its key signs for
+	// another name does not verify, and the CA refuses to issue one.
+	root := readCert(t, m.LocalRootPath())
+	if !root.PermittedDNSDomainsCritical || !slices.Equal(root.PermittedDNSDomains, []string{"localhost"}) || len(root.PermittedIPRanges) != 2 {
+		t.Errorf("root constraints: critical %v, DNS %q, IP %v; want critical, [localhost], loopback", root.PermittedDNSDomainsCritical, root.PermittedDNSDomains, root.PermittedIPRanges)
+	}
+	_, rootKey, err := m.ca.ensureRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	leafKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	forged := &x509.Certificate{
+		SerialNumber: big.NewInt(7), Subject: pkix.Name{CommonName: "www.example.com"}, DNSNames: []string{"www.example.com"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, forged, root, &leafKey.PublicKey, rootKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cie x509.CertificateInvalidError
+	if err := verifyChain([][]byte{der}, "www.example.com", readRoots(t, m.LocalRootPath())); !errors.As(err, &cie) || cie.Reason != x509.CANotAuthorizedForThisName {
+		t.Errorf("leaf for www.example.com signed by the constrained root: verify gave %v, want CANotAuthorizedForThisName", err)
+	}
+	if _, err := m.ca.issue("www.example.com"); err == nil || !strings.Contains(err.Error(), "limited to localhost names") {
+		t.Errorf("issuing www.example.com from the constrained root: %v, want a refusal", err)
+	}
+}
+
+// TestLocalModeRootUnconstrained: with Local, the root serves every name;
+// a constrained root from an earlier run without Local is refused with
+// what to do.
+func TestLocalModeRootUnconstrained(t *testing.T) {
+	m := newTestManager(t, Config{CacheDir: t.TempDir(), Local: true})
+	root := readCert(t, m.LocalRootPath())
+	if len(root.PermittedDNSDomains) != 0 || len(root.PermittedIPRanges) != 0 {
+		t.Errorf("Local root has name constraints %q %v, want none", root.PermittedDNSDomains, root.PermittedIPRanges)
+	}
+	m.SetHosts([]string{"www.example.com", "127.0.0.2"})
+	for _, name := range []string{"www.example.com", "127.0.0.2"} {
+		if _, err := m.GetCertificate(ecdsaHello(name)); err != nil {
+			t.Errorf("%s from the Local root: %v", name, err)
+		}
+	}
+
+	dir := t.TempDir()
+	acmeMode := newTestManager(t, Config{CacheDir: dir})
+	if _, err := acmeMode.EnsureLocalCA(); err != nil {
+		t.Fatal(err)
+	}
+	local := newTestManager(t, Config{CacheDir: dir, Local: true})
+	local.SetHosts([]string{"www.example.com", "app.localhost"})
+	if _, err := local.GetCertificate(ecdsaHello("app.localhost")); err != nil {
+		t.Errorf("app.localhost from a constrained root: %v", err)
+	}
+	if _, err := local.GetCertificate(ecdsaHello("www.example.com")); err == nil || !strings.Contains(err.Error(), "delete") {
+		t.Errorf("www.example.com from a constrained root: %v, want an error saying to delete the root", err)
+	}
 }
 
 func TestLocalModeRefusesChallenge(t *testing.T) {
@@ -345,5 +413,43 @@ func TestLocalModeRefusesChallenge(t *testing.T) {
 	hello.SupportedProtos = []string{"acme-tls/1"}
 	if _, err := m.GetCertificate(hello); err == nil || !strings.Contains(err.Error(), "ACME is off") {
 		t.Errorf("tls-alpn-01 hello in local mode: got %v, want an \"ACME is off\" error", err)
+	}
+}
+
+// TestLocalCAInStorage: the local CA lives in Storage; two Managers with
+// their own cache directories sharing one Storage (as fleet nodes would)
+// use one root, whose public copy each writes to its cache directory.
+func TestLocalCAInStorage(t *testing.T) {
+	shared := NewDirStorage(t.TempDir())
+	dirA, dirB := t.TempDir(), t.TempDir()
+	a := newTestManager(t, Config{CacheDir: dirA, Local: true, Storage: shared})
+	b := newTestManager(t, Config{CacheDir: dirB, Local: true, Storage: shared})
+	ctx := context.Background()
+	if _, err := shared.Get(ctx, "local-ca/root-key.pem"); err != nil {
+		t.Fatalf("root key not in the Storage: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(dirA, "local-ca", "root-key.pem")); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("root key written to the cache directory too (%v), want it in the Storage only", err)
+	}
+	rootA, rootB := readCert(t, a.LocalRootPath()), readCert(t, b.LocalRootPath())
+	if !rootA.Equal(rootB) {
+		t.Error("two Managers sharing a Storage made two roots")
+	}
+	for _, p := range []string{a.LocalRootPath(), b.LocalRootPath()} {
+		fi, err := os.Stat(p)
+		if err != nil {
+			t.Fatalf("public root copy: %v", err)
+		}
+		if fi.Mode().Perm() != 0o644 {
+			t.Errorf("public root copy %s has mode %v, want 0644", p, fi.Mode().Perm())
+		}
+	}
+	b.SetHosts([]string{"app.localhost"})
+	c, err := b.GetCertificate(ecdsaHello("app.localhost"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := verifyChain(c.Certificate, "app.localhost", readRoots(t, a.LocalRootPath())); err != nil {
+		t.Errorf("b's leaf does not verify against a's root: %v", err)
 	}
 }

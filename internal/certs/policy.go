@@ -1,8 +1,6 @@
 package certs
 
 import (
-	"context"
-	"fmt"
 	"net"
 	"slices"
 	"strings"
@@ -61,6 +59,24 @@ func (m *Manager) SetHosts(names []string) {
 	m.hosts.Store(&s)
 	m.ca.forgetExcept(s)
 	m.status.forgetExcept(s)
+	m.forgetExcept(s)
+	m.poke()
+}
+
+// forgetExcept drops the certificates of hosts no longer allowed and
+// cancels their orders in flight: they are renewed no more.
+func (m *Manager) forgetExcept(allowed hostSet) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for k, e := range m.entries {
+		if _, ok := allowed[k.host]; ok {
+			continue
+		}
+		if e.flight != nil {
+			e.flight.cancel()
+		}
+		delete(m.entries, k)
+	}
 }
 
 // Allowed reports whether name is on the allow-list.
@@ -71,13 +87,4 @@ func (m *Manager) Allowed(name string) bool {
 	}
 	_, ok := (*s)[hostname.Normalize(name)]
 	return ok
-}
-
-// hostPolicy is autocert's HostPolicy: only names on the allow-list ever
-// reach the ACME server.
-func (m *Manager) hostPolicy(_ context.Context, host string) error {
-	if !m.Allowed(host) {
-		return fmt.Errorf("certs: host %q is not in the mapping", host)
-	}
-	return nil
 }

@@ -1,6 +1,7 @@
 package certs
 
 import (
+	"context"
 	"crypto/x509"
 	"sync"
 	"time"
@@ -19,6 +20,9 @@ type Status struct {
 	Issuer string
 	// NotAfter is the expiry of that certificate; zero if none is known.
 	NotAfter time.Time
+	// NotBefore is the start of that certificate's validity, so that
+	// NotAfter-NotBefore is its lifetime; zero if none is known.
+	NotBefore time.Time
 	// Local reports that the certificate comes from the local CA.
 	Local bool
 	// LastError is the last error obtaining a certificate, cleared when
@@ -26,6 +30,14 @@ type Status struct {
 	LastError string
 	// LastAttempt is when a certificate was last obtained or failed to be.
 	LastAttempt time.Time
+	// NextAttempt is when the Manager will next order a certificate by
+	// itself: the renewal time of the one served, or the end of the
+	// backoff after a failure. Zero for the local CA, while an order is in
+	// flight, and for a name without a certificate that has not failed
+	// (its first handshake orders it).
+	NextAttempt time.Time
+	// Failures counts the failed orders since the last success.
+	Failures int
 }
 
 // statusBook records per host what the Manager knows about certificates;
@@ -66,21 +78,6 @@ func (b *statusBook) obtained(host string, leaf *x509.Certificate, local bool, a
 	h.lastAttempt = at
 }
 
-// serving records the certificate served for host; unlike obtained it is
-// not an attempt.
-func (b *statusBook) serving(host string, leaf *x509.Certificate, local bool) {
-	if leaf == nil {
-		return
-	}
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	h := b.get(host)
-	if h.leaf == leaf {
-		return
-	}
-	h.leaf, h.local = leaf, local
-}
-
 // failed records a failure for host at time at and reports whether it
 // should be logged: it differs from the last one logged, or that was logged
 // failureLogInterval ago or more.
@@ -108,6 +105,7 @@ func (b *statusBook) status(host string) Status {
 	if h.leaf != nil {
 		s.Issuer = issuerName(h.leaf)
 		s.NotAfter = h.leaf.NotAfter
+		s.NotBefore = h.leaf.NotBefore
 	}
 	s.Local = h.local
 	s.LastError = h.lastErr
@@ -133,4 +131,55 @@ func issuerName(c *x509.Certificate) string {
 		return c.Issuer.CommonName
 	}
 	return c.Issuer.String()
+}
+
+// Status returns what is known about the certificate of each allowed host,
+// sorted by host. A certificate in Storage that was not served yet is
+// loaded (and then kept for renewal).
+func (m *Manager) Status() []Status {
+	hosts := m.hosts.Load().sorted()
+	out := make([]Status, 0, len(hosts))
+	for _, host := range hosts {
+		if m.local || isLocalhostName(host) {
+			out = append(out, m.status.status(host))
+			continue
+		}
+		ecdsaKey, rsaKey := certKey{host: host}, certKey{host: host, rsa: true}
+		ctx, cancel := context.WithTimeout(m.ctx, storageTimeout)
+		m.load(ctx, ecdsaKey)
+		m.load(ctx, rsaKey)
+		cancel()
+		m.mu.Lock()
+		out = append(out, statusOf(host, m.entries[ecdsaKey], m.entries[rsaKey]))
+		m.mu.Unlock()
+	}
+	return out
+}
+
+// statusOf merges the entries of a host's ECDSA and RSA certificates (either
+// may be nil): the ECDSA certificate if there is one, the latest attempt,
+// the earliest next attempt. m.mu is held.
+func statusOf(host string, entries ...*entry) Status {
+	s := Status{Host: host}
+	var served *x509.Certificate
+	for _, e := range entries {
+		if e == nil {
+			continue
+		}
+		if served == nil && e.cert != nil {
+			served = e.cert.Leaf
+		}
+		if e.lastAttempt.After(s.LastAttempt) {
+			s.LastAttempt, s.LastError, s.Failures = e.lastAttempt, e.lastErr, e.failures
+		}
+		if t := nextAttemptLocked(e); !t.IsZero() && (s.NextAttempt.IsZero() || t.Before(s.NextAttempt)) {
+			s.NextAttempt = t
+		}
+	}
+	if served != nil {
+		s.Issuer = issuerName(served)
+		s.NotAfter = served.NotAfter
+		s.NotBefore = served.NotBefore
+	}
+	return s
 }

@@ -73,9 +73,8 @@ func TestIssuerName(t *testing.T) {
 
 func TestManagerStatus(t *testing.T) {
 	dir := t.TempDir()
-	m := newTestManager(t, Config{CacheDir: dir, Local: true})
-	clock := &fakeClock{t: time.Now()}
-	m.now = clock.Now
+	clock := newFakeClock(time.Now())
+	m := newTestManager(t, Config{CacheDir: dir, Local: true, clock: clock})
 	m.SetHosts([]string{"b.localhost", "a.localhost"})
 	c, err := m.GetCertificate(ecdsaHello("a.localhost"))
 	if err != nil {
@@ -83,7 +82,7 @@ func TestManagerStatus(t *testing.T) {
 	}
 	root := readCert(t, m.LocalRootPath())
 	want := []Status{
-		{Host: "a.localhost", Issuer: root.Subject.CommonName, NotAfter: c.Leaf.NotAfter, Local: true, LastAttempt: clock.Now()},
+		{Host: "a.localhost", Issuer: root.Subject.CommonName, NotAfter: c.Leaf.NotAfter, NotBefore: c.Leaf.NotBefore, Local: true, LastAttempt: clock.Now()},
 		{Host: "b.localhost"},
 	}
 	got := m.Status()
@@ -113,12 +112,14 @@ func TestStatusFromCache(t *testing.T) {
 	}
 
 	dirURL, roots, requests := failingACME(t)
-	m := newTestManager(t, Config{CacheDir: dir, DirectoryURL: dirURL, RootCAs: roots})
+	// Without ARI: the maintenance loop would ask the CA for the cached
+	// certificate's renewal window, which is not what this test counts.
+	m := newTestManager(t, Config{CacheDir: dir, DirectoryURL: dirURL, RootCAs: roots, noARI: true})
 	m.SetHosts([]string{"www.example.com", "new.example.com"})
 	got := m.Status()
 	want := []Status{
 		{Host: "new.example.com"},
-		{Host: "www.example.com", Issuer: c.Leaf.Issuer.CommonName, NotAfter: c.Leaf.NotAfter},
+		{Host: "www.example.com", Issuer: c.Leaf.Issuer.CommonName, NotAfter: c.Leaf.NotAfter, NotBefore: c.Leaf.NotBefore, NextAttempt: renewAt(c, time.Time{})},
 	}
 	if len(got) != 2 || got[0] != want[0] || got[1] != want[1] {
 		t.Errorf("Status() = %+v, want %+v", got, want)

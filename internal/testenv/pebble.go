@@ -5,6 +5,7 @@ package testenv
 import (
 	"bytes"
 	"crypto/x509"
+	"encoding/json"
 	"encoding/pem"
 	"log"
 	"net"
@@ -45,6 +46,7 @@ type Pebble struct {
 	ServerCAFile string
 
 	ca     *ca.CAImpl
+	mgmt   http.Handler // Pebble's management API
 	orders atomic.Int64
 }
 
@@ -77,7 +79,7 @@ func StartPebble(t testing.TB, httpPort, tlsPort int) *Pebble {
 	validator := va.New(logger, httpPort, tlsPort, false, dnsAddr, store)
 	frontEnd := wfe.New(logger, store, validator, authority, nil, false, false, 0, 0)
 
-	p := &Pebble{ca: authority}
+	p := &Pebble{ca: authority, mgmt: frontEnd.ManagementHandler()}
 	acmeHandler := frontEnd.Handler()
 	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method == http.MethodPost && r.URL.Path == pebbleNewOrderPath {
@@ -130,6 +132,27 @@ func (p *Pebble) issuerRoots(t testing.TB) []*x509.Certificate {
 		t.Fatal("pebble: no root certificates")
 	}
 	return roots
+}
+
+// SetRenewalInfo makes Pebble answer ariResponse, verbatim (malformed JSON
+// included), to ACME Renewal Information requests for cert, through
+// Pebble's management API (POST /set-renewal-info/).
+func (p *Pebble) SetRenewalInfo(t testing.TB, cert *x509.Certificate, ariResponse string) {
+	t.Helper()
+	body, err := json.Marshal(struct{ Certificate, ARIResponse string }{
+		Certificate: string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Raw})),
+		ARIResponse: ariResponse,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := httptest.NewRecorder()
+	req := httptest.NewRequest(http.MethodPost, "/set-renewal-info/", bytes.NewReader(body))
+	req.Header.Set("User-Agent", "leproxy-test")
+	p.mgmt.ServeHTTP(rec, req)
+	if rec.Code != http.StatusOK {
+		t.Fatalf("pebble: set-renewal-info: %d %s", rec.Code, rec.Body)
+	}
 }
 
 // Orders reports how many new-order requests Pebble has received.

@@ -1,0 +1,285 @@
+package certs
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io/fs"
+	"time"
+)
+
+// orderTimeout bounds one order, from the account to the stored
+// certificate; a test seam.
+var orderTimeout = 5 * time.Minute
+
+// storageTimeout bounds a Storage call made outside an order.
+const storageTimeout = 10 * time.Second
+
+// entry is what the Manager knows of one certificate (certKey); guarded by
+// Manager.mu.
+type entry struct {
+	cert        *tls.Certificate // served until it expires; nil if none
+	obtainedAt  time.Time        // when this process obtained cert; zero if loaded
+	loaded      bool             // Storage has been read
+	failures    int              // consecutive failed orders
+	lastErr     string           // of the last failed order; "" after a success
+	lastAttempt time.Time        // end of the last order, failed or not
+	retryAt     time.Time        // after a failure: no order before
+	flight      *flight          // the order in flight, if any
+	ari         *ariState        // the CA's renewal window for cert; nil if unknown
+}
+
+// flight is one order in flight; cert and err are set before done is
+// closed.
+type flight struct {
+	done   chan struct{}
+	cert   *tls.Certificate
+	err    error
+	cancel context.CancelFunc
+}
+
+// entryLocked returns the entry of k, creating it; nil if k's host is not
+// allowed. m.mu is held.
+func (m *Manager) entryLocked(k certKey) *entry {
+	e := m.entries[k]
+	if e == nil {
+		if !m.Allowed(k.host) {
+			return nil
+		}
+		e = &entry{}
+		m.entries[k] = e
+	}
+	return e
+}
+
+// acmeCertificate returns the certificate of k: the one in memory until
+// it expires, else the one in Storage, else a new one from the order in
+// flight or a new order (unless the last one failed and its backoff has
+// not passed). It waits for the order no longer than ctx allows; the
+// order itself goes on, bounded by orderTimeout and Close.
+func (m *Manager) acmeCertificate(ctx context.Context, k certKey) (*tls.Certificate, error) {
+	if m.ctx.Err() != nil {
+		return nil, ErrClosed
+	}
+	m.load(ctx, k)
+	m.mu.Lock()
+	e := m.entryLocked(k)
+	if e == nil {
+		m.mu.Unlock()
+		return nil, errNotAllowed
+	}
+	now := m.clock.Now()
+	if c := e.cert; c != nil && now.Before(c.Leaf.NotAfter) {
+		m.mu.Unlock()
+		return c, nil
+	}
+	f := e.flight
+	if f == nil {
+		if now.Before(e.retryAt) {
+			err := fmt.Errorf("no certificate: the last order failed (%s); next attempt at %s", e.lastErr, e.retryAt.UTC().Format(time.RFC3339))
+			m.mu.Unlock()
+			return nil, err
+		}
+		f = m.startLocked(k, e)
+	}
+	m.mu.Unlock()
+	select {
+	case <-f.done:
+		return f.cert, f.err
+	case <-ctx.Done():
+		return nil, fmt.Errorf("waiting for the certificate order: %w", ctx.Err())
+	}
+}
+
+// load reads the certificate of k from Storage once, if there is an entry
+// for it without a certificate; an unusable value is logged and ignored (a
+// new order replaces it).
+func (m *Manager) load(ctx context.Context, k certKey) {
+	m.mu.Lock()
+	e := m.entryLocked(k)
+	if e == nil || e.loaded {
+		m.mu.Unlock()
+		return
+	}
+	m.mu.Unlock()
+	c, err := m.readStored(ctx, k)
+	if ctx.Err() != nil {
+		return // try again next time
+	}
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		m.log.Warn("cached certificate not usable", "host", k.host, "key", k.keyType(), "error", err)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.entries[k] != e || e.loaded {
+		return
+	}
+	e.loaded = true
+	if c != nil && e.cert == nil {
+		e.cert = c
+	}
+}
+
+// readStored returns the valid certificate of k in Storage.
+func (m *Manager) readStored(ctx context.Context, k certKey) (*tls.Certificate, error) {
+	data, err := m.storage.Get(ctx, k.storageKey())
+	if err != nil {
+		return nil, err
+	}
+	c, err := decodeEntry(data, k, m.clock.Now())
+	if err != nil {
+		return nil, fmt.Errorf("decoding %s: %w", k.storageKey(), err)
+	}
+	return c, nil
+}
+
+// errNotAllowed is returned for a host that is not in the mapping.
+var errNotAllowed = errors.New("host is not in the mapping")
+
+// startLocked starts an order for k, owned by the Manager; m.mu is held.
+func (m *Manager) startLocked(k certKey, e *entry) *flight {
+	f := &flight{done: make(chan struct{})}
+	if m.closed {
+		f.err = ErrClosed
+		close(f.done)
+		return f
+	}
+	ctx, cancel := context.WithTimeout(m.ctx, orderTimeout)
+	f.cancel = cancel
+	e.flight = f
+	current := e.cert
+	var replaces string
+	if e.ari != nil && current != nil {
+		replaces = e.ari.certID
+	}
+	m.wg.Go(func() {
+		defer cancel()
+		m.runOrder(ctx, k, e, f, current, replaces)
+	})
+	return f
+}
+
+// runOrder obtains the certificate of k (replacing current, if not nil,
+// whose ARI CertID is replaces if the CA has ARI),
+// stores it and records the result in e and f.
+func (m *Manager) runOrder(ctx context.Context, k certKey, e *entry, f *flight, current *tls.Certificate, replaces string) {
+	c, adopted, err := m.issue(ctx, k, current, replaces)
+	now := m.clock.Now()
+
+	m.mu.Lock()
+	e.flight = nil
+	allowed := m.entries[k] == e
+	cancelled := ctx.Err() != nil && (m.ctx.Err() != nil || !allowed)
+	switch {
+	case err == nil:
+		e.cert, e.failures, e.lastErr, e.retryAt, e.ari = c, 0, "", time.Time{}, nil
+		e.lastAttempt = now
+		if !adopted {
+			e.obtainedAt = now
+		}
+	case cancelled:
+		// Closed, or the host left the mapping: not a failure of the CA.
+	default:
+		e.failures++
+		e.lastErr, e.lastAttempt = err.Error(), now
+		e.retryAt = now.Add(backoff(e.failures))
+	}
+	failures, retryAt := e.failures, e.retryAt
+	m.mu.Unlock()
+
+	// Logged before the waiters return, so the record precedes anything
+	// they do with the certificate.
+	switch {
+	case err == nil && adopted:
+		m.log.Info("certificate loaded", "host", k.host, "key", k.keyType(), "issuer", issuerName(c.Leaf), "not_after", c.Leaf.NotAfter, "source", "storage")
+	case err == nil:
+		msg := "certificate obtained"
+		if current != nil {
+			msg = "certificate renewed"
+		}
+		attrs := []any{"host", k.host, "key", k.keyType(), "issuer", issuerName(c.Leaf), "not_after", c.Leaf.NotAfter,
+			"source", "acme", "ca", m.issuer.dirURL}
+		if replaces != "" {
+			attrs = append(attrs, "replaces", replaces)
+		}
+		m.log.Info(msg, attrs...)
+		if m.onACMEOrder != nil {
+			m.onACMEOrder(k.host, nil)
+		}
+	case cancelled:
+		m.log.Info("certificate order cancelled", "host", k.host, "key", k.keyType(), "ca", m.issuer.dirURL, "error", err)
+	default:
+		m.logFailure(k, err, current, failures, retryAt)
+		var oe *orderError
+		challenge := ""
+		if errors.As(err, &oe) {
+			challenge = oe.challenge
+		}
+		m.event(ACMEFailed, k.host, challenge)
+		if m.onACMEOrder != nil {
+			m.onACMEOrder(k.host, err)
+		}
+	}
+	f.cert, f.err = c, err
+	close(f.done)
+	m.poke()
+}
+
+// issue obtains a certificate for k under the Storage lock of k's host
+// (one lock for its ECDSA and RSA certificates, whose tls-alpn-01 answers
+// share the name) and stores it.
+// A valid certificate in Storage that differs from current and is not due
+// (another process renewed it) is adopted instead of ordering.
+func (m *Manager) issue(ctx context.Context, k certKey, current *tls.Certificate, replaces string) (c *tls.Certificate, adopted bool, err error) {
+	lock := "issue/" + k.host
+	if err := m.storage.Lock(ctx, lock); err != nil {
+		return nil, false, err
+	}
+	defer m.storage.Unlock(context.WithoutCancel(ctx), lock)
+	if s, err := m.readStored(ctx, k); err == nil && (current == nil || !s.Leaf.Equal(current.Leaf)) && m.clock.Now().Before(renewAt(s, time.Time{})) {
+		return s, true, nil
+	}
+	c, err = m.obtain(ctx, k, replaces)
+	if err != nil {
+		return nil, false, err
+	}
+	data, err := encodeEntry(c)
+	if err == nil {
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), storageTimeout)
+		err = m.storage.Put(sctx, k.storageKey(), data)
+		cancel()
+	}
+	if err != nil {
+		// Served all the same; obtained again after a restart.
+		m.log.Error("certificate not cached", "host", k.host, "key", k.keyType(), "error", err)
+	}
+	return c, false, nil
+}
+
+// logFailure logs a failed order with everything an operator needs: the
+// host, the CA, the challenge, the CA's problem document, and when the next
+// attempt is.
+func (m *Manager) logFailure(k certKey, err error, current *tls.Certificate, failures int, retryAt time.Time) {
+	attrs := []any{"host", k.host, "key", k.keyType(), "ca", m.issuer.dirURL}
+	var oe *orderError
+	if errors.As(err, &oe) && oe.challenge != "" {
+		attrs = append(attrs, "challenge", oe.challenge)
+	}
+	if p := problem(err); p != nil {
+		attrs = append(attrs, "problem_type", p.ProblemType, "problem_detail", p.Detail, "problem_status", p.StatusCode)
+	}
+	attrs = append(attrs, "error", err, "failures", failures, "next_attempt", retryAt)
+	if current != nil {
+		attrs = append(attrs, "serving_not_after", current.Leaf.NotAfter)
+	}
+	m.log.Error("certificate failed", attrs...)
+}
+
+// poke wakes the maintenance loop.
+func (m *Manager) poke() {
+	select {
+	case m.wake <- struct{}{}:
+	default:
+	}
+}

@@ -1,0 +1,269 @@
+package certs
+
+import (
+	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"errors"
+	"fmt"
+	"net"
+	"time"
+
+	"golang.org/x/crypto/acme"
+)
+
+// ACMEEvent kinds.
+const (
+	ACMEOrderPlaced = "order"    // a newOrder request the CA accepted
+	ACMEFinalized   = "finalize" // a CSR sent to finalize an order
+	ACMEFailed      = "failure"  // an order (all its challenge types tried) that failed
+)
+
+// ACMEEvent is one step of an ACME order, as Config.OnACMEEvent sees it.
+type ACMEEvent struct {
+	// Kind is ACMEOrderPlaced, ACMEFinalized or ACMEFailed.
+	Kind string
+	// Issuer is the CA's directory URL.
+	Issuer string
+	// Host is the name ordered.
+	Host string
+	// Challenge is the challenge type of the failed attempt (ACMEFailed;
+	// empty if the order failed before one was tried).
+	Challenge string
+}
+
+// event reports an ACME step to Config.OnACMEEvent.
+func (m *Manager) event(kind, host, challenge string) {
+	if m.onACMEEvent != nil {
+		m.onACMEEvent(ACMEEvent{Kind: kind, Issuer: m.issuer.dirURL, Host: host, Challenge: challenge})
+	}
+}
+
+// deactivateTimeout bounds the clean-up of an order's pending
+// authorizations after a failure.
+const deactivateTimeout = 30 * time.Second
+
+// orderError is a failed order: which CA, which challenge (empty before one
+// was tried) and the error, which wraps the CA's problem document
+// (*acme.Error) when there is one.
+type orderError struct {
+	issuer    string
+	challenge string
+	err       error
+}
+
+func (e *orderError) Error() string {
+	if e.challenge == "" {
+		return e.err.Error()
+	}
+	return e.challenge + ": " + e.err.Error()
+}
+
+func (e *orderError) Unwrap() error { return e.err }
+
+// obtain orders a certificate for k from the issuer and returns it. It
+// tries each challenge type in turn (tls-alpn-01, then http-01 if the
+// http-01 handler is wired), each in a new order, like autocert.
+//
+// With replaces (the ARI CertID of the certificate being renewed), the
+// first order carries it (RFC 9773 §5); if the CA refuses that order, it is
+// placed again without.
+func (m *Manager) obtain(ctx context.Context, k certKey, replaces string) (*tls.Certificate, error) {
+	client, err := m.issuer.acmeClient(ctx)
+	if err != nil {
+		return nil, &orderError{issuer: m.issuer.dirURL, err: err}
+	}
+	var key crypto.Signer
+	if k.rsa {
+		key, err = rsa.GenerateKey(rand.Reader, 2048)
+	} else {
+		key, err = ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("generating %s key: %w", k.keyType(), err)
+	}
+	csr, err := certRequest(key, k.host)
+	if err != nil {
+		return nil, fmt.Errorf("creating CSR: %w", err)
+	}
+	types := []string{challengeTLSALPN01}
+	if m.http01.Load() {
+		types = append(types, challengeHTTP01)
+	}
+	var last error
+	for _, typ := range types {
+		newOrder := func() (*acme.Order, error) { return client.AuthorizeOrder(ctx, identifiers(k.host)) }
+		if replaces != "" {
+			id := replaces
+			replaces = "" // the first order only
+			newOrder = func() (*acme.Order, error) {
+				o, err := newOrderReplacing(ctx, client, m.issuer.httpc, k.host, id)
+				if err == nil || ctx.Err() != nil {
+					return o, err
+				}
+				m.log.Warn("order replacing a certificate refused; ordering without replaces", "host", k.host, "key", k.keyType(), "ca", m.issuer.dirURL, "replaces", id, "error", err)
+				return client.AuthorizeOrder(ctx, identifiers(k.host))
+			}
+		}
+		o, err := m.authorize(ctx, client, k.host, newOrder, typ)
+		if err != nil {
+			last = &orderError{issuer: m.issuer.dirURL, challenge: typ, err: err}
+			if ctx.Err() != nil {
+				break
+			}
+			continue
+		}
+		m.event(ACMEFinalized, k.host, typ)
+		chain, _, err := client.CreateCertFromOrder(ctx, o, csr, true)
+		if err != nil {
+			return nil, &orderError{issuer: m.issuer.dirURL, challenge: typ, err: fmt.Errorf("finalizing order: %w", err)}
+		}
+		leaf, err := validCert(k, chain, key, m.clock.Now())
+		if err != nil {
+			return nil, &orderError{issuer: m.issuer.dirURL, challenge: typ, err: fmt.Errorf("certificate from CA: %w", err)}
+		}
+		return &tls.Certificate{Certificate: chain, PrivateKey: key, Leaf: leaf}, nil
+	}
+	return nil, last
+}
+
+// authorize places a new order with newOrder and satisfies its authorizations
+// with challenge type typ; it returns the order once it is ready to be
+// finalized. On failure the order's pending authorizations are
+// deactivated.
+func (m *Manager) authorize(ctx context.Context, client *acme.Client, host string, newOrder func() (*acme.Order, error), typ string) (*acme.Order, error) {
+	o, err := newOrder()
+	if err != nil {
+		return nil, fmt.Errorf("creating order: %w", err)
+	}
+	m.event(ACMEOrderPlaced, host, typ)
+	ok := false
+	defer func() {
+		if !ok {
+			m.deactivate(client, o.AuthzURLs)
+		}
+	}()
+	switch o.Status {
+	case acme.StatusReady:
+		ok = true
+		return o, nil
+	case acme.StatusPending:
+	default:
+		return nil, fmt.Errorf("new order %s has status %q", o.URI, o.Status)
+	}
+	for _, zurl := range o.AuthzURLs {
+		z, err := client.GetAuthorization(ctx, zurl)
+		if err != nil {
+			return nil, fmt.Errorf("fetching authorization: %w", err)
+		}
+		if z.Status != acme.StatusPending {
+			continue
+		}
+		var chal *acme.Challenge
+		for _, c := range z.Challenges {
+			if c.Type == typ {
+				chal = c
+			}
+		}
+		if chal == nil {
+			return nil, fmt.Errorf("CA offers no %s challenge for %s", typ, z.Identifier.Value)
+		}
+		cleanup, err := m.fulfill(client, chal, z.Identifier.Value)
+		if err != nil {
+			return nil, err
+		}
+		defer cleanup()
+		if _, err := client.Accept(ctx, chal); err != nil {
+			return nil, fmt.Errorf("accepting challenge: %w", err)
+		}
+		if _, err := client.WaitAuthorization(ctx, z.URI); err != nil {
+			return nil, fmt.Errorf("authorization: %w", err)
+		}
+	}
+	uri := o.URI
+	o, err = client.WaitOrder(ctx, uri)
+	if err != nil {
+		return nil, fmt.Errorf("waiting for order: %w", err)
+	}
+	o.URI = uri // not in the order's body
+	ok = true
+	return o, nil
+}
+
+// fulfill publishes the answer to chal for name; the returned function
+// withdraws it.
+func (m *Manager) fulfill(client *acme.Client, chal *acme.Challenge, name string) (func(), error) {
+	switch chal.Type {
+	case challengeTLSALPN01:
+		cert, err := client.TLSALPN01ChallengeCert(chal.Token, name)
+		if err != nil {
+			return nil, fmt.Errorf("creating tls-alpn-01 certificate: %w", err)
+		}
+		return m.challenges.putCert(name, &cert), nil
+	case challengeHTTP01:
+		resp, err := client.HTTP01ChallengeResponse(chal.Token)
+		if err != nil {
+			return nil, fmt.Errorf("creating http-01 response: %w", err)
+		}
+		return m.challenges.putHTTP(client.HTTP01ChallengePath(chal.Token), resp), nil
+	}
+	return nil, fmt.Errorf("unsupported challenge type %q", chal.Type)
+}
+
+// deactivate deactivates the pending authorizations among urls, so that
+// they do not count against the CA's limits; best effort, bounded by
+// deactivateTimeout and by Close.
+func (m *Manager) deactivate(client *acme.Client, urls []string) {
+	ctx, cancel := context.WithTimeout(m.ctx, deactivateTimeout)
+	defer cancel()
+	for _, u := range urls {
+		z, err := client.GetAuthorization(ctx, u)
+		if err == nil && z.Status == acme.StatusPending {
+			client.RevokeAuthorization(ctx, u)
+		}
+	}
+}
+
+// identifiers returns the ACME identifiers of host: an IP address or a DNS
+// name.
+func identifiers(host string) []acme.AuthzID {
+	if net.ParseIP(host) != nil {
+		return acme.IPIDs(host)
+	}
+	return acme.DomainIDs(host)
+}
+
+// certRequest returns a DER CSR for host signed by key.
+func certRequest(key crypto.Signer, host string) ([]byte, error) {
+	req := &x509.CertificateRequest{Subject: pkix.Name{CommonName: host}}
+	if ip := net.ParseIP(host); ip != nil {
+		req.Subject = pkix.Name{}
+		req.IPAddresses = []net.IP{ip}
+	} else {
+		req.DNSNames = []string{host}
+	}
+	return x509.CreateCertificateRequest(rand.Reader, req, key)
+}
+
+// problem returns the CA's problem document in err, if any.
+func problem(err error) *acme.Error {
+	var ae *acme.Error
+	if errors.As(err, &ae) {
+		return ae
+	}
+	var aze *acme.AuthorizationError
+	if errors.As(err, &aze) {
+		for _, e := range aze.Errors {
+			if errors.As(e, &ae) {
+				return ae
+			}
+		}
+	}
+	return nil
+}
