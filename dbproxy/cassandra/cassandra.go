@@ -24,6 +24,7 @@ package cassandra
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"strconv"
@@ -115,6 +116,9 @@ func (p *protocol) Handshake(ctx context.Context, client net.Conn, s *dbproxy.Se
 		return c, b, err
 	}
 	st, err := p.startup(c, b)
+	if errors.Is(err, errVersionRefused) {
+		return nil, nil, nil
+	}
 	if err != nil {
 		return nil, nil, err
 	}

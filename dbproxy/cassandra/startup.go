@@ -3,8 +3,13 @@ package cassandra
 import (
 	"errors"
 	"fmt"
+	"io"
 	"net"
 )
+
+// errVersionRefused is startup's error for a client that closed after
+// leproxy refused its protocol version: a negotiation, not a failure.
+var errVersionRefused = errors.New("protocol version refused")
 
 // startupState is what the exchange before STARTUP leaves the relay:
 // the protocol version and the bytes each side sent past it.
@@ -29,6 +34,11 @@ func (p *protocol) startup(c, b net.Conn) (*startupState, error) {
 	}
 	for retries := 0; ; {
 		if err := st.client.need(headerLen); err != nil {
+			if retries > 0 && errors.Is(err, io.EOF) {
+				// Refused a version, the client went to try the
+				// next one on a new connection: leproxy's business.
+				return nil, errVersionRefused
+			}
 			return nil, fmt.Errorf("reading the client's first frame: %w", err)
 		}
 		h := parseHeader(st.client.peek(headerLen))
