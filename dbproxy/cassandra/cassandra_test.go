@@ -218,4 +218,3 @@ func TestStandInsStable(t *testing.T) {
 		t.Errorf("no routes: %v", got)
 	}
 }
-

@@ -3,8 +3,6 @@ package cassandra
 import (
 	"encoding/binary"
 	"errors"
-	"fmt"
-	"io"
 )
 
 // The CQL native protocol's frame (v3 and v4): a 9-byte header, then
@@ -88,33 +86,6 @@ func (h header) appendTo(b []byte) []byte {
 // errFrameTooLarge is wrapped by the error of a frame whose body is over
 // the reader's limit.
 var errFrameTooLarge = errors.New("frame too large")
-
-// readHeader reads a frame header from r and checks its body length
-// against max before anything is allocated for it.
-func readHeader(r io.Reader, max uint32) (header, error) {
-	var b [headerLen]byte
-	if _, err := io.ReadFull(r, b[:]); err != nil {
-		return header{}, err
-	}
-	h := parseHeader(b[:])
-	if h.length > max {
-		return h, fmt.Errorf("reading frame header: %w: body of %d bytes exceeds the limit of %d", errFrameTooLarge, h.length, max)
-	}
-	return h, nil
-}
-
-// readFrame reads one whole frame, header and body, bounded by max.
-func readFrame(r io.Reader, max uint32) (header, []byte, error) {
-	h, err := readHeader(r, max)
-	if err != nil {
-		return h, nil, err
-	}
-	body := make([]byte, h.length)
-	if _, err := io.ReadFull(r, body); err != nil {
-		return h, nil, fmt.Errorf("reading frame body: %w", err)
-	}
-	return h, body, nil
-}
 
 // appendFrame appends a frame with header h (its length set from body)
 // and body to b.

@@ -87,11 +87,6 @@ type rowsHead struct {
 	rowsOff int // offset of rows_count in the body
 }
 
-// errNoMetadata is the error of a system table's rows sent without
-// metadata, which cannot be rewritten. leproxy clears the skip_metadata
-// flag of every QUERY and EXECUTE so that none arrives.
-var errNoMetadata = errors.New("system table rows without metadata")
-
 // parseRowsHead reads the start of a RESULT body (which may be cut
 // short: then the error is errShort) up to its rows. A result that is
 // not rows, or whose metadata names no system table, has table
@@ -111,6 +106,8 @@ func parseRowsHead(flags byte, body []byte) (rowsHead, error) {
 		return rowsHead{}, r.err
 	}
 	if mflags&metaNoMetadata != 0 {
+		// Only for a request that asked for it: leproxy clears
+		// skip_metadata in every QUERY and EXECUTE.
 		return rowsHead{}, nil
 	}
 	// A column spec takes at least 6 bytes: bounds ncols before the
@@ -122,6 +119,9 @@ func parseRowsHead(flags byte, body []byte) (rowsHead, error) {
 	global := mflags&metaGlobalSpec != 0
 	if global {
 		ks, table = r.string(), r.string()
+		if systemTable(ks, table) == tableNone {
+			return rowsHead{}, r.err
+		}
 	}
 	cols := make([]column, 0, ncols)
 	for i := 0; i < int(ncols) && r.err == nil; i++ {
@@ -138,18 +138,6 @@ func parseRowsHead(flags byte, body []byte) (rowsHead, error) {
 		return rowsHead{}, r.err
 	}
 	return rowsHead{table: systemTable(ks, table), cols: cols, rowsOff: r.off}, nil
-}
-
-// noMetadataSystem reports whether a RESULT body is rows without
-// metadata: those may be a system table's, which leproxy cannot see.
-func noMetadata(flags byte, body []byte) bool {
-	r := &reader{b: body}
-	r.skipResponsePrefix(flags)
-	if r.int() != resultRows {
-		return false
-	}
-	mflags := r.int()
-	return r.err == nil && mflags&metaNoMetadata != 0
 }
 
 // cell is one value of a row: nil data with null set for a null.

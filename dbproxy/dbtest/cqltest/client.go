@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
+	"testing"
 )
 
 // The client half of the codec, for tests that speak CQL to a proxy by
@@ -100,3 +102,18 @@ func ReadAnswer(r io.Reader) (string, error) {
 	}
 	return string(p.Rows[0][0]), nil
 }
+
+// RowsFor is the RESULT body node 1 of a three-node cluster (127.0.0.2,
+// .3 and .4, port 9042) answers q with, for seeds and benchmarks.
+func RowsFor(t testing.TB, q string) []byte {
+	c := &Cluster{t: t, cfg: Config{ReleaseVersion: "4.1.3", Nodes: []Node{
+		{Name: "node1", Addr: netip.MustParseAddrPort("127.0.0.2:9042"), HostID: "6a2d0e5c-1b0f-4c52-9a44-1f0d7f0b0001"},
+		{Name: "node2", Addr: netip.MustParseAddrPort("127.0.0.3:9042"), HostID: "6a2d0e5c-1b0f-4c52-9a44-1f0d7f0b0002"},
+		{Name: "node3", Addr: netip.MustParseAddrPort("127.0.0.4:9042"), HostID: "6a2d0e5c-1b0f-4c52-9a44-1f0d7f0b0003"},
+	}}}
+	ks, table, cols, rows := c.answer(0, q)
+	return rowsBody(ks, table, cols, rows, false)
+}
+
+// SupportedBody is the fake's SUPPORTED body.
+func SupportedBody() []byte { return supportedBody() }

@@ -16,7 +16,7 @@
 package cqltest
 
 import (
-	"crypto/md5"
+	"crypto/sha256"
 	"encoding/binary"
 	"fmt"
 	"net"
@@ -195,15 +195,7 @@ func (c *Cluster) serve(i int, nc net.Conn) {
 		d := &dec{b: f.Body}
 		switch f.Opcode {
 		case OpOptions:
-			e := &enc{}
-			e.short(3)
-			e.str("CQL_VERSION")
-			e.strList([]string{"3.4.6"})
-			e.str("COMPRESSION")
-			e.strList([]string{"snappy", "lz4"})
-			e.str("PROTOCOL_VERSIONS")
-			e.strList([]string{"3/v3", "4/v4", "5/v5"})
-			err = reply(OpSupported, e.b)
+			err = reply(OpSupported, supportedBody())
 		case OpStartup:
 			n := d.short()
 			for k := 0; k < n && d.err == nil; k++ {
@@ -258,13 +250,14 @@ func (c *Cluster) serve(i int, nc net.Conn) {
 func (c *Cluster) request(i int, op byte, d *dec, prepared map[string]string, reply func(byte, []byte) error) error {
 	if op == OpPrepare {
 		q := d.long()
-		id := md5.Sum([]byte(q)) // #nosec G401 -- Cassandra's statement id is an MD5 too
-		prepared[string(id[:])] = q
+		sum := sha256.Sum256([]byte(q))
+		id := sum[:16] // a node uses an MD5 of the statement: 16 bytes too
+		prepared[string(id)] = q
 		ks, table, cols, _ := c.answer(i, q)
 		e := &enc{}
 		e.int(4)
 		e.short(len(id))
-		e.b = append(e.b, id[:]...)
+		e.b = append(e.b, id...)
 		e.int(0) // bind metadata: no flags, no values, no keys
 		e.int(0)
 		e.int(0)
@@ -381,5 +374,17 @@ func tokens(i int) []byte {
 	e.int(1)
 	t := fmt.Sprint(int64(i)*3074457345618258602 - 9223372036854775807)
 	e.bytes([]byte(t))
+	return e.b
+}
+
+func supportedBody() []byte {
+	e := &enc{}
+	e.short(3)
+	e.str("CQL_VERSION")
+	e.strList([]string{"3.4.6"})
+	e.str("COMPRESSION")
+	e.strList([]string{"snappy", "lz4"})
+	e.str("PROTOCOL_VERSIONS")
+	e.strList([]string{"3/v3", "4/v4", "5/v5"})
 	return e.b
 }
