@@ -218,3 +218,56 @@ func TestStandInsStable(t *testing.T) {
 		t.Errorf("no routes: %v", got)
 	}
 }
+
+func TestLocalAndEventsRewritten(t *testing.T) {
+	cl := startCluster(t, "4.1.3", "", "")
+	c := session(t, cl.proxy, nodeName(hostIDs[1]))
+	listenerPort := netip.MustParseAddrPort(cl.proxy.Addr).Port()
+
+	dbtest.MustWrite(t, c, cqltest.Request(2, cqltest.OpQuery, cqltest.QueryBody("SELECT * FROM system.local WHERE key='local'", 0)))
+	f, err := cqltest.Expect(c, 2, cqltest.OpResult)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := cqltest.ParseRows(f.Body)
+	if err != nil || len(p.Rows) != 1 {
+		t.Fatalf("system.local: %+v, %v", p, err)
+	}
+	want := standIn(nodeName(hostIDs[1]))
+	for _, col := range []string{"broadcast_address", "listen_address", "rpc_address"} {
+		v, _ := p.Value(0, col)
+		if a, _ := netip.AddrFromSlice(v); a != want {
+			t.Errorf("system.local %s = %v, want node 2's stand-in %v", col, a, want)
+		}
+	}
+	if v, _ := p.Value(0, "rpc_port"); len(v) != 4 || int(v[2])<<8|int(v[3]) != int(listenerPort) {
+		t.Errorf("system.local rpc_port = %v, want %d", v, listenerPort)
+	}
+	if v, _ := p.Value(0, "host_id"); len(v) != 16 {
+		t.Errorf("system.local host_id = %v", v)
+	}
+
+	body := []byte{0, 2}
+	for _, s := range []string{"TOPOLOGY_CHANGE", "STATUS_CHANGE"} {
+		body = append(body, 0, byte(len(s)))
+		body = append(body, s...)
+	}
+	dbtest.MustWrite(t, c, cqltest.Request(3, cqltest.OpRegister, body))
+	if _, err := cqltest.Expect(c, 3, cqltest.OpReady); err != nil {
+		t.Fatal(err)
+	}
+	// Node 4's event is dropped; node 3's arrives with its stand-in and
+	// the listener's port.
+	if n := cl.fake.Event("TOPOLOGY_CHANGE", "NEW_NODE", 3); n != 1 {
+		t.Fatalf("the event went to %d connections, want 1", n)
+	}
+	cl.fake.Event("STATUS_CHANGE", "UP", 2)
+	f, err = cqltest.Expect(c, -1, cqltest.OpEvent)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantBody := eventBody("STATUS_CHANGE", "UP", standIn(nodeName(hostIDs[2])), int(listenerPort))
+	if string(f.Body) != string(wantBody) {
+		t.Errorf("event body %q, want %q", f.Body, wantBody)
+	}
+}
