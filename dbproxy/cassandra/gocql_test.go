@@ -320,3 +320,58 @@ func (f dialerFunc) DialHost(ctx context.Context, host *gocql.HostInfo) (*gocql.
 func x509Opts(ca *dbtest.CA, name string) x509.VerifyOptions {
 	return x509.VerifyOptions{Roots: ca.Pool, DNSName: name}
 }
+
+// TestGocqlDefaultDialer: a driver set up without the SNI dialer, with
+// one server name for every connection, dials the stand-ins it learned
+// for the other nodes, never a backend, and keeps working through its
+// contact point.
+func TestGocqlDefaultDialer(t *testing.T) {
+	c := startCluster(t, "4.1.3", "", "")
+	var mu sync.Mutex
+	var dialed []string
+	cfg := gocql.NewCluster(c.proxy.Addr)
+	cfg.ConnectTimeout = 5 * time.Second
+	cfg.SslOpts = &gocql.SslOptions{Config: &tls.Config{RootCAs: c.proxy.CA.Pool, ServerName: contactName, MinVersion: tls.VersionTLS12}, EnableHostVerification: true}
+	cfg.Dialer = dialerCtx(func(ctx context.Context, network, addr string) (net.Conn, error) {
+		mu.Lock()
+		dialed = append(dialed, addr)
+		mu.Unlock()
+		ap, err := netip.ParseAddrPort(addr)
+		if err != nil {
+			return nil, err
+		}
+		if c.backends[ap.Addr().Unmap()] {
+			t.Errorf("the driver dialled backend %s", addr)
+		}
+		if addr != c.proxy.Addr {
+			return nil, errors.New("not leproxy's address")
+		}
+		return new(net.Dialer).DialContext(ctx, network, addr)
+	})
+	s, err := cfg.CreateSession()
+	if err != nil {
+		t.Fatalf("creating the session: %v", err)
+	}
+	defer s.Close()
+	var ans string
+	if err := s.Query("SELECT answer FROM leproxy.echo").Scan(&ans); err != nil || !strings.HasPrefix(ans, "node1:") {
+		t.Fatalf("query: %q, %v; want node 1's answer", ans, err)
+	}
+	dbtest.WaitFor(t, "the driver to try the other nodes", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		n := 0
+		for _, a := range dialed {
+			if ap, err := netip.ParseAddrPort(a); err == nil && standInNet.Contains(ap.Addr()) {
+				n++
+			}
+		}
+		return n >= 2
+	})
+}
+
+type dialerCtx func(ctx context.Context, network, addr string) (net.Conn, error)
+
+func (f dialerCtx) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
+	return f(ctx, network, addr)
+}
