@@ -5,6 +5,7 @@ package all
 
 import (
 	_ "github.com/leproxy/leproxy/dbproxy/amqp"
+	_ "github.com/leproxy/leproxy/dbproxy/cassandra"
 	_ "github.com/leproxy/leproxy/dbproxy/elasticsearch"
 	_ "github.com/leproxy/leproxy/dbproxy/ftp"
 	_ "github.com/leproxy/leproxy/dbproxy/ldap"
