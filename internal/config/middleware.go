@@ -112,6 +112,10 @@ var reservedHeaders = []string{
 	"Keep-Alive", "Proxy-Connection", "Te", "Trailer",
 }
 
+// forwardingHeaders are set by leproxy itself on every proxied request,
+// so request_headers cannot change them.
+var forwardingHeaders = []string{"Forwarded", "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto", "X-Real-Ip"}
+
 // middleware walks a host's "middleware" mapping n; path is its key.
 func (l *loader) middleware(n *yaml.Node, path string) *Middleware {
 	if isNull(n) {
@@ -144,10 +148,10 @@ func (l *loader) middleware(n *yaml.Node, path string) *Middleware {
 		m.AddPrefix = l.pathPrefix(v, path+".add_prefix")
 	}
 	if v := f["request_headers"]; v != nil {
-		m.RequestHeaders = l.headerOps(v, path+".request_headers")
+		m.RequestHeaders = l.headerOps(v, path+".request_headers", forwardingHeaders)
 	}
 	if v := f["response_headers"]; v != nil {
-		m.ResponseHeaders = l.headerOps(v, path+".response_headers")
+		m.ResponseHeaders = l.headerOps(v, path+".response_headers", nil)
 	}
 	if v := f["compress"]; v != nil {
 		m.Compress = l.compress(v, path+".compress")
@@ -480,8 +484,9 @@ func (l *loader) pathPrefix(n *yaml.Node, key string) string {
 	return s
 }
 
-// headerOps walks request_headers or response_headers.
-func (l *loader) headerOps(n *yaml.Node, key string) HeaderOps {
+// headerOps walks request_headers or response_headers; the headers of
+// owned are leproxy's and refused.
+func (l *loader) headerOps(n *yaml.Node, key string, owned []string) HeaderOps {
 	var ops HeaderOps
 	if !l.is(n, key, yaml.MappingNode, "a mapping with set, add and remove") {
 		return ops
@@ -490,18 +495,18 @@ func (l *loader) headerOps(n *yaml.Node, key string) HeaderOps {
 	if v := f["remove"]; v != nil {
 		names, nodes := l.stringList(v, key+".remove", "header names")
 		for i, name := range names {
-			if c, ok := l.headerName(nodes[i], key+".remove", name); ok {
+			if c, ok := l.headerName(nodes[i], key+".remove", name, owned); ok {
 				ops.Remove = append(ops.Remove, c)
 			}
 		}
 	}
-	ops.Set = l.headerFields(f["set"], key+".set")
-	ops.Add = l.headerFields(f["add"], key+".add")
+	ops.Set = l.headerFields(f["set"], key+".set", owned)
+	ops.Add = l.headerFields(f["add"], key+".add", owned)
 	return ops
 }
 
 // headerFields walks a mapping of header names to values.
-func (l *loader) headerFields(n *yaml.Node, key string) []HeaderField {
+func (l *loader) headerFields(n *yaml.Node, key string, owned []string) []HeaderField {
 	if n == nil || !l.is(n, key, yaml.MappingNode, "a mapping of header names to values") {
 		return nil
 	}
@@ -511,7 +516,7 @@ func (l *loader) headerFields(n *yaml.Node, key string) []HeaderField {
 		if !l.is(k, key, yaml.ScalarNode, "a header name") {
 			continue
 		}
-		name, ok := l.headerName(k, key, k.Value)
+		name, ok := l.headerName(k, key, k.Value, owned)
 		if !ok {
 			continue
 		}
@@ -529,7 +534,7 @@ func (l *loader) headerFields(n *yaml.Node, key string) []HeaderField {
 }
 
 // headerName checks a header name and returns its canonical form.
-func (l *loader) headerName(n *yaml.Node, key, name string) (string, bool) {
+func (l *loader) headerName(n *yaml.Node, key, name string, owned []string) (string, bool) {
 	if !httpguts.ValidHeaderFieldName(name) {
 		l.el.add(n.Line, key, name, fmt.Sprintf("invalid header name %q", name))
 		return "", false
@@ -537,6 +542,10 @@ func (l *loader) headerName(n *yaml.Node, key, name string) (string, bool) {
 	c := http.CanonicalHeaderKey(name)
 	if slices.Contains(reservedHeaders, c) {
 		l.el.add(n.Line, key, name, fmt.Sprintf("header %q frames or routes the message and cannot be changed", name))
+		return "", false
+	}
+	if slices.Contains(owned, c) {
+		l.el.add(n.Line, key, name, fmt.Sprintf("header %q is set by leproxy on every proxied request", name))
 		return "", false
 	}
 	return c, true

@@ -134,6 +134,7 @@ func TestMiddlewareErrors(t *testing.T) {
 		{"bad header name", "    request_headers:\n      set: {\"X Bad\": 1}", 5, `invalid header name "X Bad"`},
 		{"reserved header", "    response_headers:\n      remove: [content-length]", 5, "frames or routes the message"},
 		{"host header", "    request_headers:\n      set: {Host: x}", 5, `header "Host"`},
+		{"forwarding header", "    request_headers:\n      remove: [x-forwarded-for]", 5, "set by leproxy"},
 		{"unknown header op", "    request_headers:\n      replace: {X: y}", 5, `unknown key "replace"`},
 		{"unknown encoding", "    compress: {encodings: [br]}", 4, `unknown encoding "br"`},
 		{"compress not bool", "    compress: yes please", 4, "expected true or false"},

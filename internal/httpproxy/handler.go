@@ -128,7 +128,9 @@ func New(hosts []config.Host, opts Options) (*Handler, error) {
 			if err != nil {
 				return nil, fmt.Errorf("setting up host %q: %w", host.Name, err)
 			}
-			h.routes[name] = route
+			if h.routes[name], err = withMiddleware(host.Middleware, route); err != nil {
+				return nil, fmt.Errorf("setting up host %q: %w", host.Name, err)
+			}
 			continue
 		}
 		up, err := backendUpstream(host)
@@ -141,7 +143,10 @@ func New(hosts []config.Host, opts Options) (*Handler, error) {
 			transports[up.key] = tr
 			h.transports = append(h.transports, tr)
 		}
-		h.routes[name] = newProxy(host, up.target, tr, hsts, logger, opts.OnBackendError)
+		proxy := newProxy(host, up.target, tr, hsts, logger, opts.OnBackendError)
+		if h.routes[name], err = withMiddleware(host.Middleware, proxy); err != nil {
+			return nil, fmt.Errorf("setting up host %q: %w", host.Name, err)
+		}
 	}
 	return h, nil
 }
@@ -391,6 +396,13 @@ func newProxy(host config.Host, target *url.URL, tr http.RoundTripper, hsts bool
 		},
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
 			if berr := bodyError(r); berr != nil {
+				if _, ok := errors.AsType[*http.MaxBytesError](berr); ok {
+					// The max_body middleware cut the body.
+					logger.Info("request body too large", "error", berr)
+					w.Header().Set("Connection", "close")
+					http.Error(w, "413 request body too large", http.StatusRequestEntityTooLarge)
+					return
+				}
 				// The client's body broke the request, not the backend:
 				// 400, the connection closed, no backend error.
 				logger.Info("bad request body", "error", berr)
