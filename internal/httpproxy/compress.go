@@ -49,11 +49,12 @@ type encoder interface {
 // order); the response is compressed only when it has a compressible
 // Content-Type (compressibleType), no Content-Encoding of its own, no
 // Cache-Control: no-transform, a status with a body that is not 206, and
-// a Content-Length of at least MinLength or none. Requests with Range,
+// a Content-Length of at least MinLength, or a body that turns out to be
+// that long or is flushed (see compressWriter). Requests with Range,
 // HEAD requests and protocol upgrades (websocket) pass untouched. A
 // compressed response loses Content-Length and Accept-Ranges, its strong
 // ETag becomes weak, and every response of a compressible type gets
-// "Vary: Accept-Encoding". Flushes flush the encoder, so streaming
+// "Vary: Accept-Encoding" unless it is encoded already. Flushes flush the encoder, so streaming
 // responses (server-sent events) still arrive as they are written.
 type compressor struct {
 	encodings []string
@@ -71,16 +72,32 @@ func (c compressor) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	cw := &compressWriter{ResponseWriter: w, coding: negotiateEncoding(r.Header["Accept-Encoding"], c.encodings), minLength: c.minLength}
-	defer cw.close()
+	defer func() {
+		if p := recover(); p != nil {
+			// ReverseProxy aborts a response whose backend failed
+			// mid-body (http.ErrAbortHandler): ending the stream or
+			// sending what is held would make it look complete.
+			cw.enc = nil
+			panic(p)
+		}
+		cw.close()
+	}()
 	c.next.ServeHTTP(cw, r)
 }
 
 // compressWriter decides at WriteHeader whether to compress the response.
+// A compressible response of unknown length is held back (status, header
+// and up to minLength bytes) until it proves long enough to compress, is
+// flushed (a stream: compressed), or ends short (sent as it is, with its
+// Content-Length).
 type compressWriter struct {
 	http.ResponseWriter
 	coding      string // negotiated; "" when the client accepts none
 	minLength   int64
 	wroteHeader bool
+	pending     bool    // status and header held back, body in held
+	code        int     // the status held back
+	held        []byte  // while pending
 	enc         encoder // nil when not compressing
 }
 
@@ -98,9 +115,14 @@ func (w *compressWriter) WriteHeader(code int) {
 	}
 	w.wroteHeader = true
 	h := w.ResponseWriter.Header()
-	if bodyAllowed(code) && code != http.StatusPartialContent && compressibleType(h.Get("Content-Type")) {
+	if bodyAllowed(code) && code != http.StatusPartialContent && len(h["Content-Encoding"]) == 0 &&
+		compressibleType(h.Get("Content-Type")) {
 		addVary(h, "Accept-Encoding")
 		if w.coding != "" && w.compressible(h) {
+			if h.Get("Content-Length") == "" && w.minLength > 0 {
+				w.pending, w.code = true, code
+				return
+			}
 			w.start(h)
 		}
 	}
@@ -110,7 +132,7 @@ func (w *compressWriter) WriteHeader(code int) {
 // compressible reports whether the header h of a compressible type lets
 // the body be compressed.
 func (w *compressWriter) compressible(h http.Header) bool {
-	if len(h["Content-Encoding"]) > 0 || h.Get("Content-Range") != "" || hasToken(h["Cache-Control"], "no-transform") {
+	if h.Get("Content-Range") != "" || hasToken(h["Cache-Control"], "no-transform") {
 		return false
 	}
 	if cl := h.Get("Content-Length"); cl != "" {
@@ -141,6 +163,26 @@ func (w *compressWriter) start(h http.Header) {
 	}
 }
 
+// commit ends a pending response's wait: it sends the status held back,
+// compressed or not, and the bytes held.
+func (w *compressWriter) commit(compress bool) error {
+	w.pending = false
+	h := w.ResponseWriter.Header()
+	if compress {
+		w.start(h)
+	} else {
+		h.Set("Content-Length", strconv.Itoa(len(w.held)))
+	}
+	w.ResponseWriter.WriteHeader(w.code)
+	held := w.held
+	w.held = nil
+	if len(held) == 0 {
+		return nil
+	}
+	_, err := w.Write(held)
+	return err
+}
+
 func (w *compressWriter) Write(p []byte) (int, error) {
 	if !w.wroteHeader {
 		h := w.ResponseWriter.Header()
@@ -148,6 +190,18 @@ func (w *compressWriter) Write(p []byte) (int, error) {
 			h.Set("Content-Type", http.DetectContentType(p)) // as net/http would
 		}
 		w.WriteHeader(http.StatusOK)
+	}
+	if w.pending {
+		if int64(len(w.held)+len(p)) < w.minLength {
+			if w.held == nil {
+				w.held = make([]byte, 0, w.minLength)
+			}
+			w.held = append(w.held, p...)
+			return len(p), nil
+		}
+		if err := w.commit(true); err != nil {
+			return 0, err
+		}
 	}
 	if w.enc == nil {
 		return w.ResponseWriter.Write(p)
@@ -160,6 +214,12 @@ func (w *compressWriter) Write(p []byte) (int, error) {
 func (w *compressWriter) FlushError() error {
 	if !w.wroteHeader {
 		w.WriteHeader(http.StatusOK)
+	}
+	if w.pending {
+		// A flush before minLength bytes: a stream, worth compressing.
+		if err := w.commit(true); err != nil {
+			return err
+		}
 	}
 	if w.enc != nil {
 		if err := w.enc.Flush(); err != nil {
@@ -179,7 +239,7 @@ var errHijackCompressed = errors.New("httpproxy: hijacking a compressed response
 // Hijack takes over the connection; upgrades are not compressed, so the
 // encoder is only in the way of a handler that hijacks mid-body.
 func (w *compressWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
-	if w.enc != nil {
+	if w.enc != nil || w.pending {
 		return nil, nil, errHijackCompressed
 	}
 	return http.NewResponseController(w.ResponseWriter).Hijack()
@@ -196,6 +256,11 @@ var (
 // close ends the compressed stream, if any, and returns its encoder to the
 // pool. The stream's last bytes go out before the handler returns.
 func (w *compressWriter) close() {
+	if w.pending {
+		// Too short to compress: sent as it is. An error means the client
+		// went away.
+		_ = w.commit(false)
+	}
 	if w.enc == nil {
 		return
 	}
