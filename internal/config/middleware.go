@@ -44,6 +44,40 @@ type Middleware struct {
 	Line     int // line of the "middleware" key in File
 }
 
+// notes describes the middlewares m turns on, in the order they apply,
+// for Summary.
+func (m *Middleware) notes() []string {
+	var notes []string
+	if len(m.Allow) > 0 || len(m.Deny) > 0 {
+		notes = append(notes, fmt.Sprintf("IP filter (%d allowed, %d denied networks)", len(m.Allow), len(m.Deny)))
+	}
+	if m.BasicAuth != nil {
+		notes = append(notes, fmt.Sprintf("basic auth (%d users)", len(m.BasicAuth.Users)))
+	}
+	if m.MaxBody > 0 {
+		notes = append(notes, fmt.Sprintf("max_body %d bytes", m.MaxBody))
+	}
+	if len(m.Redirects) > 0 {
+		notes = append(notes, fmt.Sprintf("%d redirects", len(m.Redirects)))
+	}
+	if m.StripPrefix != "" {
+		notes = append(notes, "strip_prefix "+m.StripPrefix)
+	}
+	if m.AddPrefix != "" {
+		notes = append(notes, "add_prefix "+m.AddPrefix)
+	}
+	if !m.RequestHeaders.Empty() {
+		notes = append(notes, "request headers")
+	}
+	if !m.ResponseHeaders.Empty() {
+		notes = append(notes, "response headers")
+	}
+	if m.Compress != nil {
+		notes = append(notes, "compress "+strings.Join(m.Compress.Encodings, "/"))
+	}
+	return notes
+}
+
 // BasicAuth is HTTP basic authentication against bcrypt hashes.
 type BasicAuth struct {
 	Realm string // shown by browsers; "restricted" when not set

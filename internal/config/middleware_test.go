@@ -96,6 +96,12 @@ plain.example.com:
 	if c := m.Compress; c == nil || fmt.Sprint(c.Encodings) != "[gzip]" || c.MinLength != 1024 {
 		t.Errorf("Compress = %+v", c)
 	}
+	var sum strings.Builder
+	cfg.Summary(&sum)
+	if want := "(HTTP over TCP, IP filter (3 allowed, 1 denied networks), basic auth (1 users), max_body 10485760 bytes, " +
+		"2 redirects, strip_prefix /api, add_prefix /v1, request headers, response headers, compress gzip)"; !strings.Contains(sum.String(), want) {
+		t.Errorf("Summary:\n%s\nwant it to contain %s", sum.String(), want)
+	}
 	if c := cfg.Hosts[1].Middleware.Compress; c == nil || fmt.Sprint(c.Encodings) != "[zstd gzip]" || c.MinLength != DefaultCompressMinLength {
 		t.Errorf("compress: true = %+v", c)
 	}
@@ -157,4 +163,17 @@ func TestMiddlewareErrors(t *testing.T) {
 			}
 		})
 	}
+}
+
+func TestExampleMiddleware(t *testing.T) {
+	cfg, err := Load("../../mapping.example.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, h := range cfg.Hosts {
+		if m := h.Middleware; m != nil && len(m.notes()) == len(middlewareKeys)-1 { // ip_allow and ip_deny share a note
+			return
+		}
+	}
+	t.Error("the example has no host that shows every middleware")
 }
