@@ -1,7 +1,9 @@
 // Package httpproxy is the HTTPS side of leproxy: a router from the request's
 // host name to its backend, a reverse proxy to TCP, URL, unix socket and
-// abstract socket backends, a static file server, HSTS, and the plain-HTTP
-// redirect to HTTPS.
+// abstract socket backends, a static file server, HSTS, the per-host
+// middleware stack of the mapping (middleware.go: IP filter, basic auth,
+// body limit, redirects, prefix rewriting, header changes, compression),
+// and the plain-HTTP redirect to HTTPS.
 //
 // A Handler is immutable once New returns it. A configuration reload builds
 // a new Handler, swaps it in atomically (for example through an

@@ -52,15 +52,21 @@ type prefixRewrite struct {
 }
 
 func (p prefixRewrite) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	u := *r.URL // r.URL is shared with the access log, which shows the client's path
+	stripped, stripOK := "", false
 	if p.strip != "" {
-		if rest, ok := cutPathPrefix(u.Path, p.strip); ok {
-			u.Path = rest
-			if rawRest, ok := cutPathPrefix(u.RawPath, p.strip); ok {
-				u.RawPath = rawRest
-			} else {
-				u.RawPath = ""
-			}
+		stripped, stripOK = cutPathPrefix(r.URL.Path, p.strip)
+	}
+	if !stripOK && p.add == "" {
+		p.next.ServeHTTP(w, r)
+		return
+	}
+	u := *r.URL // r.URL is shared with the access log, which shows the client's path
+	if stripOK {
+		u.Path = stripped
+		if rawRest, ok := cutPathPrefix(u.RawPath, p.strip); ok {
+			u.RawPath = rawRest
+		} else {
+			u.RawPath = "" // re-encoded from Path
 		}
 	}
 	if p.add != "" {
