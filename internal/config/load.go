@@ -119,7 +119,7 @@ func (l *loader) host(k, v *yaml.Node) {
 	backend := v
 	switch {
 	case v.Kind == yaml.MappingNode:
-		f := l.fields(v, key, "backend", "hsts", "preserve_host")
+		f := l.fields(v, key, "backend", "hsts", "preserve_host", "middleware")
 		backend = f["backend"]
 		if backend == nil {
 			l.el.add(k.Line, key, "", `missing key "backend"`)
@@ -132,6 +132,9 @@ func (l *loader) host(k, v *yaml.Node) {
 			if preserve, ok := l.bool(n, k.Value+".preserve_host"); ok {
 				h.RewriteHost = !preserve
 			}
+		}
+		if n := f["middleware"]; n != nil {
+			h.Middleware = l.middleware(n, k.Value+".middleware")
 		}
 	case v.Kind != yaml.ScalarNode:
 		l.is(v, key, yaml.ScalarNode, "a backend or a mapping of host options")

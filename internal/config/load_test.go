@@ -239,7 +239,7 @@ func TestParseErrors(t *testing.T) {
 		{"empty file", "", 0, "", "no hosts"},
 		{"comments only", "# nothing\n\n", 0, "", "no hosts"},
 		{"empty mapping", "{}\n", 1, "", "no hosts"},
-		{"unknown host key", "a.example.com:\n  backend: :80\n  hst: true\n", 3, "a.example.com", `unknown key "hst" (known: backend, hsts, preserve_host)`},
+		{"unknown host key", "a.example.com:\n  backend: :80\n  hst: true\n", 3, "a.example.com", `unknown key "hst" (known: backend, hsts, preserve_host, middleware)`},
 		{"unknown listener key", "tcp:\n- listen: :1\n  protocol: tls\n  route: {}\n", 4, "tcp[0]", `unknown key "route"`},
 		{"bad protocol option", "tcp:\n- listen: :21\n  protocol: ftp\n  passive_ports: 9-1\n  routes: {a.example.com: 127.0.0.1:2}\n", 4, "tcp[0].passive_ports", `invalid passive_ports "9-1": expected a port range`},
 		{"protocol option elsewhere", "tcp:\n- listen: :1\n  protocol: tls\n  passive_ports: 30000-30009\n  routes: {a.example.com: 127.0.0.1:2}\n", 4, "tcp[0]", `unknown key "passive_ports"`},

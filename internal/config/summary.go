@@ -60,6 +60,9 @@ func hostNotes(h Host) []string {
 	if h.RewriteHost {
 		notes = append(notes, "Host rewritten to the backend's")
 	}
+	if h.Middleware != nil {
+		notes = append(notes, h.Middleware.notes()...)
+	}
 	return notes
 }
 

@@ -52,7 +52,10 @@ type Host struct {
 	// RewriteHost, when true (long form "preserve_host: false"), sends the
 	// backend's own host name in the Host header instead of the client's.
 	RewriteHost bool
-	Line        int // line of the host's key in File
+	// Middleware is the host's middleware stack (long form key
+	// "middleware"); nil when it has none.
+	Middleware *Middleware
+	Line       int // line of the host's key in File
 }
 
 // TLSMode says how leproxy connects to a tcp route's backend. It is

@@ -1,7 +1,9 @@
 // Package httpproxy is the HTTPS side of leproxy: a router from the request's
 // host name to its backend, a reverse proxy to TCP, URL, unix socket and
-// abstract socket backends, a static file server, HSTS, and the plain-HTTP
-// redirect to HTTPS.
+// abstract socket backends, a static file server, HSTS, the per-host
+// middleware stack of the mapping (middleware.go: IP filter, basic auth,
+// body limit, redirects, prefix rewriting, header changes, compression),
+// and the plain-HTTP redirect to HTTPS.
 //
 // A Handler is immutable once New returns it. A configuration reload builds
 // a new Handler, swaps it in atomically (for example through an
@@ -128,7 +130,9 @@ func New(hosts []config.Host, opts Options) (*Handler, error) {
 			if err != nil {
 				return nil, fmt.Errorf("setting up host %q: %w", host.Name, err)
 			}
-			h.routes[name] = route
+			if h.routes[name], err = withMiddleware(host.Middleware, route); err != nil {
+				return nil, fmt.Errorf("setting up host %q: %w", host.Name, err)
+			}
 			continue
 		}
 		up, err := backendUpstream(host)
@@ -141,7 +145,10 @@ func New(hosts []config.Host, opts Options) (*Handler, error) {
 			transports[up.key] = tr
 			h.transports = append(h.transports, tr)
 		}
-		h.routes[name] = newProxy(host, up.target, tr, hsts, logger, opts.OnBackendError)
+		proxy := newProxy(host, up.target, tr, hsts, logger, opts.OnBackendError)
+		if h.routes[name], err = withMiddleware(host.Middleware, proxy); err != nil {
+			return nil, fmt.Errorf("setting up host %q: %w", host.Name, err)
+		}
 	}
 	return h, nil
 }
@@ -391,6 +398,13 @@ func newProxy(host config.Host, target *url.URL, tr http.RoundTripper, hsts bool
 		},
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
 			if berr := bodyError(r); berr != nil {
+				if _, ok := errors.AsType[*http.MaxBytesError](berr); ok {
+					// The max_body middleware cut the body.
+					logger.Info("request body too large", "error", berr)
+					w.Header().Set("Connection", "close")
+					http.Error(w, "413 request body too large", http.StatusRequestEntityTooLarge)
+					return
+				}
 				// The client's body broke the request, not the backend:
 				// 400, the connection closed, no backend error.
 				logger.Info("bad request body", "error", berr)
