@@ -306,6 +306,8 @@ func TestParseErrors(t *testing.T) {
 		{"ca directory", "tcp:\n- listen: :1\n  protocol: tls\n  routes:\n    a.example.com:\n      backend: :2\n      tls: verify\n      ca: " + td + "\n", 8, "tcp[0].routes[a.example.com].ca", "is not a regular file"},
 		{"ca relative", "tcp:\n- listen: :1\n  protocol: tls\n  routes:\n    a.example.com:\n      backend: :2\n      tls: verify\n      ca: ca.pem\n", 8, "tcp[0].routes[a.example.com].ca", "relative path"},
 		{"plaintext value", "tcp:\n- listen: :1\n  protocol: tls\n  routes:\n    a.example.com:\n      backend: :2\n      plaintext: yes\n", 7, "tcp[0].routes[a.example.com].plaintext", `expected allow or refuse, got "yes"`},
+		{"proxy_protocol value", "tcp:\n- listen: :1\n  protocol: tls\n  routes:\n    a.example.com:\n      backend: :2\n      proxy_protocol: v3\n", 7, "tcp[0].routes[a.example.com].proxy_protocol", `unknown proxy_protocol "v3" (known: none, v1, v2)`},
+		{"proxy_protocol not a string", "tcp:\n- listen: :1\n  protocol: tls\n  routes:\n    a.example.com:\n      backend: :2\n      proxy_protocol: [v1]\n", 7, "tcp[0].routes[a.example.com].proxy_protocol", "got a list"},
 		{"default not a route", "tcp:\n- listen: :1\n  protocol: tls\n  default: b.example.com\n  routes: {a.example.com: 127.0.0.1:2}\n", 4, "tcp[0].default", `default "b.example.com" is not one of this listener's routes`},
 		{"max_conns zero", "tcp:\n- listen: :1\n  protocol: tls\n  max_conns: 0\n  routes: {a.example.com: 127.0.0.1:2}\n", 4, "tcp[0].max_conns", `expected a positive integer, got "0"`},
 		{"max_conns text", "tcp:\n- listen: :1\n  protocol: tls\n  max_conns: lots\n  routes: {a.example.com: 127.0.0.1:2}\n", 4, "tcp[0].max_conns", `expected a positive integer, got "lots"`},
@@ -377,6 +379,7 @@ tcp:
       backend: 10.0.0.2:5432
       tls: insecure
       plaintext: allow
+      proxy_protocol: v2
 `))
 	if err != nil {
 		t.Fatal(err)
@@ -393,11 +396,11 @@ tcp:
 		t.Errorf("got listener %+v, want line 7, postgres, default a.example.com, 1m30s, 7", l)
 	}
 	r0, r1 := l.Routes[0], l.Routes[1]
-	if r0.TLS != TLSNone || r0.AllowPlaintext || r0.Line != 13 {
-		t.Errorf("got route %+v, want TLS none, plaintext refused, line 13", r0)
+	if r0.TLS != TLSNone || r0.AllowPlaintext || r0.ProxyProtocol != ProxyNone || r0.Line != 13 {
+		t.Errorf("got route %+v, want TLS none, plaintext refused, no PROXY header, line 13", r0)
 	}
-	if r1.TLS != TLSInsecure || !r1.AllowPlaintext || r1.Backend != "10.0.0.2:5432" || r1.Line != 14 {
-		t.Errorf("got route %+v, want TLS insecure, plaintext allowed, line 14", r1)
+	if r1.TLS != TLSInsecure || !r1.AllowPlaintext || r1.ProxyProtocol != ProxyV2 || r1.Backend != "10.0.0.2:5432" || r1.Line != 14 {
+		t.Errorf("got route %+v, want TLS insecure, plaintext allowed, PROXY v2, line 14", r1)
 	}
 }
 
