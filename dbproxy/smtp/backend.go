@@ -3,7 +3,6 @@ package smtp
 import (
 	"bufio"
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -57,9 +56,6 @@ func (c *conn) backendRefused(err error) error {
 	return &proxyError{code: 421, text: "4.3.0 " + c.host + " leproxy: the backend refused the session", err: err}
 }
 
-// errBackendRefused is a backend's greeting that refuses the session.
-var errBackendRefused = errors.New("backend refused the session")
-
 // greeting consumes the backend's greeting.
 func (bk *backend) greeting(s *dbproxy.Session) error {
 	rp, err := readReply(bk.br)
@@ -68,7 +64,7 @@ func (bk *backend) greeting(s *dbproxy.Session) error {
 	}
 	if rp.code != 220 {
 		s.SetEnd(dbproxy.ByBackend, dbproxy.ReasonRefused)
-		return fmt.Errorf("%w: backend %s greeted with %s", errBackendRefused, bk.r.Backend, rp)
+		return fmt.Errorf("backend %s greeted with %s", bk.r.Backend, rp)
 	}
 	return nil
 }
