@@ -71,7 +71,7 @@ func (c *conn) tell(err error) error {
 func (c *conn) readCommand() (line, verb, arg string, err error) {
 	line, err = readLine(c.br)
 	if errors.Is(err, errLineTooLong) {
-		return "", "", "", &proxyError{code: 500, text: "5.5.2 leproxy: line too long", err: err}
+		return "", "", "", &proxyError{code: 500, text: "5.5.2 leproxy: line too long"}
 	}
 	if err != nil {
 		return "", "", "", fmt.Errorf("reading from client: %w", err)
@@ -157,8 +157,7 @@ func (c *conn) beforeTLS(ctx context.Context) (net.Conn, error) {
 			return nil, err
 		}
 	}
-	return nil, &proxyError{code: 421, text: "4.7.0 " + c.host + " leproxy: too many commands without STARTTLS, closing connection",
-		err: errors.New("too many commands before TLS")}
+	return nil, &proxyError{code: 421, text: "4.7.0 " + c.host + " leproxy: too many commands without STARTTLS, closing connection"}
 }
 
 // startTLS answers STARTTLS and runs the TLS handshake; bytes the client
@@ -265,8 +264,7 @@ func (c *conn) readEHLO() (string, error) {
 			return "", err
 		}
 	}
-	return "", &proxyError{code: 421, text: "4.7.0 " + c.host + " leproxy: too many commands without EHLO, closing connection",
-		err: errors.New("too many commands before EHLO")}
+	return "", &proxyError{code: 421, text: "4.7.0 " + c.host + " leproxy: too many commands without EHLO, closing connection"}
 }
 
 // plaintext connects a plaintext client to the default route's backend,
