@@ -40,6 +40,7 @@ func (c *conn) connectBackend(ctx context.Context, r *dbproxy.Route) (*backend, 
 		return bk, nil
 	}
 	if err := bk.startTLS(c.host); err != nil {
+		c.s.SetEnd(dbproxy.ByBackend, dbproxy.ReasonUnreachable)
 		return nil, unreachable(err)
 	}
 	tc, err := c.s.StartBackendTLS(ctx, bk.conn, r)

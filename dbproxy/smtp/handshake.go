@@ -113,9 +113,9 @@ func (c *conn) beforeTLS(ctx context.Context) (net.Conn, error) {
 	for range maxCommands {
 		line, verb, arg, err := c.readCommand()
 		if err != nil {
-			if refused {
-				// Not wrapped: the session was refused, not ended by the
-				// client.
+			if refused && !errors.Is(err, os.ErrDeadlineExceeded) {
+				// Not wrapped: leproxy refused the session, the client did
+				// not end it.
 				return nil, fmt.Errorf("TLS is required: the client did not start it (%v)", err)
 			}
 			return nil, err
@@ -218,6 +218,8 @@ func (c *conn) afterTLS(ctx context.Context, greet bool) (net.Conn, net.Conn, er
 	if ehlo == "" { // QUIT
 		return nil, nil, nil
 	}
+	_, name := parseCommand(ehlo)
+	c.s.AddLogAttrs("ehlo", printable(name))
 	bk, err := c.connectBackend(ctx, r)
 	if err != nil {
 		return nil, nil, c.tell(err)

@@ -81,6 +81,46 @@ func TestNetSMTPRoutesByServerName(t *testing.T) {
 		send(t, c, tt.host, "from@client.test", "to@"+tt.host, "hello "+tt.host+"\r\n.leading dot\r\nend")
 		wantMail(t, tt.ms, "from@client.test", "to@"+tt.host, "hello "+tt.host+"\r\n.leading dot\r\nend\r\n")
 	}
+	dbtest.WaitFor(t, "two session-end lines", func() bool { return len(p.SessionEnds(t)) == 2 })
+	for _, rec := range p.SessionEnds(t) {
+		if rec["ehlo"] != "localhost" || rec["error"] != nil {
+			t.Errorf("session end %v, want ehlo localhost (net/smtp's) and no error", rec)
+		}
+	}
+}
+
+// TestNetSMTPPlaintextAllowed sends a message with net/smtp without TLS
+// through a default route that allows plaintext: MAIL connects the backend,
+// which gets the client's EHLO first.
+func TestNetSMTPPlaintextAllowed(t *testing.T) {
+	ms := startMailServer(t, "backend", mailOptions{})
+	p := startSMTP(t, dbtest.NewCA(t), "smtp", dbproxy.Route{Host: "mail.test", Backend: ms.Addr, AllowPlaintext: true})
+	c := netClient(t, p, "mail.test")
+	if err := c.Hello("client.test"); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Mail("from@client.test"); err != nil {
+		t.Fatalf("MAIL: %v", err)
+	}
+	if err := c.Rcpt("to@backend.test"); err != nil {
+		t.Fatalf("RCPT: %v", err)
+	}
+	w, err := c.Data()
+	if err != nil {
+		t.Fatalf("DATA: %v", err)
+	}
+	w.Write([]byte("Subject: plain\r\n\r\nin the clear\r\n"))
+	if err := w.Close(); err != nil {
+		t.Fatalf("end of DATA: %v", err)
+	}
+	c.Quit()
+	msgs := ms.mails()
+	if len(msgs) != 1 || msgs[0].from != "from@client.test" || !strings.Contains(msgs[0].data, "in the clear") {
+		t.Fatalf("backend got %+v, want the message", msgs)
+	}
+	if d := ms.debug(); !strings.Contains(d, "EHLO client.test") {
+		t.Errorf("the backend did not get the client's EHLO:\n%s", d)
+	}
 }
 
 // TestBackendExtensionsReplayed checks that the client's EHLO after TLS is
@@ -176,6 +216,9 @@ func TestBackendWithoutSTARTTLS(t *testing.T) {
 	wantReply(t, err, 421, "4.4.1 mail.test leproxy: could not connect to the backend of mail.test")
 	if e := p.SessionError(t); !strings.Contains(e, "does not offer STARTTLS") {
 		t.Errorf("session end error %q, want one about STARTTLS", e)
+	}
+	if rec := p.SessionEnds(t)[0]; rec["closed_by"] != dbproxy.ByBackend || rec["reason"] != dbproxy.ReasonUnreachable {
+		t.Errorf("session end closed_by=%v reason=%v, want backend unreachable", rec["closed_by"], rec["reason"])
 	}
 	if d := ms.debug(); strings.Contains(d, "client.test") {
 		t.Errorf("the backend saw the client's EHLO:\n%s", d)

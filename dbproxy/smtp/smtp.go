@@ -51,6 +51,7 @@
 package smtp
 
 import (
+	"errors"
 	"net"
 	"strings"
 	"sync"
@@ -98,7 +99,7 @@ func (*protocol) ALPN() []string { return nil }
 // Refuse implements dbproxy.Refuser: a 421 in place of the greeting.
 func (*protocol) Refuse(client net.Conn, reason error) {
 	msg := "leproxy: " + reason.Error()
-	if reason == dbproxy.ErrTooManyConnections {
+	if errors.Is(reason, dbproxy.ErrTooManyConnections) {
 		msg = "leproxy: too many connections, try again later"
 	}
 	client.Write(replyBytes(421, "4.7.0 "+msg))
