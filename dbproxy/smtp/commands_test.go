@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/leproxy/leproxy/dbproxy"
 	"github.com/leproxy/leproxy/dbproxy/dbtest"
@@ -71,5 +72,27 @@ func TestCommandLimits(t *testing.T) {
 	}
 	if rp, err := expect(br, 421); err != nil || !strings.Contains(rp.lines[0], "too many commands") {
 		t.Errorf("after %d commands: %v, %v; want 421 too many commands", maxCommands, rp, err)
+	}
+}
+
+// TestHandshakeTimeoutReply checks that a client silent after the greeting
+// is told 421 4.4.2 when the handshake deadline passes, before the close.
+func TestHandshakeTimeoutReply(t *testing.T) {
+	proto, _ := dbproxy.Lookup("smtp")
+	p := dbtest.StartProxy(t, dbtest.NewCA(t), dbproxy.Config{
+		Protocol:         proto,
+		Routes:           []dbproxy.Route{{Host: "mail.test", Backend: dbtest.ClosedAddr(t)}},
+		HandshakeTimeout: 200 * time.Millisecond,
+	})
+	c := p.Dial(t)
+	br := bufio.NewReader(c)
+	if _, err := expect(br, 220); err != nil {
+		t.Fatal(err)
+	}
+	if rp, err := expect(br, 421); err != nil || rp.lines[0] != "4.4.2 mail.test leproxy: timeout, closing connection" {
+		t.Errorf("after the deadline: %v, %v; want 421 4.4.2", rp, err)
+	}
+	if e := p.SessionError(t); !strings.Contains(e, "timeout") {
+		t.Errorf("session end error %q", e)
 	}
 }
