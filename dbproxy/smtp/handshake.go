@@ -226,7 +226,7 @@ func (c *conn) afterTLS(ctx context.Context, greet bool) (net.Conn, net.Conn, er
 	}
 	rp, err := bk.command(ehlo)
 	if err != nil {
-		return nil, nil, c.tell(err)
+		return nil, nil, c.tell(c.backendRefused(err))
 	}
 	if rp.code == 250 && len(rp.lines) > 1 {
 		c.p.learn(r, rp)
@@ -285,7 +285,7 @@ func (c *conn) plaintext(ctx context.Context, ehlo, line string) (net.Conn, erro
 	if ehlo != "" {
 		rp, err := bk.command(ehlo)
 		if err != nil {
-			return nil, err
+			return nil, c.backendRefused(err)
 		}
 		if rp.code == 250 && len(rp.lines) > 1 {
 			c.p.learn(r, rp)

@@ -1,8 +1,10 @@
 package smtp
 
 import (
+	"bufio"
 	"crypto/tls"
 	"errors"
+	"net"
 	"net/smtp"
 	"net/textproto"
 	"strings"
@@ -265,5 +267,38 @@ func TestProxyProtocolToBackend(t *testing.T) {
 				t.Errorf("backend sessions from %q, want one from the client's %s", got, want)
 			}
 		})
+	}
+}
+
+// TestBackendMalformedEHLOReply checks that a backend answering the
+// replayed EHLO with something that is no SMTP reply is told to the client
+// as a 421, not passed on.
+func TestBackendMalformedEHLOReply(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				c.Write([]byte("220 broken.backend\r\n"))
+				readLine(bufio.NewReader(c))
+				c.Write([]byte("HTTP/1.1 400 Bad Request\r\n\r\n"))
+			}()
+		}
+	}()
+	ca := dbtest.NewCA(t)
+	p := startSMTP(t, ca, "smtp", dbproxy.Route{Host: "mail.test", Backend: l.Addr().String()})
+	c := netClient(t, p, "mail.test")
+	err = c.StartTLS(&tls.Config{ServerName: "mail.test", RootCAs: ca.Pool})
+	wantReply(t, err, 421, "4.3.0 mail.test leproxy: the backend refused the session")
+	if e := p.SessionError(t); !strings.Contains(e, "malformed reply") {
+		t.Errorf("session end error %q, want a malformed reply", e)
 	}
 }
