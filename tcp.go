@@ -58,6 +58,7 @@ func dbRoutes(l config.Listener) ([]dbproxy.Route, []string) {
 			TLS:            r.TLS,
 			RootCAs:        r.RootCAs,
 			AllowPlaintext: r.AllowPlaintext,
+			ProxyProtocol:  r.ProxyProtocol,
 		})
 		names = append(names, r.Host+"→"+r.Backend)
 	}

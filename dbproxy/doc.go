@@ -1,7 +1,7 @@
 // Package dbproxy is the core of leproxy's TLS termination for databases
 // and other TCP services: what every protocol shares. The protocols live in
 // packages of their own under it (postgres, mysql, mssql, redis,
-// memcached, mongodb, amqp, elasticsearch, cassandra, ftp, ldap, tlsproxy),
+// memcached, mongodb, amqp, elasticsearch, cassandra, ftp, ldap, smtp, tlsproxy),
 // each registering itself; dbproxy/all imports them all.
 //
 // # The shape
@@ -55,7 +55,7 @@
 // What the Session gives it: the TLS config and handshake, the route table
 // (Routes, DefaultRoute, Route, Routed) and listener address (ListenerAddr,
 // ListenerPort) for protocols that rewrite backend addresses, dialling with
-// the route's backend TLS, connections and listeners the core closes on a
+// the route's backend TLS and PROXY protocol header, connections and listeners the core closes on a
 // forced shutdown, end-of-session hooks and log attributes, the timeouts.
 // TLS-first protocols share TLSFirst (peek at the first byte, TLS, route,
 // dial) and say only how to refuse a client.

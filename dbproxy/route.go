@@ -35,6 +35,19 @@ const (
 // Enabled reports whether m asks for TLS to the backend.
 func (m TLSMode) Enabled() bool { return m == TLSVerify || m == TLSInsecure || m == TLSStrict }
 
+// ProxyVersion says whether the Server sends a backend the PROXY protocol
+// header (HAProxy's, version 1 or 2) that tells it the client's address.
+type ProxyVersion string
+
+const (
+	// ProxyNone sends no header; the empty ProxyVersion means the same.
+	ProxyNone ProxyVersion = "none"
+	// ProxyV1 sends the human-readable header, "PROXY TCP4 …\r\n".
+	ProxyV1 ProxyVersion = "v1"
+	// ProxyV2 sends the binary header.
+	ProxyV2 ProxyVersion = "v2"
+)
+
 // ErrNoRoute is the error Session.Route wraps when a server name matches no
 // route, or when a client sends no server name and there is no default.
 var ErrNoRoute = errors.New("dbproxy: no route")
@@ -56,6 +69,14 @@ type Route struct {
 	// is ever consulted; by default such clients are refused in their
 	// protocol.
 	AllowPlaintext bool
+	// ProxyProtocol, when ProxyV1 or ProxyV2, makes Dial send the backend
+	// a PROXY protocol header with the client's address and the
+	// listener's, the first bytes on the connection, before the
+	// protocol's own and before any TLS with the backend. The backend
+	// must expect it (Postfix's smtpd_upstream_proxy_protocol, PostgreSQL
+	// behind a proxy-aware pooler…): one that does not reads it as a
+	// malformed request. "" means ProxyNone.
+	ProxyProtocol ProxyVersion
 }
 
 // route is a Route as the Server keeps it: normalised, with its backend TLS
@@ -100,6 +121,13 @@ func newRouter(routes []Route, def string, alpn []string) (*router, error) {
 		}
 		if r.TLS != TLSNone && r.TLS != TLSVerify && r.TLS != TLSInsecure && r.TLS != TLSStrict {
 			return nil, fmt.Errorf("route %s: tls mode %q is not none, verify, insecure or strict", host, r.TLS)
+		}
+		switch r.ProxyProtocol {
+		case "":
+			r.ProxyProtocol = ProxyNone
+		case ProxyNone, ProxyV1, ProxyV2:
+		default:
+			return nil, fmt.Errorf("route %s: proxy protocol %q is not none, v1 or v2", host, r.ProxyProtocol)
 		}
 		rs := &route{Route: r, backendTLS: backendTLSConfig(r, bhost, alpn), stats: new(routeStats)}
 		rt.byHost[host] = rs

@@ -156,7 +156,9 @@ func (s *Session) Routes() []Route { return s.srv.router().routes() }
 // Dial connects to r's backend with the Server's dialer, in plaintext: a
 // Protocol negotiates the backend's TLS itself, in its own way, then calls
 // StartBackendTLS (or uses DialBackend when TLS starts at the first byte).
-// The connection carries ctx's deadline. The Server closes it when the
+// The connection carries ctx's deadline. When the route asks for the
+// PROXY protocol, Dial has written its header (the client's address, the
+// listener's) before it returns. The Server closes the connection when the
 // session ends or is forced closed, or when the handshake fails.
 func (s *Session) Dial(ctx context.Context, r *Route) (net.Conn, error) {
 	c, err := s.srv.dial(ctx, "tcp", r.Backend)
@@ -166,6 +168,11 @@ func (s *Session) Dial(ctx context.Context, r *Route) (net.Conn, error) {
 	}
 	if d, ok := ctx.Deadline(); ok {
 		c.SetDeadline(d)
+	}
+	if err := writeProxyHeader(c, r.ProxyProtocol, s.ClientAddr(), s.ListenerAddr()); err != nil {
+		c.Close()
+		s.markBackendFailed()
+		return nil, fmt.Errorf("sending PROXY protocol header to backend %s: %w", r.Backend, err)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()

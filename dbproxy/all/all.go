@@ -15,5 +15,6 @@ import (
 	_ "github.com/leproxy/leproxy/dbproxy/mysql"
 	_ "github.com/leproxy/leproxy/dbproxy/postgres"
 	_ "github.com/leproxy/leproxy/dbproxy/redis"
+	_ "github.com/leproxy/leproxy/dbproxy/smtp"
 	_ "github.com/leproxy/leproxy/dbproxy/tlsproxy"
 )

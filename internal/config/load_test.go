@@ -293,7 +293,7 @@ func TestParseErrors(t *testing.T) {
 		{"listen without port", "tcp:\n- listen: \"5432\"\n  protocol: tls\n  routes: {a.example.com: 127.0.0.1:1}\n", 2, "tcp[0].listen", `invalid listen address "5432": missing port`},
 		{"listen port range", "tcp:\n- listen: :65536\n  protocol: tls\n  routes: {a.example.com: 127.0.0.1:1}\n", 2, "tcp[0].listen", "port 65536 out of range 1-65535"},
 		{"listen port name", "tcp:\n- listen: :pg\n  protocol: tls\n  routes: {a.example.com: 127.0.0.1:1}\n", 2, "tcp[0].listen", `port "pg" is not a number`},
-		{"unknown protocol", "tcp:\n- listen: :1\n\n  protocol: postgress\n  routes: {a.example.com: 127.0.0.1:1}\n", 4, "tcp[0].protocol", `unknown protocol "postgress" (known: amqp, cassandra (cql), elasticsearch (opensearch), ftp, ftps, ldap (ldaps), memcached, mongodb (mongo), mssql (sqlserver), mysql (mariadb), postgres (postgresql), redis, tls)`},
+		{"unknown protocol", "tcp:\n- listen: :1\n\n  protocol: postgress\n  routes: {a.example.com: 127.0.0.1:1}\n", 4, "tcp[0].protocol", `unknown protocol "postgress" (known: amqp, cassandra (cql), elasticsearch (opensearch), ftp, ftps, ldap (ldaps), memcached, mongodb (mongo), mssql (sqlserver), mysql (mariadb), postgres (postgresql), redis, smtp, smtps, tls)`},
 		{"protocol missing", "tcp:\n- listen: :1\n  routes: {a.example.com: 127.0.0.1:1}\n", 2, "tcp[0]", `missing key "protocol"`},
 		{"routes missing", "tcp:\n- listen: :1\n  protocol: tls\n", 2, "tcp[0]", `missing key "routes"`},
 		{"routes empty", "tcp:\n- listen: :1\n  protocol: tls\n  routes: {}\n", 4, "tcp[0].routes", "no routes"},
@@ -313,6 +313,8 @@ func TestParseErrors(t *testing.T) {
 		{"ca directory", "tcp:\n- listen: :1\n  protocol: tls\n  routes:\n    a.example.com:\n      backend: :2\n      tls: verify\n      ca: " + td + "\n", 8, "tcp[0].routes[a.example.com].ca", "is not a regular file"},
 		{"ca relative", "tcp:\n- listen: :1\n  protocol: tls\n  routes:\n    a.example.com:\n      backend: :2\n      tls: verify\n      ca: ca.pem\n", 8, "tcp[0].routes[a.example.com].ca", "relative path"},
 		{"plaintext value", "tcp:\n- listen: :1\n  protocol: tls\n  routes:\n    a.example.com:\n      backend: :2\n      plaintext: yes\n", 7, "tcp[0].routes[a.example.com].plaintext", `expected allow or refuse, got "yes"`},
+		{"proxy_protocol value", "tcp:\n- listen: :1\n  protocol: tls\n  routes:\n    a.example.com:\n      backend: :2\n      proxy_protocol: v3\n", 7, "tcp[0].routes[a.example.com].proxy_protocol", `unknown proxy_protocol "v3" (known: none, v1, v2)`},
+		{"proxy_protocol not a string", "tcp:\n- listen: :1\n  protocol: tls\n  routes:\n    a.example.com:\n      backend: :2\n      proxy_protocol: [v1]\n", 7, "tcp[0].routes[a.example.com].proxy_protocol", "got a list"},
 		{"default not a route", "tcp:\n- listen: :1\n  protocol: tls\n  default: b.example.com\n  routes: {a.example.com: 127.0.0.1:2}\n", 4, "tcp[0].default", `default "b.example.com" is not one of this listener's routes`},
 		{"max_conns zero", "tcp:\n- listen: :1\n  protocol: tls\n  max_conns: 0\n  routes: {a.example.com: 127.0.0.1:2}\n", 4, "tcp[0].max_conns", `expected a positive integer, got "0"`},
 		{"max_conns text", "tcp:\n- listen: :1\n  protocol: tls\n  max_conns: lots\n  routes: {a.example.com: 127.0.0.1:2}\n", 4, "tcp[0].max_conns", `expected a positive integer, got "lots"`},
@@ -384,6 +386,7 @@ tcp:
       backend: 10.0.0.2:5432
       tls: insecure
       plaintext: allow
+      proxy_protocol: v2
 `))
 	if err != nil {
 		t.Fatal(err)
@@ -400,11 +403,11 @@ tcp:
 		t.Errorf("got listener %+v, want line 7, postgres, default a.example.com, 1m30s, 7", l)
 	}
 	r0, r1 := l.Routes[0], l.Routes[1]
-	if r0.TLS != TLSNone || r0.AllowPlaintext || r0.Line != 13 {
-		t.Errorf("got route %+v, want TLS none, plaintext refused, line 13", r0)
+	if r0.TLS != TLSNone || r0.AllowPlaintext || r0.ProxyProtocol != ProxyNone || r0.Line != 13 {
+		t.Errorf("got route %+v, want TLS none, plaintext refused, no PROXY header, line 13", r0)
 	}
-	if r1.TLS != TLSInsecure || !r1.AllowPlaintext || r1.Backend != "10.0.0.2:5432" || r1.Line != 14 {
-		t.Errorf("got route %+v, want TLS insecure, plaintext allowed, line 14", r1)
+	if r1.TLS != TLSInsecure || !r1.AllowPlaintext || r1.ProxyProtocol != ProxyV2 || r1.Backend != "10.0.0.2:5432" || r1.Line != 14 {
+		t.Errorf("got route %+v, want TLS insecure, plaintext allowed, PROXY v2, line 14", r1)
 	}
 }
 

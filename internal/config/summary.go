@@ -101,6 +101,9 @@ func routeNotes(r Route, protocol string) []string {
 	if r.AllowPlaintext {
 		notes = append(notes, "plaintext clients allowed")
 	}
+	if r.ProxyProtocol == ProxyV1 || r.ProxyProtocol == ProxyV2 {
+		notes = append(notes, "PROXY protocol "+string(r.ProxyProtocol)+" header to backend")
+	}
 	return notes
 }
 

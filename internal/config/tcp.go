@@ -26,6 +26,9 @@ const maxCAFileSize = 4 << 20
 // tlsModes lists the valid values of a route's "tls" key.
 var tlsModes = []TLSMode{TLSNone, TLSVerify, TLSInsecure, TLSStrict}
 
+// proxyVersions lists the valid values of a route's "proxy_protocol" key.
+var proxyVersions = []ProxyVersion{ProxyNone, ProxyV1, ProxyV2}
+
 // strictProtocols are the protocols whose backends may be reached with
 // "tls: strict": TLS from the first byte beside the protocol's own
 // upgrade, verified as "verify". Each maps to what its protocol calls
@@ -188,7 +191,7 @@ func (l *loader) routes(m *yaml.Node, path string) []Route {
 		if !l.is(k, path, yaml.ScalarNode, "a hostname") {
 			continue
 		}
-		r := Route{Line: k.Line, TLS: TLSNone}
+		r := Route{Line: k.Line, TLS: TLSNone, ProxyProtocol: ProxyNone}
 		if name, ok := l.hostname(k, path); ok {
 			r.Host = name
 			if first := lines[name]; first > 0 {
@@ -209,7 +212,7 @@ func (l *loader) route(r *Route, k, v *yaml.Node, path string) {
 	switch v.Kind {
 	case yaml.ScalarNode:
 	case yaml.MappingNode:
-		f := l.fields(v, path, "backend", "tls", "ca", "plaintext")
+		f := l.fields(v, path, "backend", "tls", "ca", "plaintext", "proxy_protocol")
 		backend, key = f["backend"], path+".backend"
 		if backend == nil {
 			l.el.add(k.Line, path, "", `missing key "backend"`)
@@ -234,6 +237,15 @@ func (l *loader) route(r *Route, k, v *yaml.Node, path string) {
 				case "refuse":
 				default:
 					l.el.add(n.Line, path+".plaintext", s, fmt.Sprintf("expected allow or refuse, got %q", s))
+				}
+			}
+		}
+		if n := f["proxy_protocol"]; n != nil {
+			if s, ok := l.string(n, path+".proxy_protocol", "a PROXY protocol version"); ok {
+				if !slices.Contains(proxyVersions, ProxyVersion(s)) {
+					l.el.add(n.Line, path+".proxy_protocol", s, fmt.Sprintf("unknown proxy_protocol %q (known: none, v1, v2)", s))
+				} else {
+					r.ProxyProtocol = ProxyVersion(s)
 				}
 			}
 		}

@@ -69,6 +69,16 @@ const (
 	TLSStrict   = dbproxy.TLSStrict   // TLS from the first byte (TDS 8.0, LDAPS), verified as TLSVerify
 )
 
+// ProxyVersion says whether leproxy sends a tcp route's backend a PROXY
+// protocol header. It is dbproxy's type.
+type ProxyVersion = dbproxy.ProxyVersion
+
+const (
+	ProxyNone = dbproxy.ProxyNone // no header (default)
+	ProxyV1   = dbproxy.ProxyV1   // PROXY protocol version 1, text
+	ProxyV2   = dbproxy.ProxyV2   // PROXY protocol version 2, binary
+)
+
 // Listener is one entry of the "tcp:" section.
 type Listener struct {
 	Listen   string  // address to listen on, host:port (host may be empty)
@@ -101,5 +111,9 @@ type Route struct {
 	// AllowPlaintext lets clients that do not ask for TLS through
 	// ("plaintext: allow"); by default they are refused in their protocol.
 	AllowPlaintext bool
-	Line           int // line of the route's key in File
+	// ProxyProtocol sends the backend a PROXY protocol header with the
+	// client's address ("proxy_protocol: v1" or "v2"); never empty after
+	// Load: ProxyNone by default.
+	ProxyProtocol ProxyVersion
+	Line          int // line of the route's key in File
 }
