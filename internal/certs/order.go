@@ -133,6 +133,10 @@ func (m *Manager) obtain(ctx context.Context, k certKey, replaces string) (*tls.
 	return nil, last
 }
 
+// authorizedHook, when set by a test, sees every order authorize returns
+// ready, with the client that placed it.
+var authorizedHook func(client *acme.Client, o *acme.Order)
+
 // authorize places a new order with newOrder and satisfies its authorizations
 // with challenge type typ; it returns the order once it is ready to be
 // finalized. On failure the order's pending authorizations are
@@ -147,6 +151,8 @@ func (m *Manager) authorize(ctx context.Context, client *acme.Client, host strin
 	defer func() {
 		if !ok {
 			m.deactivate(client, o.AuthzURLs)
+		} else if authorizedHook != nil {
+			authorizedHook(client, o)
 		}
 	}()
 	switch o.Status {
