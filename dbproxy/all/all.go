@@ -6,6 +6,7 @@ package all
 import (
 	_ "github.com/leproxy/leproxy/dbproxy/amqp"
 	_ "github.com/leproxy/leproxy/dbproxy/elasticsearch"
+	_ "github.com/leproxy/leproxy/dbproxy/kafka"
 	_ "github.com/leproxy/leproxy/dbproxy/memcached"
 	_ "github.com/leproxy/leproxy/dbproxy/mongodb"
 	_ "github.com/leproxy/leproxy/dbproxy/mssql"
