@@ -63,7 +63,7 @@ func TestConformance(t *testing.T) {
 		},
 		Request:    echoRequest,
 		ReadAnswer: readEcho,
-		Silent: true, // Kafka's ApiVersions response carries an error code, not text:
+		Silent:     true, // Kafka's ApiVersions response carries an error code, not text:
 		// a refused client reads BROKER_NOT_AVAILABLE, and the reason is in
 		// leproxy's log (TestRefusals checks the code).
 	}.Run(t)
