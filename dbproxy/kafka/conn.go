@@ -179,6 +179,7 @@ type backendConn struct {
 	got   int
 	out   []byte // bytes ready for the client
 	off   int
+	rest  []byte // bytes ready for the client after out: a frame's content
 }
 
 const (
@@ -187,8 +188,9 @@ const (
 	respBody
 )
 
-// keepFrame bounds the frame buffer kept between responses.
-const keepFrame = 1 << 20
+// keepFrame bounds the frame buffer kept between responses (Fetch
+// responses at v16+ are read whole).
+const keepFrame = 4 << 20
 
 func (c *backendConn) Read(p []byte) (int, error) {
 	for {
@@ -197,9 +199,14 @@ func (c *backendConn) Read(p []byte) (int, error) {
 			c.off += n
 			if c.off == len(c.out) {
 				c.out, c.off = c.out[:0], 0
-				if cap(c.out) > keepFrame {
-					c.out = nil
-				}
+			}
+			return n, nil
+		}
+		if len(c.rest) > 0 {
+			n := copy(p, c.rest)
+			c.rest = c.rest[n:]
+			if len(c.rest) == 0 && cap(c.frame) > keepFrame {
+				c.frame = nil
 			}
 			return n, nil
 		}
@@ -284,10 +291,7 @@ func (c *backendConn) body() error {
 		content = c.frame
 	}
 	c.out = binary.BigEndian.AppendUint32(c.out[:0], uint32(len(content))) // #nosec G115 -- bounded by max or by the input frame
-	c.out = append(c.out, content...)
-	if cap(c.frame) > keepFrame {
-		c.frame = nil
-	}
+	c.rest = content
 	return nil
 }
 

@@ -94,7 +94,7 @@ type request struct {
 // Errors of the framing.
 var (
 	errFrameSize = errors.New("kafka: frame size out of bounds")
-	errShort     = errors.New("kafka: frame too short")
+	errShort     = errors.New("truncated")
 )
 
 // reqHeader is a parsed request header; body is what follows it in head.
@@ -208,7 +208,7 @@ func responseHeaderLen(content []byte, key, version int16) (int, error) {
 	}
 	rest, err := skipTags(content[4:])
 	if err != nil {
-		return 0, fmt.Errorf("response header: %w", err)
+		return 0, fmt.Errorf("kafka: response header: %w", err)
 	}
 	return len(content) - len(rest), nil
 }

@@ -69,16 +69,16 @@ func (w *rewriter) warn(addr, where string) {
 
 // coordinator rewrites a FindCoordinator answer; one that no route serves
 // becomes COORDINATOR_NOT_AVAILABLE, which clients retry, with a message
-// naming the broker.
+// naming the broker's node id.
 func (w *rewriter) coordinator(node *int32, host *string, port *int32, code *int16, msg **string) {
 	if *code != 0 {
 		return
 	}
-	addr := *host + ":" + strconv.Itoa(int(*port))
 	if w.broker(*node, host, port, "FindCoordinator") {
 		return
 	}
-	m := "leproxy has no route to coordinator " + strconv.Itoa(int(*node)) + " (" + addr + ")"
+	// The broker's address is in leproxy's log, not told to the client.
+	m := "leproxy has no route to coordinator " + strconv.Itoa(int(*node))
 	*code, *msg = errCodeCoordinatorNotAvailable, &m
 	*node, *host, *port = -1, "", -1
 }
