@@ -341,3 +341,41 @@ func TestProtocolViolations(t *testing.T) {
 		})
 	}
 }
+
+// TestReloadRebuildsBrokerMap renames a broker's route: sessions after
+// the reload hand out the new name.
+func TestReloadRebuildsBrokerMap(t *testing.T) {
+	s := startKafka(t, 3, nil)
+	brokerHost := func() string {
+		t.Helper()
+		req := kmsg.NewPtrMetadataRequest()
+		req.SetVersion(12)
+		resp := kmsg.NewPtrMetadataResponse()
+		resp.SetVersion(12)
+		if err := roundTrip(s.raw(t, 0), 1, req, resp); err != nil {
+			t.Fatal(err)
+		}
+		for _, b := range resp.Brokers {
+			if b.NodeID == 1 {
+				return b.Host
+			}
+		}
+		t.Fatal("no broker 1 in Metadata")
+		return ""
+	}
+	if h := brokerHost(); h != "b1.kafka.test" {
+		t.Fatalf("before the reload broker 1 is %s", h)
+	}
+	addrs := s.cluster.ListenAddrs()
+	routes := []dbproxy.Route{
+		{Host: "b0.kafka.test", Backend: addrs[0]},
+		{Host: "renamed.kafka.test", Backend: addrs[1]},
+		{Host: "b2.kafka.test", Backend: addrs[2]},
+	}
+	if err := s.proxy.Srv.SetRoutes(routes, ""); err != nil {
+		t.Fatal(err)
+	}
+	if h := brokerHost(); h != "renamed.kafka.test" {
+		t.Errorf("after the reload broker 1 is %s, want renamed.kafka.test", h)
+	}
+}
