@@ -1,7 +1,7 @@
 // Package dbproxy is the core of leproxy's TLS termination for databases
 // and other TCP services: what every protocol shares. The protocols live in
 // packages of their own under it (postgres, mysql, mssql, redis,
-// memcached, mongodb, amqp, elasticsearch, tlsproxy), each registering itself;
+// memcached, mongodb, amqp, elasticsearch, kafka, tlsproxy), each registering itself;
 // dbproxy/all imports them all.
 //
 // # The shape
