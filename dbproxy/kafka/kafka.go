@@ -29,7 +29,8 @@
 // their correlation id. The ApiVersions response is rewritten so that the
 // versions it advertises for the api keys above go no higher than leproxy
 // can decode; a client that sends a newer version anyway is disconnected
-// rather than answered unrewritten. SASL (PLAIN, SCRAM, OAUTHBEARER,
+// rather than answered unrewritten (as is one whose ApiVersions version the
+// broker answers but kmsg does not know). SASL (PLAIN, SCRAM, OAUTHBEARER,
 // GSSAPI) passes through untouched in SaslAuthenticate requests;
 // SaslHandshake v0, after which SASL tokens travel outside Kafka's
 // framing, is withdrawn from ApiVersions and refused.

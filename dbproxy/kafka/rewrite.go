@@ -98,6 +98,12 @@ func (w *rewriter) rewrite(req request, content []byte) ([]byte, error) {
 		// A broker answers an ApiVersions version it does not know at v0.
 		version = 0
 	}
+	if version > maxVersion(req.key) {
+		// Only ApiVersions gets here (the scanner refuses the others):
+		// a client and a broker both newer than leproxy's codec.
+		return nil, fmt.Errorf("kafka: %s v%d response is newer than leproxy can read (%d)",
+			kmsg.NameForKey(req.key), version, maxVersion(req.key))
+	}
 	resp := kmsg.ResponseForKey(req.key)
 	if resp == nil {
 		return nil, fmt.Errorf("kafka: no codec for api key %d", req.key)

@@ -117,3 +117,17 @@ func TestApiVersionsUnsupported(t *testing.T) {
 		t.Errorf("got %+v, want UNSUPPORTED_VERSION with Metadata clamped to %d", got, maxVersion(keyMetadata))
 	}
 }
+
+// TestApiVersionsNewer: an ApiVersions answer at a version newer than
+// leproxy's codec (client and broker both newer) is an error, never a
+// re-encoding that could drop fields.
+func TestApiVersionsNewer(t *testing.T) {
+	v := maxVersion(keyApiVersions) + 1
+	resp := kmsg.NewPtrApiVersionsResponse()
+	resp.SetVersion(v - 1)
+	resp.ApiKeys = []kmsg.ApiVersionsResponseApiKey{{ApiKey: keyMetadata, MaxVersion: 99}}
+	content := resp.AppendTo(binary.BigEndian.AppendUint32(nil, 3))
+	if _, err := testRewriter().rewrite(request{corr: 3, key: keyApiVersions, version: v}, content); err == nil {
+		t.Error("an ApiVersions response newer than kmsg was rewritten")
+	}
+}
