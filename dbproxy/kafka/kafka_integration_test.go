@@ -7,12 +7,14 @@ import (
 	"net"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/IBM/sarama"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/leproxy/leproxy/dbproxy"
 	"github.com/leproxy/leproxy/dbproxy/dbtest"
@@ -121,6 +123,13 @@ func (g *dialGuard) dialTLS(ctx context.Context, network, addr string) (net.Conn
 // Dial implements sarama's proxy.Dialer.
 func (g *dialGuard) Dial(network, addr string) (net.Conn, error) {
 	return g.dial(context.Background(), network, addr)
+}
+
+// count returns the dials to host.
+func (g *dialGuard) count(host string) int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.dialed[host]
 }
 
 // wantAllDialed checks that every routed broker was dialed through leproxy.
@@ -274,4 +283,55 @@ func (h *groupHandler) ConsumeClaim(sess sarama.ConsumerGroupSession, claim sara
 		h.mu.Unlock()
 	}
 	return nil
+}
+
+// TestFranzGoLeaderMoves moves a partition's leadership while franz-go
+// produces to it: the old leader answers NOT_LEADER_OR_FOLLOWER with the
+// new leader's KIP-951 NodeEndpoints, which leproxy rewrites, and the
+// client follows them to the new leader through leproxy.
+func TestFranzGoLeaderMoves(t *testing.T) {
+	s := startKafka(t, 3, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	prod, err := kgo.NewClient(kgo.SeedBrokers(s.seed()), kgo.Dialer(s.guard.dialTLS),
+		kgo.DefaultProduceTopic("franz"), kgo.RecordPartitioner(kgo.ManualPartitioner()),
+		kgo.MetadataMinAge(time.Hour), kgo.MetadataMaxAge(time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer prod.Close()
+	// Asynchronously, with a deadline of its own: a franz-go producer whose
+	// broker cannot be dialled retries past its context.
+	produce := func() {
+		t.Helper()
+		done := make(chan error, 1)
+		prod.Produce(ctx, &kgo.Record{Partition: 0, Value: []byte("x")}, func(_ *kgo.Record, err error) { done <- err })
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatalf("producing: %v", err)
+			}
+		case <-ctx.Done():
+			t.Fatal("producing: no answer before the deadline")
+		}
+	}
+	produce()
+	if err := s.cluster.MoveTopicPartition("franz", 0, 2); err != nil {
+		t.Fatal(err)
+	}
+	var notLeader atomic.Int32
+	s.cluster.ControlKey(keyProduce, func(kmsg.Request) (kmsg.Response, error, bool) {
+		s.cluster.KeepControl()
+		if s.cluster.CurrentNode() == 0 {
+			notLeader.Add(1)
+		}
+		return nil, nil, false
+	})
+	produce()
+	if notLeader.Load() == 0 {
+		t.Error("the old leader saw no produce after the move")
+	}
+	if s.guard.count(s.hosts[2]) == 0 {
+		t.Error("the client never connected to the new leader")
+	}
 }
