@@ -1,8 +1,8 @@
 // Package dbproxy is the core of leproxy's TLS termination for databases
 // and other TCP services: what every protocol shares. The protocols live in
 // packages of their own under it (postgres, mysql, mssql, redis,
-// memcached, mongodb, amqp, elasticsearch, cassandra, ftp, ldap, smtp, tlsproxy),
-// each registering itself; dbproxy/all imports them all.
+// memcached, mongodb, amqp, elasticsearch, cassandra, ftp, kafka, ldap,
+// smtp, tlsproxy), each registering itself; dbproxy/all imports them all.
 //
 // # The shape
 //

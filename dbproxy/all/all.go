@@ -8,6 +8,7 @@ import (
 	_ "github.com/leproxy/leproxy/dbproxy/cassandra"
 	_ "github.com/leproxy/leproxy/dbproxy/elasticsearch"
 	_ "github.com/leproxy/leproxy/dbproxy/ftp"
+	_ "github.com/leproxy/leproxy/dbproxy/kafka"
 	_ "github.com/leproxy/leproxy/dbproxy/ldap"
 	_ "github.com/leproxy/leproxy/dbproxy/memcached"
 	_ "github.com/leproxy/leproxy/dbproxy/mongodb"

@@ -293,7 +293,7 @@ func TestParseErrors(t *testing.T) {
 		{"listen without port", "tcp:\n- listen: \"5432\"\n  protocol: tls\n  routes: {a.example.com: 127.0.0.1:1}\n", 2, "tcp[0].listen", `invalid listen address "5432": missing port`},
 		{"listen port range", "tcp:\n- listen: :65536\n  protocol: tls\n  routes: {a.example.com: 127.0.0.1:1}\n", 2, "tcp[0].listen", "port 65536 out of range 1-65535"},
 		{"listen port name", "tcp:\n- listen: :pg\n  protocol: tls\n  routes: {a.example.com: 127.0.0.1:1}\n", 2, "tcp[0].listen", `port "pg" is not a number`},
-		{"unknown protocol", "tcp:\n- listen: :1\n\n  protocol: postgress\n  routes: {a.example.com: 127.0.0.1:1}\n", 4, "tcp[0].protocol", `unknown protocol "postgress" (known: amqp, cassandra (cql), elasticsearch (opensearch), ftp, ftps, ldap (ldaps), memcached, mongodb (mongo), mssql (sqlserver), mysql (mariadb), postgres (postgresql), redis, smtp, smtps, tls)`},
+		{"unknown protocol", "tcp:\n- listen: :1\n\n  protocol: postgress\n  routes: {a.example.com: 127.0.0.1:1}\n", 4, "tcp[0].protocol", `unknown protocol "postgress" (known: amqp, cassandra (cql), elasticsearch (opensearch), ftp, ftps, kafka, ldap (ldaps), memcached, mongodb (mongo), mssql (sqlserver), mysql (mariadb), postgres (postgresql), redis, smtp, smtps, tls)`},
 		{"protocol missing", "tcp:\n- listen: :1\n  routes: {a.example.com: 127.0.0.1:1}\n", 2, "tcp[0]", `missing key "protocol"`},
 		{"routes missing", "tcp:\n- listen: :1\n  protocol: tls\n", 2, "tcp[0]", `missing key "routes"`},
 		{"routes empty", "tcp:\n- listen: :1\n  protocol: tls\n  routes: {}\n", 4, "tcp[0].routes", "no routes"},
