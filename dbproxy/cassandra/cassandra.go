@@ -28,6 +28,7 @@ import (
 	"fmt"
 	"net"
 	"strconv"
+	"sync/atomic"
 
 	"github.com/leproxy/leproxy/dbproxy"
 )
@@ -65,7 +66,10 @@ type Options struct {
 // protocol is the Cassandra Protocol. One value serves one Server and
 // keeps its node map, which RoutesChanged invalidates.
 type protocol struct {
-	opts  Options
+	// opts are the limits in force; SetOptions swaps them while sessions
+	// run (the listener's max_frame and max_response_frame).
+	opts  atomic.Pointer[Options]
+	base  Options // New's, the defaults SetOptions starts from
 	tf    dbproxy.TLSFirst
 	nodes nodeMap
 }
@@ -73,6 +77,7 @@ type protocol struct {
 var (
 	_ dbproxy.Protocol      = (*protocol)(nil)
 	_ dbproxy.RoutesWatcher = (*protocol)(nil)
+	_ dbproxy.Optioner      = (*protocol)(nil)
 )
 
 // New returns a Cassandra Protocol with the limits of o, for a Server of
@@ -84,7 +89,8 @@ func New(o Options) dbproxy.Protocol {
 	if o.MaxResponseFrame == 0 {
 		o.MaxResponseFrame = DefaultMaxResponseFrame
 	}
-	p := &protocol{opts: o}
+	p := &protocol{base: o}
+	p.opts.Store(&o)
 	p.tf = dbproxy.TLSFirst{
 		Plaintext: func(ctx context.Context, conn net.Conn) string {
 			return refuse(ctx, conn, errConfig, tlsRequired)
@@ -133,8 +139,8 @@ func (p *protocol) Handshake(ctx context.Context, client net.Conn, s *dbproxy.Se
 		logger:      s.Logger,
 	}
 	f := new(fault)
-	cc := &clientConn{Conn: c, fr: st.client, proto: st.proto, max: p.opts.MaxFrame, fault: f, backend: b}
-	bc := &backendConn{Conn: b, fr: st.backend, proto: st.proto, w: w, max: p.opts.MaxResponseFrame, maxRows: maxSystemRows, fault: f}
+	cc := &clientConn{Conn: c, fr: st.client, proto: st.proto, max: st.opts.MaxFrame, fault: f, backend: b}
+	bc := &backendConn{Conn: b, fr: st.backend, proto: st.proto, w: w, max: st.opts.MaxResponseFrame, maxRows: maxSystemRows, fault: f}
 	return cc, bc, nil
 }
 

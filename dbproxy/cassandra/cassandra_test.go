@@ -15,7 +15,9 @@ import (
 
 // startOne starts a one-node fake behind a proxy with route a.test and
 // protocol p (nil: the registered one).
-func startOne(t *testing.T, p dbproxy.Protocol) (*cqltest.Cluster, *dbtest.Proxy) {
+// startOne runs a one-node fake cluster behind p (nil: New's defaults),
+// with the listener options opts, if any.
+func startOne(t *testing.T, p dbproxy.Protocol, opts ...map[string]string) (*cqltest.Cluster, *dbtest.Proxy) {
 	t.Helper()
 	fake := cqltest.Start(t, cqltest.Config{Nodes: []cqltest.Node{{
 		Name: "a", Addr: netip.MustParseAddrPort("127.0.0.1:0"), HostID: hostIDs[0],
@@ -23,11 +25,14 @@ func startOne(t *testing.T, p dbproxy.Protocol) (*cqltest.Cluster, *dbtest.Proxy
 	if p == nil {
 		p = New(Options{})
 	}
-	proxy := dbtest.StartProxy(t, dbtest.NewCA(t), dbproxy.Config{
+	cfg := dbproxy.Config{
 		Protocol: p,
 		Routes:   []dbproxy.Route{{Host: "a.test", Backend: fake.Addr(0)}},
-	})
-	return fake, proxy
+	}
+	if len(opts) > 0 {
+		cfg.Options = opts[0]
+	}
+	return fake, dbtest.StartProxy(t, dbtest.NewCA(t), cfg)
 }
 
 func wantError(t *testing.T, c net.Conn, stream int16, code int32, text string) {
@@ -116,7 +121,8 @@ func TestClientViolationsAfterStartup(t *testing.T) {
 		{"second STARTUP", cqltest.Request(7, cqltest.OpStartup, cqltest.StartupBody(nil)), "STARTUP after STARTUP"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			_, proxy := startOne(t, New(Options{MaxFrame: 1024}))
+			// The limit set the way a mapping's max_frame is.
+			_, proxy := startOne(t, nil, map[string]string{optMaxFrame: "1KiB"})
 			c := session(t, proxy, "a.test")
 			dbtest.MustWrite(t, c, tc.frame)
 			wantError(t, c, 7, 0x000a, tc.text)

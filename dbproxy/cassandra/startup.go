@@ -14,6 +14,7 @@ var errVersionRefused = errors.New("protocol version refused")
 // startupState is what the exchange before STARTUP leaves the relay:
 // the protocol version and the bytes each side sent past it.
 type startupState struct {
+	opts    Options // the listener's limits when the session began
 	proto   byte
 	client  frameReader
 	backend frameReader
@@ -27,7 +28,7 @@ const maxRetries = 8
 // and the backend b; see the package documentation. It tells the client
 // why it is refused, in an ERROR frame, before it returns an error.
 func (p *protocol) startup(c, b net.Conn) (*startupState, error) {
-	st := &startupState{client: frameReader{r: c}, backend: frameReader{r: b}}
+	st := &startupState{opts: *p.opts.Load(), client: frameReader{r: c}, backend: frameReader{r: b}}
 	refuse := func(h header, proto byte, code uint32, msg string, err error) (*startupState, error) {
 		c.Write(errorFrame(proto, h.stream, code, msg))
 		return nil, err
@@ -52,7 +53,7 @@ func (p *protocol) startup(c, b net.Conn) (*startupState, error) {
 				proto = v
 			}
 			retries++
-			if retries > maxRetries || h.length > p.opts.MaxFrame {
+			if retries > maxRetries || h.length > st.opts.MaxFrame {
 				return refuse(h, proto, errProtocol, "too many frames of unsupported versions", errors.New("unsupported protocol version"))
 			}
 			c.Write(errorFrame(proto, h.stream, errProtocol,
@@ -63,8 +64,8 @@ func (p *protocol) startup(c, b net.Conn) (*startupState, error) {
 			st.client.discard(headerLen + int(h.length))
 			continue
 		}
-		if h.length > p.opts.MaxFrame {
-			return refuse(h, v, errProtocol, fmt.Sprintf("frame of %d bytes exceeds leproxy's limit of %d", h.length, p.opts.MaxFrame), errFrameTooLarge)
+		if h.length > st.opts.MaxFrame {
+			return refuse(h, v, errProtocol, fmt.Sprintf("frame of %d bytes exceeds leproxy's limit of %d", h.length, st.opts.MaxFrame), errFrameTooLarge)
 		}
 		if h.flags&flagCompression != 0 {
 			return refuse(h, v, errProtocol, "compressed frame before STARTUP", errors.New("compressed frame before STARTUP"))

@@ -48,6 +48,7 @@ import (
 	"net"
 	"strconv"
 	"strings"
+	"sync/atomic"
 
 	"github.com/twmb/franz-go/pkg/kmsg"
 
@@ -66,18 +67,26 @@ const maxRefuseRead = 64 << 10
 type protocol struct {
 	tf    dbproxy.TLSFirst
 	nodes nodeMap
-	// maxRequest and maxResponse bound frames; see DefaultMaxRequest and
-	// DefaultMaxResponse.
+	// limits bound frames (the listener's max_request and max_response);
+	// SetOptions swaps it while sessions run.
+	limits atomic.Pointer[frameLimits]
+}
+
+// frameLimits are a listener's frame bounds; see DefaultMaxRequest and
+// DefaultMaxResponse.
+type frameLimits struct {
 	maxRequest, maxResponse int
 }
 
 var (
 	_ dbproxy.Protocol      = (*protocol)(nil)
 	_ dbproxy.RoutesWatcher = (*protocol)(nil)
+	_ dbproxy.Optioner      = (*protocol)(nil)
 )
 
 func newProtocol() *protocol {
-	p := &protocol{maxRequest: DefaultMaxRequest, maxResponse: DefaultMaxResponse}
+	p := &protocol{}
+	p.limits.Store(&frameLimits{maxRequest: DefaultMaxRequest, maxResponse: DefaultMaxResponse})
 	p.tf = dbproxy.TLSFirst{
 		Plaintext: func(ctx context.Context, conn net.Conn) string {
 			return refuse(ctx, conn)
@@ -116,8 +125,9 @@ func (p *protocol) Handshake(ctx context.Context, client net.Conn, s *dbproxy.Se
 		logger: s.Logger,
 	}
 	pend := new(pending)
-	return &clientConn{Conn: c, scan: reqScanner{max: p.maxRequest, track: pend.push}},
-		&backendConn{Conn: b, pend: pend, w: w, max: p.maxResponse}, nil
+	lim := p.limits.Load()
+	return &clientConn{Conn: c, scan: reqScanner{max: lim.maxRequest, track: pend.push}},
+		&backendConn{Conn: b, pend: pend, w: w, max: lim.maxResponse}, nil
 }
 
 // refuse reads the client's first request, bounded and under conn's

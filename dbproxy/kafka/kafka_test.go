@@ -326,10 +326,10 @@ func TestProtocolViolations(t *testing.T) {
 				t.Fatal(err)
 			}
 			dbtest.ServeFake(t, l, 30*time.Second, nil, func(c net.Conn) { serveEcho(c, "x") })
-			proto := newProtocol()
-			proto.maxRequest = 1024
-			p := dbtest.StartProxy(t, dbtest.NewCA(t), dbproxy.Config{Protocol: proto,
-				Routes: []dbproxy.Route{{Host: "k.test", Backend: l.Addr().String()}}})
+			// The limit comes the way a mapping's max_request does.
+			p := dbtest.StartProxy(t, dbtest.NewCA(t), dbproxy.Config{Protocol: newProtocol(),
+				Options: map[string]string{optMaxRequest: "1KiB"},
+				Routes:  []dbproxy.Route{{Host: "k.test", Backend: l.Addr().String()}}})
 			c := p.DialTLS(t, "k.test", "k.test")
 			dbtest.MustWrite(t, c, tc.req)
 			if _, err := readFrame(c); err == nil {

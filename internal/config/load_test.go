@@ -242,6 +242,8 @@ func TestParseErrors(t *testing.T) {
 		{"unknown host key", "a.example.com:\n  backend: :80\n  hst: true\n", 3, "a.example.com", `unknown key "hst" (known: backend, hsts, preserve_host, middleware)`},
 		{"unknown listener key", "tcp:\n- listen: :1\n  protocol: tls\n  route: {}\n", 4, "tcp[0]", `unknown key "route"`},
 		{"bad protocol option", "tcp:\n- listen: :21\n  protocol: ftp\n  passive_ports: 9-1\n  routes: {a.example.com: 127.0.0.1:2}\n", 4, "tcp[0].passive_ports", `invalid passive_ports "9-1": expected a port range`},
+		{"bad kafka frame limit", "tcp:\n- listen: :9093\n  protocol: kafka\n  max_request: 3GiB\n  routes: {a.example.com: 127.0.0.1:2}\n", 4, "tcp[0].max_request", `at most 2147483647 bytes`},
+		{"bad cassandra frame limit", "tcp:\n- listen: :9042\n  protocol: cql\n  max_frame: lots\n  routes: {a.example.com: 127.0.0.1:2}\n", 4, "tcp[0].max_frame", `want a number of bytes`},
 		{"protocol option elsewhere", "tcp:\n- listen: :1\n  protocol: tls\n  passive_ports: 30000-30009\n  routes: {a.example.com: 127.0.0.1:2}\n", 4, "tcp[0]", `unknown key "passive_ports"`},
 		{"protocol option not a string", "tcp:\n- listen: :21\n  protocol: ftps\n  passive_address: [1]\n  routes: {a.example.com: 127.0.0.1:2}\n", 4, "tcp[0].passive_address", `expected a string`},
 		{"unknown route key", "tcp:\n- listen: :1\n  protocol: tls\n  routes:\n    a.example.com:\n      backend: :2\n      sni: x\n", 7, "tcp[0].routes[a.example.com]", `unknown key "sni"`},

@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/leproxy/leproxy/internal/bytesize"
 	"golang.org/x/crypto/bcrypt"
 	"golang.org/x/net/http/httpguts"
 	"gopkg.in/yaml.v3"
@@ -325,41 +326,12 @@ func (l *loader) size(n *yaml.Node, key string) int64 {
 	if !ok {
 		return 0
 	}
-	v, err := parseSize(s)
+	v, err := bytesize.Parse(s)
 	if err != nil {
 		l.el.add(n.Line, key, s, fmt.Sprintf("invalid size %q: %v", s, err))
 		return 0
 	}
 	return v
-}
-
-// sizeUnits are parseSize's units, longest first.
-var sizeUnits = []struct {
-	suffix string
-	mult   int64
-}{
-	{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30},
-	{"KB", 1e3}, {"MB", 1e6}, {"GB", 1e9}, {"B", 1},
-}
-
-func parseSize(s string) (int64, error) {
-	num, mult := strings.TrimSpace(s), int64(1)
-	for _, u := range sizeUnits {
-		if rest, ok := strings.CutSuffix(num, u.suffix); ok {
-			num, mult = strings.TrimSpace(rest), u.mult
-			break
-		}
-	}
-	v, err := strconv.ParseInt(num, 10, 64)
-	switch {
-	case err != nil || strings.TrimLeft(num, "0123456789") != "":
-		return 0, fmt.Errorf("want a number of bytes, optionally with KB, MB, GB, KiB, MiB or GiB")
-	case v <= 0:
-		return 0, fmt.Errorf("must be positive")
-	case v > (1<<62)/mult:
-		return 0, fmt.Errorf("too large")
-	}
-	return v * mult, nil
 }
 
 // redirectCodes are the statuses a redirect may answer with.
@@ -621,7 +593,7 @@ func (l *loader) compress(n *yaml.Node, key string) *Compress {
 		if s, ok := l.string(v, key+".min_length", "a size in bytes"); ok {
 			if s == "0" {
 				c.MinLength = 0
-			} else if m, err := parseSize(s); err != nil {
+			} else if m, err := bytesize.Parse(s); err != nil {
 				l.el.add(v.Line, key+".min_length", s, fmt.Sprintf("invalid size %q: %v", s, err))
 			} else {
 				c.MinLength = m
