@@ -235,7 +235,7 @@ func TestParseErrors(t *testing.T) {
 		{"empty file", "", 0, "", "no hosts"},
 		{"comments only", "# nothing\n\n", 0, "", "no hosts"},
 		{"empty mapping", "{}\n", 1, "", "no hosts"},
-		{"unknown host key", "a.example.com:\n  backend: :80\n  hst: true\n", 3, "a.example.com", `unknown key "hst" (known: backend, hsts, preserve_host)`},
+		{"unknown host key", "a.example.com:\n  backend: :80\n  hst: true\n", 3, "a.example.com", `unknown key "hst" (known: backend, hsts, preserve_host, rate_limit)`},
 		{"unknown listener key", "tcp:\n- listen: :1\n  protocol: tls\n  route: {}\n", 4, "tcp[0]", `unknown key "route"`},
 		{"unknown route key", "tcp:\n- listen: :1\n  protocol: tls\n  routes:\n    a.example.com:\n      backend: :2\n      sni: x\n", 7, "tcp[0].routes[a.example.com]", `unknown key "sni"`},
 		{"duplicate host", "a.example.com: :80\nb.example.com: :81\na.example.com: :82\n", 3, "", `duplicate host "a.example.com" (first at line 1)`},

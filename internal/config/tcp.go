@@ -65,7 +65,8 @@ type listenAddr struct {
 // address if that is valid.
 func (l *loader) listener(m *yaml.Node, path string) (addr listenAddr, addrOK bool) {
 	ln := Listener{Line: m.Line}
-	f := l.fields(m, path, "listen", "protocol", "default", "max_conns", "idle_timeout", "routes")
+	f := l.fields(m, path, append([]string{"listen", "protocol", "default", "max_conns", "idle_timeout", "routes"}, listenerLimitKeys...)...)
+	ln.Limits = l.listenerLimits(f, path, true)
 	for _, req := range []string{"listen", "protocol", "routes"} {
 		if f[req] == nil {
 			l.el.add(m.Line, path, "", fmt.Sprintf("missing key %q", req))

@@ -20,6 +20,9 @@ type Config struct {
 	File  string     // path the mapping was read from, as given
 	Hosts []Host     // HTTP hosts in file order
 	TCP   []Listener // protocol-aware TLS listeners in file order
+	// Limits is the "limits:" section: per-client limits shared by every
+	// listener, and the HTTPS listener's.
+	Limits Limits
 }
 
 // BackendKind says how leproxy reaches an HTTP backend.
@@ -52,7 +55,9 @@ type Host struct {
 	// RewriteHost, when true (long form "preserve_host: false"), sends the
 	// backend's own host name in the Host header instead of the client's.
 	RewriteHost bool
-	Line        int // line of the host's key in File
+	// RateLimit limits each client's requests (long form "rate_limit").
+	RateLimit RateLimit
+	Line      int // line of the host's key in File
 }
 
 // TLSMode says how leproxy connects to a tcp route's backend. It is
@@ -78,7 +83,10 @@ type Listener struct {
 	// IdleTimeout closes a session with no traffic either way for this long
 	// (key "idle_timeout", a Go duration); 0 means the listener's default.
 	IdleTimeout time.Duration
-	Line        int // line of the list item in File
+	// Limits are the per-client connection limits and block policy
+	// (keys "conn_rate", "conn_burst", "conns_per_client", "block").
+	Limits ListenerLimits
+	Line   int // line of the list item in File
 }
 
 // Route maps one SNI hostname of a tcp listener to a backend.
