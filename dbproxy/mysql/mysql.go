@@ -290,10 +290,13 @@ func (h *clientSide) write(payload []byte) error {
 
 // markBackendRefusal records, for the session-end line, that the backend
 // ended the session when err is its own ERR packet (a refused login, too
-// many connections).
+// many connections), and tells the core of a refused password (ERR 1045).
 func markBackendRefusal(s *dbproxy.Session, err error) {
-	if _, ok := errors.AsType[*backendError](err); ok {
+	if be, ok := errors.AsType[*backendError](err); ok {
 		s.SetEnd(dbproxy.ByBackend, dbproxy.ReasonRefused)
+		if be.code == erAccessDenied {
+			s.AuthFailed()
+		}
 	}
 }
 

@@ -133,10 +133,13 @@ func (p *protocol) Handshake(ctx context.Context, client net.Conn, s *dbproxy.Se
 	}
 	key, err := relayStartup(h.conn, b, r.Host)
 	if err != nil {
-		if _, ok := errors.AsType[*backendError](err); ok {
+		if be, ok := errors.AsType[*backendError](err); ok {
 			// The backend refused the login (or, for channel binding,
 			// leproxy said why it did).
 			s.SetEnd(dbproxy.ByBackend, dbproxy.ReasonRefused)
+			if be.code == sqlstateInvalidPassword {
+				s.AuthFailed()
+			}
 		}
 		return nil, nil, err
 	}

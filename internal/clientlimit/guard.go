@@ -2,6 +2,7 @@ package clientlimit
 
 import (
 	"errors"
+	"net"
 	"net/netip"
 	"time"
 )
@@ -122,3 +123,15 @@ func (g *Guard) Failed(addr netip.Addr, kind string) {
 		g.c.blocks.Add(k, g.cfg.Listener, kind, p.For)
 	}
 }
+
+// NetGuard is a Guard that takes the net.Addr of a connection, as a
+// dbproxy.ClientGuard does.
+type NetGuard struct{ *Guard }
+
+// Admit is Guard.Admit for a connection's remote address.
+func (n NetGuard) Admit(client net.Addr) (release func(), err error) {
+	return n.Guard.Admit(AddrOf(client))
+}
+
+// Failed is Guard.Failed for a connection's remote address.
+func (n NetGuard) Failed(client net.Addr, kind string) { n.Guard.Failed(AddrOf(client), kind) }
