@@ -135,3 +135,6 @@ func (n NetGuard) Admit(client net.Addr) (release func(), err error) {
 
 // Failed is Guard.Failed for a connection's remote address.
 func (n NetGuard) Failed(client net.Addr, kind string) { n.Guard.Failed(AddrOf(client), kind) }
+
+// Active is the number of open connections g took from addr's client.
+func (g *Guard) Active(addr netip.Addr) int { return g.lim.Active(g.c.Key(addr)) }

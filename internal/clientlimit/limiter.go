@@ -104,3 +104,13 @@ func (l *Limiter) fresh() *state {
 	}
 	return s
 }
+
+// Active is what k has in flight.
+func (l *Limiter) Active(k Key) int {
+	l.t.mu.Lock()
+	defer l.t.mu.Unlock()
+	if e, ok := l.t.m[k]; ok {
+		return e.Value.(*state).active
+	}
+	return 0
+}
