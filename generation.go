@@ -109,6 +109,10 @@ func (l *live) commit(g *generation) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.cm.SetHosts(g.cfg.Hostnames())
+	if c := l.deps.clients; c != nil {
+		c.SetPolicy(policyOf(g.cfg.Limits))
+		l.httpsGuard.Store(keepGuard(c, l.httpsGuard.Load(), "https", g.cfg.Limits.HTTPS))
+	}
 	if prev := l.handler.Swap(g.handler); prev != nil {
 		prev.Close()
 	}
@@ -120,6 +124,10 @@ func (l *live) commit(g *generation) {
 			l.logger.Error("updating tcp routes", "listener", u.ts.addr, "error", err)
 		}
 		u.ts.srv.SetLimits(u.cfg.MaxConns, u.cfg.IdleTimeout)
+		if g := keepGuard(l.deps.clients, u.ts.guard, u.cfg.Listen, u.cfg.Limits); g != u.ts.guard {
+			u.ts.guard = g
+			u.ts.srv.SetGuard(dbGuard(g))
+		}
 		u.ts.addr, u.ts.routes, u.ts.line = u.cfg.Listen, u.names, u.cfg.Line
 		tcp = append(tcp, u.ts)
 	}

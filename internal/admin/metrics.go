@@ -57,6 +57,8 @@ type Metrics struct {
 	acmeOrders   *prometheus.CounterVec
 	acmeFailures *prometheus.CounterVec
 
+	limits clientMetrics
+
 	tcp   tcpCollector
 	certs certCollector
 }
@@ -142,6 +144,7 @@ func newMetrics(now func() time.Time) *Metrics {
 		m.acmeOrders, m.acmeFailures,
 		&m.tcp, &m.certs,
 	)
+	m.limits.register(m.reg)
 	m.handler = promhttp.InstrumentMetricHandler(m.reg, promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{
 		ErrorHandling: promhttp.ContinueOnError,
 		Registry:      m.reg,
