@@ -2,6 +2,7 @@ package httpproxy
 
 import (
 	"crypto/tls"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -274,5 +275,74 @@ func waitUntil(t *testing.T, what string, cond func() bool) {
 			t.Fatalf("timed out waiting for %s", what)
 		}
 		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// TestTLSListenerFlood: 100,000 connections from as many distinct source
+// addresses (127.0.0.0/8, each dialled from its own address) keep the
+// guard's table within its bound (checked after each handshake) while
+// every connection is still admitted and handled.
+func TestTLSListenerFlood(t *testing.T) {
+	if testing.Short() {
+		t.Skip("100,000 connections")
+	}
+	clientsN, bound := 100_000, 1000
+	if raceEnabled {
+		clientsN = 20_000 // 100,000 take 90 s under the race detector on two cores
+	}
+	clients := clientlimit.New(clientlimit.Policy{MaxClients: bound}, clientlimit.Options{})
+	g := clients.Guard(clientlimit.GuardConfig{Listener: "https", Conns: clientlimit.Limits{Rate: 1, Burst: 1},
+		Block: clientlimit.BlockPolicy{After: 5}})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var handshakes sync.WaitGroup
+	handshakes.Add(clientsN)
+	var maxLen int
+	var mu sync.Mutex
+	cfg := &tls.Config{Certificates: []tls.Certificate{selfSigned(t)}}
+	tln := NewTLSListener(ln, TLSListenerOptions{Config: cfg, HandshakeTimeout: testTimeout,
+		Guard: func() ConnGuard { return clientlimit.NetGuard{Guard: g} },
+		OnHandshake: func(error) {
+			mu.Lock()
+			maxLen = max(maxLen, g.Len())
+			mu.Unlock()
+			handshakes.Done()
+		}})
+	defer tln.Close()
+	addr := ln.Addr().(*net.TCPAddr)
+
+	const workers = 8
+	var dialers sync.WaitGroup
+	errs := make(chan error, workers)
+	for w := range workers {
+		dialers.Go(func() {
+			for i := w; i < clientsN; i += workers {
+				n := i + 1<<16 // 127.1.0.0 onwards: clear of 127.0.0.1
+				src := &net.TCPAddr{IP: net.IPv4(127, byte(n>>16), byte(n>>8), byte(n))}
+				c, err := net.DialTCP("tcp", src, addr)
+				if err != nil {
+					errs <- fmt.Errorf("dialling from %s: %w", src.IP, err)
+					return
+				}
+				c.SetLinger(0) // no TIME_WAIT left behind
+				c.Close()
+			}
+		})
+	}
+	dialers.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	handshakes.Wait() // every connection was admitted and its handshake failed
+	mu.Lock()
+	defer mu.Unlock()
+	if maxLen > bound || g.Len() > bound {
+		t.Errorf("the table held up to %d clients (now %d), bound %d", maxLen, g.Len(), bound)
+	}
+	if g.Len() < bound/2 {
+		t.Errorf("the table holds %d clients after the flood: not filled as expected", g.Len())
 	}
 }
