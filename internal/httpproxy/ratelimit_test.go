@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -184,7 +185,8 @@ func TestRateLimitInFlight(t *testing.T) {
 }
 
 // startGuardedEdge is startEdge with a connection guard.
-func startGuardedEdge(t *testing.T, h http.Handler, g ConnGuard) string {
+// The count of finished handshakes is returned with the address.
+func startGuardedEdge(t *testing.T, h http.Handler, g ConnGuard) (string, *atomic.Int64) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -192,7 +194,9 @@ func startGuardedEdge(t *testing.T, h http.Handler, g ConnGuard) string {
 	}
 	cfg := &tls.Config{Certificates: []tls.Certificate{selfSigned(t)}, NextProtos: []string{"h2", "http/1.1"}}
 	srv := &http.Server{Handler: h, ConnContext: ConnContext, ReadHeaderTimeout: testTimeout}
-	tln := NewTLSListener(ln, TLSListenerOptions{Config: cfg, HandshakeTimeout: 2 * time.Second, Guard: func() ConnGuard { return g }})
+	var n atomic.Int64
+	tln := NewTLSListener(ln, TLSListenerOptions{Config: cfg, HandshakeTimeout: 2 * time.Second,
+		Guard: func() ConnGuard { return g }, OnHandshake: func(error) { n.Add(1) }})
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -202,7 +206,7 @@ func startGuardedEdge(t *testing.T, h http.Handler, g ConnGuard) string {
 		srv.Close()
 		<-done
 	})
-	return ln.Addr().String()
+	return ln.Addr().String(), &n
 }
 
 // handshake dials addr and runs a TLS handshake.
@@ -223,12 +227,30 @@ func TestTLSListenerGuard(t *testing.T) {
 	clients := clientlimit.New(clientlimit.Policy{}, clientlimit.Options{Blocks: blocks})
 	g := clients.Guard(clientlimit.GuardConfig{Listener: "https", Conns: clientlimit.Limits{Concurrent: 2},
 		Block: clientlimit.BlockPolicy{After: 3, Window: time.Minute, For: time.Hour}})
-	addr := startGuardedEdge(t, http.NotFoundHandler(), clientlimit.NetGuard{Guard: g})
+	addr, handshakes := startGuardedEdge(t, http.NotFoundHandler(), clientlimit.NetGuard{Guard: g})
 
 	if err := handshake(addr); err != nil {
 		t.Fatalf("first handshake: %v", err)
 	}
+	// Connections closed before a byte (a browser's spare ones) are no
+	// failures. (One at a time: conns_per_client is 2.)
+	lo := netip.MustParseAddr("127.0.0.1")
+	for i := range 5 {
+		waitUntil(t, "the previous handshake and release", func() bool {
+			return handshakes.Load() == int64(i+1) && g.Active(lo) == 0
+		})
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Close()
+	}
+	waitUntil(t, "six handshakes", func() bool { return handshakes.Load() == 6 })
+	if l := blocks.List(); len(l) != 0 {
+		t.Fatalf("silent connections blocked the client: %+v", l)
+	}
 	for range 3 {
+		waitUntil(t, "the previous connection's release", func() bool { return g.Active(lo) == 0 })
 		c, err := net.Dial("tcp", addr)
 		if err != nil {
 			t.Fatal(err)
@@ -252,7 +274,6 @@ func TestTLSListenerGuard(t *testing.T) {
 	}
 
 	// Two open connections; the third is closed unanswered.
-	lo := netip.MustParseAddr("127.0.0.1")
 	waitUntil(t, "earlier connections to be released", func() bool { return g.Active(lo) == 0 })
 	for range 2 {
 		c, err := tls.Dial("tcp", addr, &tls.Config{InsecureSkipVerify: true})

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -30,7 +31,8 @@ type TLSListenerOptions struct {
 	Logger *slog.Logger
 	// Guard, if set, returns the per-client connection limits in force
 	// (nil for none): a connection it refuses is closed before its
-	// handshake, and a failed handshake is counted against its client.
+	// handshake, and a failed handshake is counted against its client
+	// (not one closed before the client sent a byte).
 	Guard func() ConnGuard
 }
 
@@ -179,7 +181,9 @@ func (l *tlsListener) handshake(raw net.Conn, g ConnGuard) {
 			_, _ = io.WriteString(raw, "HTTP/1.0 400 Bad Request\r\n\r\nClient sent an HTTP request to an HTTPS server.\n")
 		}
 		l.opts.Logger.Debug("tls handshake failed", "client", raw.RemoteAddr().String(), "error", err)
-		if g != nil {
+		if rc, ok := raw.(*releaseConn); ok && rc.spoke.Load() {
+			// A connection closed before its first byte is no failure:
+			// browsers open spare connections and close them unused.
 			g.Failed(raw.RemoteAddr(), "tls")
 		}
 		_ = raw.Close()
@@ -212,6 +216,15 @@ type releaseConn struct {
 	net.Conn
 	release func()
 	once    sync.Once
+	spoke   atomic.Bool // the client sent at least one byte
+}
+
+func (c *releaseConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	if n > 0 {
+		c.spoke.Store(true)
+	}
+	return n, err
 }
 
 func (c *releaseConn) Close() error {
