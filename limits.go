@@ -22,10 +22,10 @@ func guardConfig(name string, l config.ListenerLimits) clientlimit.GuardConfig {
 	}
 }
 
-// newGuard is the guard of a listener's limits, nil when they limit
-// nothing.
+// newGuard is the guard of a listener's limits. A listener without limits
+// has one too: a client blocked on one listener is refused on all.
 func newGuard(clients *clientlimit.Clients, name string, l config.ListenerLimits) *clientlimit.Guard {
-	if clients == nil || l == (config.ListenerLimits{}) {
+	if clients == nil {
 		return nil
 	}
 	return clients.Guard(guardConfig(name, l))
