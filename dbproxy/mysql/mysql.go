@@ -241,8 +241,7 @@ func (p *protocol) Handshake(ctx context.Context, client net.Conn, s *dbproxy.Se
 		markBackendRefusal(s, err)
 		return nil, nil, h.tell(err)
 	}
-	if err := relayAuth(h, bk, r); err != nil {
-		markBackendRefusal(s, err)
+	if err := relayAuthThen(h, bk, r, func(err error) { markBackendRefusal(s, err) }); err != nil {
 		return nil, nil, err
 	}
 	c, b := commandConns(h.conn, bk.conn, r, resp.charset, h.tls != nil && !bk.tls)
