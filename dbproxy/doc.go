@@ -42,8 +42,9 @@
 //     a session it serves itself (Elasticsearch proxies HTTP requests one by
 //     one; FTP has data connections, for which Session.Pump and
 //     Session.Listen are there).
-//   - Optionally Refuser, to tell a client over MaxConns so in its protocol,
-//     and RoutesWatcher, to rebuild state derived from the routes when a
+//   - Optionally Refuser, to tell a client over MaxConns so in its protocol
+//     (it is given ErrTooManyConnections, or ErrClientLimited, which wraps it,
+//     for a client its per-client Guard refuses), and RoutesWatcher, to rebuild state derived from the routes when a
 //     reload changes them (Redis Cluster's node map).
 //   - Be safe for concurrent use: one value serves every session of one
 //     Server and may keep state shared by them (PostgreSQL's cancel keys).
@@ -52,7 +53,10 @@
 // (Routes, DefaultRoute, Route, Routed) and listener address (ListenerAddr,
 // ListenerPort) for protocols that rewrite backend addresses, dialling with
 // the route's backend TLS, connections and listeners the core closes on a
-// forced shutdown, end-of-session hooks and log attributes, the timeouts.
+// forced shutdown, end-of-session hooks and log attributes, the timeouts,
+// and AuthFailed, for a protocol that reads the backend's answer to a login:
+// call it when the backend refuses the client's password (before telling
+// the client), so that a Guard can block a password-guessing client.
 // TLS-first protocols share TLSFirst (peek at the first byte, TLS, route,
 // dial) and say only how to refuse a client.
 //

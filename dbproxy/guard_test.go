@@ -3,6 +3,7 @@ package dbproxy_test
 import (
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"slices"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/leproxy/leproxy/dbproxy"
 	"github.com/leproxy/leproxy/dbproxy/dbtest"
+	"github.com/leproxy/leproxy/internal/testenv"
 )
 
 // recordingGuard is a ClientGuard that takes connections while open is
@@ -62,7 +64,9 @@ func TestClientGuard(t *testing.T) {
 	p, _, _ := twoEchoes(t, func(c *dbproxy.Config) {
 		c.Guard = g
 		c.Default = ""
-		c.Routes = append(c.Routes, dbproxy.Route{Host: "down.test", Backend: dbtest.ClosedAddr(t)})
+		// A reserved port nothing listens on (a port just closed could be
+		// the proxy's own by the time it is dialled).
+		c.Routes = append(c.Routes, dbproxy.Route{Host: "down.test", Backend: fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))})
 	})
 	ends := func(n int) {
 		t.Helper()
