@@ -112,6 +112,10 @@ func (l *live) commit(g *generation) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.cm.SetHosts(g.cfg.Hostnames())
+	if c := l.deps.clients; c != nil {
+		c.SetPolicy(policyOf(g.cfg.Limits))
+		l.httpsGuard.Store(keepGuard(c, l.httpsGuard.Load(), "https", g.cfg.Limits.HTTPS))
+	}
 	if prev := l.handler.Swap(g.handler); prev != nil {
 		prev.Close()
 	}
@@ -126,6 +130,10 @@ func (l *live) commit(g *generation) {
 		if err := u.ts.srv.SetOptions(u.cfg.Options); err != nil {
 			// CheckOptions accepted the same options a moment ago.
 			l.logger.Error("updating tcp listener options", "listener", u.ts.addr, "error", err)
+		}
+		if g := keepGuard(l.deps.clients, u.ts.guard, u.cfg.Listen, u.cfg.Limits); g != u.ts.guard {
+			u.ts.guard = g
+			u.ts.srv.SetGuard(dbGuard(g))
 		}
 		u.ts.addr, u.ts.routes, u.ts.line = u.cfg.Listen, u.names, u.cfg.Line
 		tcp = append(tcp, u.ts)

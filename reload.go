@@ -14,6 +14,7 @@ import (
 
 	"github.com/leproxy/leproxy/internal/admin"
 	"github.com/leproxy/leproxy/internal/certs"
+	"github.com/leproxy/leproxy/internal/clientlimit"
 	"github.com/leproxy/leproxy/internal/config"
 	"github.com/leproxy/leproxy/internal/httpproxy"
 )
@@ -33,8 +34,10 @@ type live struct {
 	stopCtx      context.Context
 	drainTimeout time.Duration
 
-	handler  atomic.Pointer[httpproxy.Handler]
-	backends atomic.Pointer[map[string]string] // HTTP host → backend as written, for the access log
+	handler atomic.Pointer[httpproxy.Handler]
+	// httpsGuard applies the mapping's limits.https; nil for none.
+	httpsGuard atomic.Pointer[clientlimit.Guard]
+	backends   atomic.Pointer[map[string]string] // HTTP host → backend as written, for the access log
 
 	reloading sync.Mutex     // serializes reloads
 	mu        sync.Mutex     // guards the fields below
@@ -100,7 +103,9 @@ func (l *live) reload() error {
 		return err
 	}
 	_, current := l.current()
-	g, err := prepare(cfg, current, l.opts, l.deps)
+	opts := l.opts
+	opts.Previous = l.handler.Load() // hosts with an unchanged rate_limit keep their state
+	g, err := prepare(cfg, current, opts, l.deps)
 	if err != nil {
 		return err
 	}

@@ -21,6 +21,7 @@ import (
 	"github.com/leproxy/leproxy/internal/admin"
 	"github.com/leproxy/leproxy/internal/backup"
 	"github.com/leproxy/leproxy/internal/certs"
+	"github.com/leproxy/leproxy/internal/clientlimit"
 	"github.com/leproxy/leproxy/internal/config"
 	"github.com/leproxy/leproxy/internal/demo"
 	"github.com/leproxy/leproxy/internal/httpproxy"
@@ -163,7 +164,13 @@ func (env runEnv) run(ctx context.Context, args []string) error {
 	// so that a port in use is a start-up error and not a half-started
 	// daemon.
 	proxyOpts := httpproxy.Options{HSTS: a.HSTS, AllowMisdirected: a.AllowMisdirected, Logger: logger, OnBackendError: metrics.BackendError, MaxHeaders: a.MaxHeaders, MaxURI: a.MaxURI, KeepUnderscoreHeaders: a.KeepUnderscoreHeaders}
-	deps := tcpDeps{getCertificate: cm.GetCertificate, metrics: metrics, logger: logger}
+	clients := clientlimit.New(policyOf(cfg.Limits), clientlimit.Options{
+		Blocks:    clientlimit.NewBlocklist(clientlimit.BlocklistOptions{Logger: logger, OnBlock: metrics.ClientBlocked}),
+		OnLimited: func(kind string) { metrics.ClientLimited("connection", kind) },
+	})
+	proxyOpts.Clients = clients
+	proxyOpts.OnLimited = func(_, kind string) { metrics.ClientLimited("request", kind) }
+	deps := tcpDeps{getCertificate: cm.GetCertificate, metrics: metrics, logger: logger, clients: clients}
 	gen, err := prepare(cfg, nil, proxyOpts, deps)
 	if err != nil {
 		return err
@@ -227,6 +234,12 @@ func (env runEnv) run(ctx context.Context, args []string) error {
 		MaxHeaderBytes:   a.MaxHeaderBytes,
 		OnHandshake:      func(err error) { metrics.TLSHandshake("https", err) },
 		Logger:           logger,
+		Guard: func() httpproxy.ConnGuard {
+			if g := lv.httpsGuard.Load(); g != nil {
+				return clientlimit.NetGuard{Guard: g}
+			}
+			return nil
+		},
 	})
 	g.goServe("https", func() error { return httpsSrv.Serve(httpsTLSLn) })
 	var httpSrv *http.Server
@@ -252,6 +265,7 @@ func (env runEnv) run(ctx context.Context, args []string) error {
 		adminSrv = &http.Server{
 			Handler: admin.NewHandler(admin.HandlerOptions{
 				Metrics:      metrics,
+				Blocks:       clients.Blocks(),
 				Certificates: cm.Status,
 				Logger:       logger,
 				Ready: func() []admin.Problem {

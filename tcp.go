@@ -10,6 +10,7 @@ import (
 	"github.com/leproxy/leproxy/dbproxy"
 	_ "github.com/leproxy/leproxy/dbproxy/all" // every protocol registers itself
 	"github.com/leproxy/leproxy/internal/admin"
+	"github.com/leproxy/leproxy/internal/clientlimit"
 	"github.com/leproxy/leproxy/internal/config"
 )
 
@@ -22,6 +23,7 @@ type tcpServer struct {
 	routes   []string // "host→backend", for the start-up log
 	srv      *dbproxy.Server
 	ln       net.Listener
+	guard    *clientlimit.Guard // nil when the listener limits nothing
 }
 
 // tcpDeps is what the tcp servers take from the rest of leproxy.
@@ -29,6 +31,7 @@ type tcpDeps struct {
 	getCertificate func(*tls.ClientHelloInfo) (*tls.Certificate, error)
 	metrics        *admin.Metrics // nil: no metrics
 	logger         *slog.Logger
+	clients        *clientlimit.Clients // per-client limits; nil: none
 }
 
 // listenKey is the address a listener binds, for matching the listeners of
@@ -75,7 +78,9 @@ func newTCPServer(file string, l config.Listener, deps tcpDeps) (*tcpServer, err
 	}
 	routes, names := dbRoutes(l)
 	metrics := deps.metrics
+	guard := newGuard(deps.clients, l.Listen, l.Limits)
 	srv, err := dbproxy.New(dbproxy.Config{
+		Guard:          dbGuard(guard),
 		Listen:         l.Listen,
 		Protocol:       p,
 		Routes:         routes,
@@ -90,5 +95,5 @@ func newTCPServer(file string, l config.Listener, deps tcpDeps) (*tcpServer, err
 	if err != nil {
 		return nil, fmt.Errorf("%s:%d: tcp listener %s: %w", file, l.Line, l.Listen, err)
 	}
-	return &tcpServer{addr: l.Listen, key: listenKey(l.Listen), line: l.Line, protocol: l.Protocol, routes: names, srv: srv}, nil
+	return &tcpServer{addr: l.Listen, key: listenKey(l.Listen), line: l.Line, protocol: l.Protocol, routes: names, srv: srv, guard: guard}, nil
 }

@@ -42,21 +42,27 @@
 //     a session it serves itself (Elasticsearch proxies HTTP requests one by
 //     one; FTP has data connections, for which Session.Pump and
 //     Session.Listen are there).
-//   - Optionally Refuser, to tell a client over MaxConns so in its protocol,
-//     and RoutesWatcher, to rebuild state derived from the routes when a
-//     reload changes them (Redis Cluster's node map), and Optioner, to take
-//     listener options of its own: extra keys of its tcp listeners in the
-//     mapping, carried as strings through Config.Options (FTP's
-//     passive_ports). The mapping accepts those keys on that protocol's
-//     listeners only and checks their values with the Protocol as it loads.
+//   - Optionally Refuser, to tell a client over MaxConns so in its protocol
+//     (it is given ErrTooManyConnections, or ErrClientLimited, which wraps
+//     it, for a client its per-client Guard refuses), RoutesWatcher, to
+//     rebuild state derived from the routes when a reload changes them
+//     (Redis Cluster's node map), and Optioner, to take listener options of
+//     its own: extra keys of its tcp listeners in the mapping, carried as
+//     strings through Config.Options (FTP's passive_ports). The mapping
+//     accepts those keys on that protocol's listeners only and checks their
+//     values with the Protocol as it loads.
 //   - Be safe for concurrent use: one value serves every session of one
 //     Server and may keep state shared by them (PostgreSQL's cancel keys).
 //
 // What the Session gives it: the TLS config and handshake, the route table
 // (Routes, DefaultRoute, Route, Routed) and listener address (ListenerAddr,
 // ListenerPort) for protocols that rewrite backend addresses, dialling with
-// the route's backend TLS and PROXY protocol header, connections and listeners the core closes on a
-// forced shutdown, end-of-session hooks and log attributes, the timeouts.
+// the route's backend TLS and PROXY protocol header, connections and
+// listeners the core closes on a forced shutdown, end-of-session hooks and
+// log attributes, the timeouts, and AuthFailed, for a protocol that reads
+// the backend's answer to a login: call it when the backend refuses the
+// client's password (before telling the client), so that a Guard can block
+// a password-guessing client.
 // TLS-first protocols share TLSFirst (peek at the first byte, TLS, route,
 // dial) and say only how to refuse a client.
 //

@@ -97,6 +97,11 @@ type Config struct {
 	// Protocol that is an Optioner (FTP's passive_ports); nil for none. New
 	// refuses keys the Protocol does not list and values it does not accept.
 	Options map[string]string
+	// Guard, if set, applies per-client limits: see ClientGuard. A client
+	// it refuses is told so like one over MaxConns (ErrClientLimited) and
+	// closed; it is told of failed TLS handshakes, refused handshakes and
+	// authentication failures. SetGuard replaces it.
+	Guard ClientGuard
 }
 
 // A Server serves one Protocol on one or more listeners. Create it with
@@ -110,6 +115,7 @@ type Server struct {
 	dial      func(ctx context.Context, network, addr string) (net.Conn, error)
 	logger    *slog.Logger
 	limits    atomic.Pointer[serverLimits] // swapped by SetLimits
+	guard     atomic.Pointer[guardHolder]  // swapped by SetGuard
 	open      atomic.Int64                 // open client connections, refusals excluded
 	refusing  chan struct{}                // one token per refusal in progress
 	stats     serverStats
@@ -175,6 +181,7 @@ func New(cfg Config) (*Server, error) {
 		sessions:  make(map[*Session]struct{}),
 	}
 	s.SetLimits(cfg.MaxConns, cfg.IdleTimeout)
+	s.SetGuard(cfg.Guard)
 	s.rt.Store(rt)
 	if w, ok := s.proto.(RoutesWatcher); ok {
 		w.RoutesChanged(rt.routes())
@@ -287,16 +294,27 @@ func (s *Server) Serve(l net.Listener) error {
 		}
 		delay = 0
 		s.stats.accepted.Add(1)
+		guard := s.Guard()
+		release := func() {}
+		if guard != nil {
+			if release, err = guard.Admit(conn.RemoteAddr()); err != nil {
+				s.refuse(conn, logger, ErrClientLimited, "reason", err.Error())
+				continue
+			}
+		}
 		lim := s.limits.Load()
 		if s.open.Add(1) > int64(lim.maxConns) {
 			s.open.Add(-1)
-			s.refuse(conn, logger, lim.maxConns)
+			release()
+			s.refuse(conn, logger, ErrTooManyConnections, "max_conns", lim.maxConns)
 			continue
 		}
-		sess := &Session{Logger: logger.With("client", conn.RemoteAddr().String()), srv: s, client: conn, limits: lim.pump}
+		sess := &Session{Logger: logger.With("client", conn.RemoteAddr().String()), srv: s, client: conn, limits: lim.pump, guard: guard}
+		sess.OnEnd(release)
 		if !s.trackSession(sess, true) {
 			conn.Close()
 			s.open.Add(-1)
+			release()
 			return ErrServerClosed
 		}
 		go s.serveSession(sess)
@@ -420,6 +438,9 @@ func (s *Server) serveSession(sess *Session) {
 		fallthrough
 	case err != nil:
 		end = handshakeEnd(err)
+		if end == (End{ByLeproxy, ReasonRefused}) {
+			sess.protocolFailed()
+		}
 		sess.mu.Lock()
 		if sess.backendFailed {
 			end = End{ByBackend, ReasonUnreachable}
@@ -496,12 +517,17 @@ func reportedEnd(end End, conns ...net.Conn) End {
 	return end
 }
 
-// refuse turns away a client beyond MaxConns: in its protocol when the
-// Protocol is a Refuser and fewer than maxRefusing refusals are under way,
-// otherwise by closing the connection.
-func (s *Server) refuse(conn net.Conn, logger *slog.Logger, maxConns int) {
+// refuse turns away a client beyond MaxConns or refused by the Guard, for
+// reason (ErrTooManyConnections, ErrClientLimited): in its protocol when
+// the Protocol is a Refuser and fewer than maxRefusing refusals are under
+// way, otherwise by closing the connection. attrs go to the log line.
+func (s *Server) refuse(conn net.Conn, logger *slog.Logger, reason error, attrs ...any) {
 	s.stats.refused.Add(1)
-	logger.Warn("connection refused", "client", conn.RemoteAddr().String(), "error", ErrTooManyConnections, "max_conns", maxConns)
+	level := slog.LevelWarn
+	if errors.Is(reason, ErrClientLimited) {
+		level = slog.LevelDebug // a flood must not flood the log; blocks are logged once each
+	}
+	logger.Log(context.Background(), level, "connection refused", append([]any{"client", conn.RemoteAddr().String(), "error", reason}, attrs...)...)
 	r, ok := s.proto.(Refuser)
 	if !ok {
 		conn.Close()
@@ -523,7 +549,7 @@ func (s *Server) refuse(conn net.Conn, logger *slog.Logger, maxConns int) {
 		defer func() { <-s.refusing }()
 		defer s.trackSession(sess, false)
 		conn.SetDeadline(time.Now().Add(lingerTimeout))
-		r.Refuse(conn, ErrTooManyConnections)
+		r.Refuse(conn, reason)
 		lingerClose(conn)
 	}()
 }

@@ -31,7 +31,8 @@ type Session struct {
 	client net.Conn // as accepted
 	sni    string
 	route  *route
-	limits pumpLimits // as the Server's were when the session began
+	limits pumpLimits  // as the Server's were when the session began
+	guard  ClientGuard // the guard that took the connection; nil for none
 
 	// served is set by Serve: the Protocol served the session itself;
 	// serveEnd is how Serve saw it end.
@@ -47,6 +48,7 @@ type Session struct {
 	mu            sync.Mutex
 	endSet        *End                      // from SetEnd
 	backendFailed bool                      // Dial or StartBackendTLS failed
+	failed        bool                      // a TLS or auth failure was counted
 	conns         map[net.Conn]struct{}     // backend connections from Dial, still open
 	listeners     map[net.Listener]struct{} // from Listen, until closed
 	closed        bool                      // closeAll ran: Dial and Listen fail
@@ -88,14 +90,10 @@ func (s *Session) TLSConfig() *tls.Config { return s.srv.tlsConfig }
 
 // ServerHandshake runs the TLS handshake with the client over conn (the
 // client connection, or a wrapper replaying bytes already read) with the
-// Server's TLS config, and reports the outcome to Config.OnTLSHandshake.
+// Server's TLS config, and reports the outcome to Config.OnTLSHandshake;
+// a failure counts against the client (ClientGuard.Failed with FailTLS).
 func (s *Session) ServerHandshake(ctx context.Context, conn net.Conn) (*tls.Conn, error) {
-	tc := tls.Server(conn, s.TLSConfig())
-	err := tc.HandshakeContext(ctx)
-	if f := s.srv.cfg.OnTLSHandshake; f != nil {
-		f(err)
-	}
-	return tc, err
+	return s.ServerHandshakeConfig(ctx, conn, s.TLSConfig())
 }
 
 // Route resolves the route for a TLS server name and records it as the

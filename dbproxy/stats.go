@@ -10,7 +10,7 @@ import (
 // RouteStats.Active.
 type Stats struct {
 	Accepted uint64 // client connections accepted, refused ones included
-	Refused  uint64 // connections refused because MaxConns were open
+	Refused  uint64 // connections refused because MaxConns were open or the Guard said no
 	// Handled counts connections the protocol completed itself with
 	// nothing to pump, such as PostgreSQL cancel requests.
 	Handled uint64

@@ -186,8 +186,19 @@ func (p *protocol) connectBackend(ctx context.Context, s *dbproxy.Session, r *db
 // to the client and ends the session. Sequence ids are each side's own.
 // Errors are reported to the client.
 func relayAuth(h *clientSide, b *backendSide, r *dbproxy.Route) error {
+	return relayAuthThen(h, b, r, nil)
+}
+
+// relayAuthThen is relayAuth calling failed, when set, with the error
+// before the client is told it: a client that retries at once then finds
+// what failed recorded (a refused password counted by the Server).
+func relayAuthThen(h *clientSide, b *backendSide, r *dbproxy.Route, failed func(error)) error {
 	a := &authRelay{h: h, b: b, route: r}
-	return h.tell(a.run())
+	err := a.run()
+	if err != nil && failed != nil {
+		failed(err)
+	}
+	return h.tell(err)
 }
 
 // authRelay is the state of one authentication relay.

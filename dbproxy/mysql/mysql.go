@@ -241,8 +241,7 @@ func (p *protocol) Handshake(ctx context.Context, client net.Conn, s *dbproxy.Se
 		markBackendRefusal(s, err)
 		return nil, nil, h.tell(err)
 	}
-	if err := relayAuth(h, bk, r); err != nil {
-		markBackendRefusal(s, err)
+	if err := relayAuthThen(h, bk, r, func(err error) { markBackendRefusal(s, err) }); err != nil {
 		return nil, nil, err
 	}
 	c, b := commandConns(h.conn, bk.conn, r, resp.charset, h.tls != nil && !bk.tls)
@@ -290,10 +289,13 @@ func (h *clientSide) write(payload []byte) error {
 
 // markBackendRefusal records, for the session-end line, that the backend
 // ended the session when err is its own ERR packet (a refused login, too
-// many connections).
+// many connections), and tells the core of a refused password (ERR 1045).
 func markBackendRefusal(s *dbproxy.Session, err error) {
-	if _, ok := errors.AsType[*backendError](err); ok {
+	if be, ok := errors.AsType[*backendError](err); ok {
 		s.SetEnd(dbproxy.ByBackend, dbproxy.ReasonRefused)
+		if be.code == erAccessDenied {
+			s.AuthFailed()
+		}
 	}
 }
 

@@ -98,6 +98,7 @@ func (e *proxyError) Unwrap() error { return e.err }
 const (
 	erConCount           = 1040 // ER_CON_COUNT_ERROR, 08004
 	erHandshake          = 1043 // ER_HANDSHAKE_ERROR, 08S01
+	erAccessDenied       = 1045 // ER_ACCESS_DENIED_ERROR, 28000: the backend's, for Session.AuthFailed
 	erHostNotPrivileged  = 1130 // ER_HOST_NOT_PRIVILEGED, HY000
 	erPacketsOutOfOrder  = 1156 // ER_NET_PACKETS_OUT_OF_ORDER, 08S01
 	erNotSupportedAuth   = 1251 // ER_NOT_SUPPORTED_AUTH_MODE, 08004

@@ -51,6 +51,7 @@ const (
 	sqlstateInvalidAuthSpec    = "28000" // TLS required, channel binding
 	sqlstateFeatureUnsupported = "0A000" // protocol version
 	sqlstateTooManyConnections = "53300"
+	sqlstateInvalidPassword    = "28P01" // the backend's: password authentication failed
 )
 
 // sslRequestPacket is the SSLRequest leproxy sends to TLS backends.

@@ -131,7 +131,11 @@ func (p *protocol) Handshake(ctx context.Context, client net.Conn, s *dbproxy.Se
 		return nil, nil, h.tell(&wireError{code: sqlstateConnectionFailure,
 			msg: "lost the connection to the backend of " + r.Host, err: err})
 	}
-	key, err := relayStartup(h.conn, b, r.Host)
+	key, err := relayStartupThen(h.conn, b, r.Host, func(code string) {
+		if code == sqlstateInvalidPassword {
+			s.AuthFailed()
+		}
+	})
 	if err != nil {
 		if _, ok := errors.AsType[*backendError](err); ok {
 			// The backend refused the login (or, for channel binding,
@@ -319,7 +323,15 @@ type startupConn interface {
 // follows is not the error. The backend's AuthenticationSASL loses its
 // mechanisms with channel binding on the way (see the package doc).
 func relayStartup(client, b startupConn, routeHost string) (*cancelKey, error) {
-	fwd := &clientForwarder{client: client, backend: b, done: make(chan struct{})}
+	return relayStartupThen(client, b, routeHost, nil)
+}
+
+// relayStartupThen is relayStartup calling refused, when set, with the
+// SQLSTATE of a backend ErrorResponse before the client is sent it: a
+// client that retries at once then finds the refusal recorded (a wrong
+// password counted by the Server).
+func relayStartupThen(client, b startupConn, routeHost string, refused func(code string)) (*cancelKey, error) {
+	fwd := &clientForwarder{client: client, backend: b, done: make(chan struct{}), refused: refused}
 	go fwd.run()
 	key, clientFirst, err := relayBackendStartup(client, b, routeHost, fwd)
 	if ferr := fwd.stop(); ferr != nil && (err == nil || clientFirst) {
@@ -342,8 +354,11 @@ type clientForwarder struct {
 	// claimsBinding is set when the client's first message is a SCRAM
 	// SASLInitialResponse with the gs2 flag "y", before it is forwarded.
 	claimsBinding atomic.Bool
-	done          chan struct{}
-	err           error // set before done is closed
+	// refused, if set, is told the SQLSTATE of the backend's
+	// ErrorResponse before the client is (see relayStartupThen).
+	refused func(code string)
+	done    chan struct{}
+	err     error // set before done is closed
 }
 
 func (f *clientForwarder) run() {
@@ -502,6 +517,9 @@ func relayBackendStartup(client io.Writer, b io.Reader, routeHost string, fwd *c
 			}
 			code, msg := parseErrorFields(body)
 			be := &backendError{code: code, msg: msg}
+			if fwd.refused != nil {
+				fwd.refused(code)
+			}
 			if droppedBinding && !saslContinued && fwd.claimsBinding.Load() &&
 				(code == sqlstateInvalidAuthSpec || code == sqlstateProtocolViolation) {
 				// PostgreSQL's "SCRAM channel binding negotiation

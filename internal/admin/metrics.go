@@ -58,6 +58,7 @@ type Metrics struct {
 	acmeFailures *prometheus.CounterVec
 
 	acmeNewOrders, acmeFinalizations, acmeStepFailures *prometheus.CounterVec
+	limits                                             clientMetrics
 
 	tcp   tcpCollector
 	certs certCollector
@@ -160,6 +161,7 @@ func newMetrics(now func() time.Time) *Metrics {
 		m.acmeNewOrders, m.acmeFinalizations, m.acmeStepFailures,
 		&m.tcp, &m.certs,
 	)
+	m.limits.register(m.reg)
 	m.handler = promhttp.InstrumentMetricHandler(m.reg, promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{
 		ErrorHandling: promhttp.ContinueOnError,
 		Registry:      m.reg,

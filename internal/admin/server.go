@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/leproxy/leproxy/internal/certs"
+	"github.com/leproxy/leproxy/internal/clientlimit"
 )
 
 // HandlerOptions configures the admin handler. The zero value serves the
@@ -31,6 +32,9 @@ type HandlerOptions struct {
 	MinValidity time.Duration
 	// Logger receives errors rendering a response; nil discards them.
 	Logger *slog.Logger
+	// Blocks is served on /blocks (GET lists, DELETE ?client= lifts);
+	// nil leaves /blocks out (404).
+	Blocks *clientlimit.Blocklist
 }
 
 // NewHandler returns the handler of the -admin address:
@@ -39,6 +43,9 @@ type HandlerOptions struct {
 //	GET /health/live     200 "ok" while the process serves
 //	GET /health/ready    200 {"ready":true}, or 503 {"ready":false,"problems":[{"what","host","detail"}…]}
 //	GET /metrics         Prometheus metrics (opts.Metrics)
+//	GET /blocks          clients blocked now, as JSON (opts.Blocks)
+//	DELETE /blocks?client=ADDR  lifts ADDR's block (an IP address, or an
+//	                     IPv6 prefix as listed): 204, or 404 when not blocked
 //	GET /certificates    every certificate, as JSON (?format=json, or an
 //	                     Accept without text/html) or an HTML page
 //	                     (?format=html, or a browser's Accept)
@@ -69,6 +76,11 @@ func newHandler(opts HandlerOptions, now func() time.Time) http.Handler {
 	if opts.Certificates != nil {
 		mux.Handle("GET /certificates", certificatesHandler(opts.Certificates, minValid, now, logger))
 		endpoints = append(endpoints, "/certificates")
+	}
+	if opts.Blocks != nil {
+		mux.Handle("GET /blocks", blocksList(opts.Blocks, logger))
+		mux.Handle("DELETE /blocks", blocksLift(opts.Blocks))
+		endpoints = append(endpoints, "/blocks")
 	}
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")

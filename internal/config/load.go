@@ -82,7 +82,7 @@ func (l *loader) document(doc *yaml.Node) {
 	if !l.is(root, "", yaml.MappingNode, "a mapping of hostnames to backends") {
 		return
 	}
-	tcpLine := 0
+	tcpLine, limitsLine := 0, 0
 	for i := 0; i+1 < len(root.Content); i += 2 {
 		k, v := root.Content[i], root.Content[i+1]
 		if !l.is(k, "", yaml.ScalarNode, "a hostname") {
@@ -95,6 +95,15 @@ func (l *loader) document(doc *yaml.Node) {
 			}
 			tcpLine = k.Line
 			l.tcpSection(v)
+			continue
+		}
+		if k.Value == "limits" {
+			if limitsLine > 0 {
+				l.el.add(k.Line, "", "", fmt.Sprintf("duplicate limits section (first at line %d)", limitsLine))
+				continue
+			}
+			limitsLine = k.Line
+			l.limitsSection(k, v)
 			continue
 		}
 		l.host(k, v)
@@ -119,7 +128,7 @@ func (l *loader) host(k, v *yaml.Node) {
 	backend := v
 	switch {
 	case v.Kind == yaml.MappingNode:
-		f := l.fields(v, key, "backend", "hsts", "preserve_host", "middleware")
+		f := l.fields(v, key, "backend", "hsts", "preserve_host", "middleware", "rate_limit")
 		backend = f["backend"]
 		if backend == nil {
 			l.el.add(k.Line, key, "", `missing key "backend"`)
@@ -135,6 +144,9 @@ func (l *loader) host(k, v *yaml.Node) {
 		}
 		if n := f["middleware"]; n != nil {
 			h.Middleware = l.middleware(n, k.Value+".middleware")
+		}
+		if n := f["rate_limit"]; n != nil {
+			h.RateLimit = l.rateLimit(n, k.Value+".rate_limit")
 		}
 	case v.Kind != yaml.ScalarNode:
 		l.is(v, key, yaml.ScalarNode, "a backend or a mapping of host options")

@@ -239,7 +239,7 @@ func TestParseErrors(t *testing.T) {
 		{"empty file", "", 0, "", "no hosts"},
 		{"comments only", "# nothing\n\n", 0, "", "no hosts"},
 		{"empty mapping", "{}\n", 1, "", "no hosts"},
-		{"unknown host key", "a.example.com:\n  backend: :80\n  hst: true\n", 3, "a.example.com", `unknown key "hst" (known: backend, hsts, preserve_host, middleware)`},
+		{"unknown host key", "a.example.com:\n  backend: :80\n  hst: true\n", 3, "a.example.com", `unknown key "hst" (known: backend, hsts, preserve_host, middleware, rate_limit)`},
 		{"unknown listener key", "tcp:\n- listen: :1\n  protocol: tls\n  route: {}\n", 4, "tcp[0]", `unknown key "route"`},
 		{"bad protocol option", "tcp:\n- listen: :21\n  protocol: ftp\n  passive_ports: 9-1\n  routes: {a.example.com: 127.0.0.1:2}\n", 4, "tcp[0].passive_ports", `invalid passive_ports "9-1": expected a port range`},
 		{"bad kafka frame limit", "tcp:\n- listen: :9093\n  protocol: kafka\n  max_request: 3GiB\n  routes: {a.example.com: 127.0.0.1:2}\n", 4, "tcp[0].max_request", `at most 2147483647 bytes`},

@@ -84,8 +84,10 @@ type listenAddr struct {
 func (l *loader) listener(m *yaml.Node, path string) (addr listenAddr, addrOK bool) {
 	ln := Listener{Line: m.Line}
 	known := []string{"listen", "protocol", "default", "max_conns", "idle_timeout", "routes"}
+	known = append(known, listenerLimitKeys...)
 	optionKeys := dbproxy.OptionKeys(protocolOf(m))
 	f := l.fields(m, path, append(known, optionKeys...)...)
+	ln.Limits = l.listenerLimits(f, path, true)
 	for _, req := range []string{"listen", "protocol", "routes"} {
 		if f[req] == nil {
 			l.el.add(m.Line, path, "", fmt.Sprintf("missing key %q", req))

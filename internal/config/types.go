@@ -20,6 +20,9 @@ type Config struct {
 	File  string     // path the mapping was read from, as given
 	Hosts []Host     // HTTP hosts in file order
 	TCP   []Listener // protocol-aware TLS listeners in file order
+	// Limits is the "limits:" section: per-client limits shared by every
+	// listener, and the HTTPS listener's.
+	Limits Limits
 }
 
 // BackendKind says how leproxy reaches an HTTP backend.
@@ -55,7 +58,9 @@ type Host struct {
 	// Middleware is the host's middleware stack (long form key
 	// "middleware"); nil when it has none.
 	Middleware *Middleware
-	Line       int // line of the host's key in File
+	// RateLimit limits each client's requests (long form "rate_limit").
+	RateLimit RateLimit
+	Line      int // line of the host's key in File
 }
 
 // TLSMode says how leproxy connects to a tcp route's backend. It is
@@ -96,7 +101,10 @@ type Listener struct {
 	// some (dbproxy.Optioner); each value checked by its protocol. nil for
 	// none.
 	Options map[string]string
-	Line    int // line of the list item in File
+	// Limits are the per-client connection limits and block policy
+	// (keys "conn_rate", "conn_burst", "conns_per_client", "block").
+	Limits ListenerLimits
+	Line   int // line of the list item in File
 }
 
 // Route maps one SNI hostname of a tcp listener to a backend.

@@ -448,7 +448,7 @@ func TestCompressHeldBack(t *testing.T) {
 		for range 10 {
 			io.WriteString(w, page[:n/10])
 		}
-	}))
+	}), nil)
 	if err != nil {
 		t.Fatal(err)
 	}

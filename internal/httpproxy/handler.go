@@ -27,6 +27,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/leproxy/leproxy/internal/clientlimit"
 	"github.com/leproxy/leproxy/internal/config"
 	"github.com/leproxy/leproxy/internal/hostname"
 )
@@ -70,6 +71,15 @@ type Options struct {
 	// nginx does, since backends that fold "_" and "-" together (CGI,
 	// some frameworks) would take X_Forwarded_For for X-Forwarded-For.
 	KeepUnderscoreHeaders bool
+	// Clients holds the per-client limits of hosts with a rate_limit;
+	// nil applies none.
+	Clients *clientlimit.Clients
+	// Previous is the Handler this one replaces, if any: hosts whose
+	// rate_limit did not change keep its limiters' state.
+	Previous *Handler
+	// OnLimited, if set, is called with the host's name and "rate" or
+	// "concurrency" for each request refused with 429.
+	OnLimited func(host, kind string)
 }
 
 // Defaults of Options.MaxHeaders and Options.MaxURI.
@@ -88,6 +98,9 @@ type Handler struct {
 	maxURI           int
 	keepUnderscore   bool
 	logger           *slog.Logger
+	clients          *clientlimit.Clients
+	limiters         map[string]*clientlimit.Limiter // host name → its rate_limit
+	onLimited        func(host, kind string)
 }
 
 var _ http.Handler = (*Handler)(nil)
@@ -108,6 +121,9 @@ func New(hosts []config.Host, opts Options) (*Handler, error) {
 		maxURI:           opts.MaxURI,
 		keepUnderscore:   opts.KeepUnderscoreHeaders,
 		logger:           logger,
+		clients:          opts.Clients,
+		limiters:         requestLimits(hosts, opts.Clients, opts.Previous),
+		onLimited:        opts.OnLimited,
 	}
 	if h.maxHeaders <= 0 {
 		h.maxHeaders = DefaultMaxHeaders
@@ -130,7 +146,7 @@ func New(hosts []config.Host, opts Options) (*Handler, error) {
 			if err != nil {
 				return nil, fmt.Errorf("setting up host %q: %w", host.Name, err)
 			}
-			if h.routes[name], err = withMiddleware(host.Middleware, route); err != nil {
+			if h.routes[name], err = withMiddleware(host.Middleware, route, h.clientIP); err != nil {
 				return nil, fmt.Errorf("setting up host %q: %w", host.Name, err)
 			}
 			continue
@@ -146,7 +162,7 @@ func New(hosts []config.Host, opts Options) (*Handler, error) {
 			h.transports = append(h.transports, tr)
 		}
 		proxy := newProxy(host, up.target, tr, hsts, logger, opts.OnBackendError)
-		if h.routes[name], err = withMiddleware(host.Middleware, proxy); err != nil {
+		if h.routes[name], err = withMiddleware(host.Middleware, proxy, h.clientIP); err != nil {
 			return nil, fmt.Errorf("setting up host %q: %w", host.Name, err)
 		}
 	}
@@ -196,6 +212,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if !h.allowMisdirected && misdirected(r, name) {
 		http.Error(w, "misdirected request", http.StatusMisdirectedRequest)
 		return
+	}
+	if done, ok := h.limit(w, r, name); !ok {
+		return
+	} else if done != nil {
+		defer done()
 	}
 	if r.Method == http.MethodConnect {
 		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)

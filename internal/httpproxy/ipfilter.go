@@ -5,16 +5,17 @@ import (
 	"net/netip"
 )
 
-// ipFilter is the ip_allow/ip_deny middleware: a client (clientIP) in a
-// deny network, or outside every allow network when there are any, gets
-// 403 Forbidden.
+// ipFilter is the ip_allow/ip_deny middleware: a client (Handler.clientIP)
+// in a deny network, or outside every allow network when there are any,
+// gets 403 Forbidden.
 type ipFilter struct {
 	allow, deny []netip.Prefix
+	client      func(*http.Request) netip.Addr
 	next        http.Handler
 }
 
 func (f ipFilter) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if !f.allowed(clientIP(r)) {
+	if !f.allowed(f.client(r)) {
 		http.Error(w, "403 forbidden", http.StatusForbidden)
 		return
 	}

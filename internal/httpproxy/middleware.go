@@ -3,6 +3,7 @@ package httpproxy
 import (
 	"fmt"
 	"net/http"
+	"net/netip"
 
 	"github.com/leproxy/leproxy/internal/config"
 )
@@ -28,8 +29,9 @@ import (
 // middlewares its host turns on.
 
 // withMiddleware returns route behind the middleware m turns on; with
-// none (m nil or empty) it returns route itself.
-func withMiddleware(m *config.Middleware, route http.Handler) (http.Handler, error) {
+// none (m nil or empty) it returns route itself. client tells the IP
+// filter who the client is; nil means the connection's peer.
+func withMiddleware(m *config.Middleware, route http.Handler, client func(*http.Request) netip.Addr) (http.Handler, error) {
 	if m == nil {
 		return route, nil
 	}
@@ -54,7 +56,10 @@ func withMiddleware(m *config.Middleware, route http.Handler) (http.Handler, err
 		h = ba
 	}
 	if len(m.Allow) > 0 || len(m.Deny) > 0 {
-		h = ipFilter{allow: m.Allow, deny: m.Deny, next: h}
+		if client == nil {
+			client = peerIP
+		}
+		h = ipFilter{allow: m.Allow, deny: m.Deny, client: client, next: h}
 	}
 	if !m.ResponseHeaders.Empty() {
 		h = responseHeaders{ops: m.ResponseHeaders, next: h}

@@ -13,6 +13,7 @@ import (
 
 	"golang.org/x/crypto/bcrypt"
 
+	"github.com/leproxy/leproxy/internal/clientlimit"
 	"github.com/leproxy/leproxy/internal/config"
 )
 
@@ -57,8 +58,8 @@ func TestClientIP(t *testing.T) {
 		{"", "invalid IP"},
 	} {
 		r := &http.Request{RemoteAddr: tc.remote}
-		if got := clientIP(r).String(); got != tc.want {
-			t.Errorf("clientIP(%q) = %s, want %s", tc.remote, got, tc.want)
+		if got := peerIP(r).String(); got != tc.want {
+			t.Errorf("peerIP(%q) = %s, want %s", tc.remote, got, tc.want)
 		}
 	}
 }
@@ -335,5 +336,28 @@ func TestHeaderOps(t *testing.T) {
 	resp, _ = do(t, c, "https://a.example.test/", nil)
 	if resp.StatusCode != http.StatusForbidden || resp.Header.Get("X-Frame-Options") != "DENY" {
 		t.Errorf("refusal: got %d with X-Frame-Options %q, want 403 with DENY", resp.StatusCode, resp.Header.Get("X-Frame-Options"))
+	}
+}
+
+// TestClientIPTrustedProxy: behind a trusted proxy the IP filter judges
+// the client X-Forwarded-For names, elsewhere the peer, whatever the
+// header says.
+func TestClientIPTrustedProxy(t *testing.T) {
+	h := &Handler{clients: clientlimit.New(clientlimit.Policy{
+		TrustedProxies: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")},
+	}, clientlimit.Options{})}
+	for _, tc := range []struct{ remote, xff, want string }{
+		{"10.1.2.3:4000", "198.51.100.7", "198.51.100.7"},
+		{"10.1.2.3:4000", "203.0.113.9, 198.51.100.7", "198.51.100.7"},
+		{"192.0.2.1:4000", "198.51.100.7", "192.0.2.1"},
+		{"10.1.2.3:4000", "", "10.1.2.3"},
+	} {
+		r := &http.Request{RemoteAddr: tc.remote, Header: http.Header{}}
+		if tc.xff != "" {
+			r.Header.Set("X-Forwarded-For", tc.xff)
+		}
+		if got := h.clientIP(r).String(); got != tc.want {
+			t.Errorf("clientIP(%s, X-Forwarded-For %q) = %s, want %s", tc.remote, tc.xff, got, tc.want)
+		}
 	}
 }

@@ -176,7 +176,7 @@ func BenchmarkMiddlewareChain(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	inactive, err := withMiddleware(cfg.Hosts[0].Middleware, route)
+	inactive, err := withMiddleware(cfg.Hosts[0].Middleware, route, nil)
 	if err != nil {
 		b.Fatal(err)
 	}

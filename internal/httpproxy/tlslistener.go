@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -28,6 +29,18 @@ type TLSListenerOptions struct {
 	OnHandshake func(err error)
 	// Logger receives failed handshakes at debug level; nil discards.
 	Logger *slog.Logger
+	// Guard, if set, returns the per-client connection limits in force
+	// (nil for none): a connection it refuses is closed before its
+	// handshake, and a failed handshake is counted against its client
+	// (not one closed before the client sent a byte).
+	Guard func() ConnGuard
+}
+
+// A ConnGuard admits or refuses connections by client address and
+// counts their clients' failures; clientlimit.NetGuard is one.
+type ConnGuard interface {
+	Admit(client net.Addr) (release func(), err error)
+	Failed(client net.Addr, kind string)
 }
 
 // NewTLSListener returns a listener for an http.Server (Serve, not
@@ -133,12 +146,26 @@ func (l *tlsListener) acceptLoop() {
 			}
 		}
 		pause = 0
-		go l.handshake(c)
+		var g ConnGuard
+		if l.opts.Guard != nil {
+			g = l.opts.Guard()
+		}
+		if g != nil {
+			release, err := g.Admit(c.RemoteAddr())
+			if err != nil {
+				// Nothing can be said before TLS; close at once.
+				l.opts.Logger.Debug("connection refused", "client", c.RemoteAddr().String(), "error", err)
+				_ = c.Close()
+				continue
+			}
+			c = &releaseConn{Conn: c, release: release}
+		}
+		go l.handshake(c, g)
 	}
 }
 
 // handshake does c's TLS handshake and hands the connection to Accept.
-func (l *tlsListener) handshake(raw net.Conn) {
+func (l *tlsListener) handshake(raw net.Conn, g ConnGuard) {
 	tc := tls.Server(raw, l.opts.Config)
 	ctx, cancel := context.WithTimeout(l.ctx, l.opts.HandshakeTimeout)
 	err := tc.HandshakeContext(ctx)
@@ -154,6 +181,11 @@ func (l *tlsListener) handshake(raw net.Conn) {
 			_, _ = io.WriteString(raw, "HTTP/1.0 400 Bad Request\r\n\r\nClient sent an HTTP request to an HTTPS server.\n")
 		}
 		l.opts.Logger.Debug("tls handshake failed", "client", raw.RemoteAddr().String(), "error", err)
+		if rc, ok := raw.(*releaseConn); ok && rc.spoke.Load() {
+			// A connection closed before its first byte is no failure:
+			// browsers open spare connections and close them unused.
+			g.Failed(raw.RemoteAddr(), "tls")
+		}
 		_ = raw.Close()
 		return
 	}
@@ -176,4 +208,27 @@ func looksLikeHTTP(hdr [5]byte) bool {
 		return true
 	}
 	return false
+}
+
+// releaseConn is a connection a ConnGuard admitted: closing it, through
+// the *tls.Conn over it or directly, gives its place back once.
+type releaseConn struct {
+	net.Conn
+	release func()
+	once    sync.Once
+	spoke   atomic.Bool // the client sent at least one byte
+}
+
+func (c *releaseConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	if n > 0 {
+		c.spoke.Store(true)
+	}
+	return n, err
+}
+
+func (c *releaseConn) Close() error {
+	err := c.Conn.Close()
+	c.once.Do(c.release)
+	return err
 }
