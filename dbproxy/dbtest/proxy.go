@@ -7,10 +7,12 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"strconv"
 	"testing"
 	"time"
 
 	"github.com/leproxy/leproxy/dbproxy"
+	"github.com/leproxy/leproxy/internal/testenv"
 )
 
 // A Proxy is a dbproxy Server under test on 127.0.0.1.
@@ -138,13 +140,11 @@ func WaitFor(t testing.TB, what string, cond func() bool) {
 // ClosedAddr is a loopback address on which nothing listens.
 func ClosedAddr(t testing.TB) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
-	return addr
+	// A port from testenv's reservation, not one probed with :0 and
+	// closed: that one is in the kernel's ephemeral range, where the
+	// Server under test's own :0 listener could be given it (CI saw a
+	// "down" backend answer as the proxy itself).
+	return net.JoinHostPort("127.0.0.1", strconv.Itoa(testenv.FreePort(t)))
 }
 
 // MustWrite writes b to w or fails the test.

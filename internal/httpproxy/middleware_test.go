@@ -202,12 +202,17 @@ func TestBodyLimit(t *testing.T) {
 		size    int
 		chunked bool // no Content-Length: the limit bites while reading
 		want    int
-		reached bool
+		// reached: whether the backend's handler runs. For a chunked body
+		// over the limit it may or may not: the head goes to the backend
+		// before the body is read, and the request is cut when the limit
+		// bites, so whether the backend got as far as its handler is a
+		// race; only the 413 is certain.
+		reached string // "yes", "no" or "either"
 	}{
-		{"within", 100, false, http.StatusOK, true},
-		{"announced too large", 101, false, http.StatusRequestEntityTooLarge, false},
-		{"chunked within", 100, true, http.StatusOK, true},
-		{"chunked too large", 5000, true, http.StatusRequestEntityTooLarge, true},
+		{"within", 100, false, http.StatusOK, "yes"},
+		{"announced too large", 101, false, http.StatusRequestEntityTooLarge, "no"},
+		{"chunked within", 100, true, http.StatusOK, "yes"},
+		{"chunked too large", 5000, true, http.StatusRequestEntityTooLarge, "either"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			hits.Store(0)
@@ -231,8 +236,8 @@ func TestBodyLimit(t *testing.T) {
 			if tc.want == http.StatusOK && string(got) != fmt.Sprint(tc.size) {
 				t.Errorf("backend read %s bytes, want %d", got, tc.size)
 			}
-			if reached := hits.Load() > 0; reached != tc.reached {
-				t.Errorf("backend reached: %t, want %t", reached, tc.reached)
+			if reached := hits.Load() > 0; tc.reached != "either" && reached != (tc.reached == "yes") {
+				t.Errorf("backend reached: %t, want %s", reached, tc.reached)
 			}
 		})
 	}
