@@ -101,6 +101,14 @@ func pump(c, b net.Conn, lim pumpLimits, in, out *atomic.Uint64, last *atomic.In
 			first = err
 		}
 		if decided {
+			// A side that reset its connection can read as closed: its
+			// socket reports ECONNRESET once, and when the other
+			// direction's write to it takes the error, the read here sees
+			// EOF. A reset that follows a close of the same side says
+			// how that side really went.
+			if end.Reason == ReasonClosed && errors.Is(err, syscall.ECONNRESET) && cp.deadSide(err) == end.By {
+				end.Reason = ReasonReset
+			}
 			return
 		}
 		decided = true
