@@ -1,6 +1,8 @@
 package main
 
 import (
+	"bytes"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -68,26 +70,49 @@ func defaultArgs() runArgs {
 }
 
 // parseArgs parses command-line arguments over the defaults. set reports
-// which flags were given explicitly.
-func parseArgs(args []string, output io.Writer) (a runArgs, set map[string]bool, err error) {
+// which flags were given explicitly. As the flag package does for a
+// program: -h (-help, --help) prints the usage to stdout and returns
+// flag.ErrHelp; a bad flag or argument prints the error and the usage to
+// stderr and returns a *usageError.
+func parseArgs(args []string, stdout, stderr io.Writer) (a runArgs, set map[string]bool, err error) {
 	a = defaultArgs()
 	fs := flag.NewFlagSet("leproxy", flag.ContinueOnError)
-	fs.SetOutput(output)
+	// Buffered: the flag package writes the error and the usage before
+	// saying which of the two (help or a mistake) it was.
+	var out bytes.Buffer
+	fs.SetOutput(&out)
 	autoflags.DefineFlagSet(fs, &a)
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), usageHeader)
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
+	err = fs.Parse(args)
+	switch {
+	case errors.Is(err, flag.ErrHelp):
+		stdout.Write(out.Bytes())
 		return a, nil, err
-	}
-	if fs.NArg() > 0 {
-		return a, nil, fmt.Errorf("unexpected argument %q (flags only; see leproxy -h)", fs.Arg(0))
+	case err != nil:
+		stderr.Write(out.Bytes())
+		return a, nil, &usageError{err}
+	case fs.NArg() > 0:
+		err := fmt.Errorf("unexpected argument %q (flags only)", fs.Arg(0))
+		fmt.Fprintln(stderr, err)
+		fs.Usage()
+		stderr.Write(out.Bytes())
+		return a, nil, &usageError{err}
 	}
 	set = make(map[string]bool)
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
 	return a, set, nil
 }
+
+// usageError is a command line the flags do not accept. It has been
+// printed with the usage already; the process exits with status 2, as
+// the flag package's programs do.
+type usageError struct{ err error }
+
+func (e *usageError) Error() string { return e.err.Error() }
+func (e *usageError) Unwrap() error { return e.err }
 
 const usageHeader = `leproxy puts publicly trusted TLS in front of web apps and databases.
 

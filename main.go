@@ -15,6 +15,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
 	"syscall"
@@ -22,12 +23,23 @@ import (
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	err := run(ctx, os.Args[1:])
+	code := exitCode(run(ctx, os.Args[1:]), os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+// exitCode is the exit status for run's result err, which it prints to
+// stderr when it has not been printed yet: 0 for success and -h, 2 for a
+// command line the flags refuse (already printed with the usage), 1 for
+// any other error.
+func exitCode(err error, stderr io.Writer) int {
+	var ue *usageError
 	switch {
 	case err == nil, errors.Is(err, flag.ErrHelp):
-	default:
-		fmt.Fprintln(os.Stderr, "leproxy:", err)
-		os.Exit(1)
+		return 0
+	case errors.As(err, &ue):
+		return 2
 	}
+	fmt.Fprintln(stderr, "leproxy:", err)
+	return 1
 }

@@ -492,9 +492,9 @@ func TestVersionAndHelp(t *testing.T) {
 		t.Errorf("-version: got %q, %v", out.String(), err)
 	}
 	var help bytes.Buffer
-	err := runIO(context.Background(), []string{"-h"}, io.Discard, &help)
-	if err == nil {
-		t.Errorf("-h: run returned nil, want flag.ErrHelp")
+	err := runIO(context.Background(), []string{"-h"}, &help, io.Discard)
+	if !errors.Is(err, flag.ErrHelp) {
+		t.Errorf("-h: run returned %v, want flag.ErrHelp", err)
 	}
 	for _, f := range []string{"-map", "-cache", "-addr", "-http", "-email", "-acme", "-acme-ca", "-eab-kid", "-eab-hmac", "-hsts", "-rto", "-wto", "-idle", "-log-format", "-log-level", "-check", "-version", "-max-header-bytes", "-max-headers", "-max-uri", "-keep-underscore-headers"} {
 		if !strings.Contains(help.String(), "  "+f+" ") && !strings.Contains(help.String(), "  "+f+"\n") {

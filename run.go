@@ -55,7 +55,7 @@ type runEnv struct {
 
 func (env runEnv) run(ctx context.Context, args []string) error {
 	stdout, stderr := env.stdout, env.stderr
-	a, set, err := parseArgs(args, stderr)
+	a, set, err := parseArgs(args, stdout, stderr)
 	if err != nil {
 		return err
 	}
