@@ -124,12 +124,12 @@ func (l *live) commit(g *generation) {
 	for _, u := range g.updates {
 		if err := u.ts.srv.SetRoutes(u.routes, u.cfg.Default); err != nil {
 			// CheckRoutes accepted the same routes a moment ago.
-			l.logger.Error("updating tcp routes", "listener", u.ts.addr, "error", err)
+			l.logger.Error("updating tcp routes", "listen", u.ts.addr, "error", err)
 		}
 		u.ts.srv.SetLimits(u.cfg.MaxConns, u.cfg.IdleTimeout)
 		if err := u.ts.srv.SetOptions(u.cfg.Options); err != nil {
 			// CheckOptions accepted the same options a moment ago.
-			l.logger.Error("updating tcp listener options", "listener", u.ts.addr, "error", err)
+			l.logger.Error("updating tcp listener options", "listen", u.ts.addr, "error", err)
 		}
 		if g := keepGuard(l.deps.clients, u.ts.guard, u.cfg.Listen, u.cfg.Limits); g != u.ts.guard {
 			u.ts.guard = g
@@ -141,12 +141,12 @@ func (l *live) commit(g *generation) {
 	for _, ts := range g.added {
 		l.g.goServe("tcp "+ts.addr, func() error { return ts.srv.Serve(ts.ln) })
 		if l.cfg != nil { // start-up logs its listeners itself
-			l.logger.Info("listening", "proto", ts.protocol, "addr", ts.ln.Addr().String())
+			l.logger.Info("listening", "protocol", ts.protocol, "listen", ts.ln.Addr().String())
 		}
 		tcp = append(tcp, ts)
 	}
 	for _, ts := range g.removed {
-		l.logger.Info("tcp listener removed: draining", "addr", ts.addr, "proto", ts.protocol)
+		l.logger.Info("tcp listener removed: draining", "listen", ts.addr, "protocol", ts.protocol)
 		if l.drained == nil {
 			l.drained = make(map[*tcpServer]bool)
 		}
@@ -157,7 +157,7 @@ func (l *live) commit(g *generation) {
 			ctx, cancel := context.WithTimeout(l.stopCtx, l.drainTimeout)
 			defer cancel()
 			if err := ts.srv.Shutdown(ctx); err != nil {
-				l.logger.Warn("tcp listener drain cut short", "addr", ts.addr, "error", err)
+				l.logger.Warn("tcp listener drain cut short", "listen", ts.addr, "error", err)
 			}
 			l.mu.Lock()
 			delete(l.drained, ts)

@@ -283,7 +283,7 @@ func (env runEnv) run(ctx context.Context, args []string) error {
 			ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelDebug),
 		}
 		g.goServe("admin", func() error { return adminSrv.Serve(adminLn) })
-		logger.Info("listening", "proto", "admin", "addr", adminLn.Addr().String())
+		logger.Info("listening", "protocol", "admin", "listen", adminLn.Addr().String())
 	}
 	var debugSrv *http.Server
 	if debugLn != nil {
@@ -294,7 +294,7 @@ func (env runEnv) run(ctx context.Context, args []string) error {
 			ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelDebug),
 		}
 		g.goServe("debug", func() error { return debugSrv.Serve(debugLn) })
-		logger.Info("listening", "proto", "debug", "addr", debugLn.Addr().String())
+		logger.Info("listening", "protocol", "debug", "listen", debugLn.Addr().String())
 	}
 	serving.Store(true)
 	// Get every certificate now rather than at the first client, so that
@@ -538,15 +538,15 @@ func logStart(logger *slog.Logger, cfg *config.Config, cm *certs.Manager, httpsL
 	if p := cm.LocalRootPath(); p != "" && fileExists(p) {
 		logger.Info("local CA root certificate (trust it to use .localhost names)", "path", p)
 	}
-	logger.Info("listening", "proto", "https", "addr", httpsLn.Addr().String())
+	logger.Info("listening", "protocol", "https", "listen", httpsLn.Addr().String())
 	if httpLn != nil {
-		logger.Info("listening", "proto", "http", "addr", httpLn.Addr().String())
+		logger.Info("listening", "protocol", "http", "listen", httpLn.Addr().String())
 	}
 	for _, h := range cfg.Hosts {
 		logger.Info("host", "host", h.Name, "backend", h.Backend.Raw)
 	}
 	for _, ts := range tcp {
-		logger.Info("listening", "proto", ts.protocol, "addr", ts.ln.Addr().String(), "routes", strings.Join(ts.routes, ","))
+		logger.Info("listening", "protocol", ts.protocol, "listen", ts.ln.Addr().String(), "routes", strings.Join(ts.routes, ","))
 	}
 }
 

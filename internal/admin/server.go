@@ -120,7 +120,7 @@ func warnIfPublic(flagName, what, addr string, logger *slog.Logger) bool {
 	}
 	if logger != nil {
 		logger.Warn(what+" reachable beyond loopback, without authentication",
-			"addr", addr, "hint", "bind "+flagName+" to 127.0.0.1:PORT or [::1]:PORT, or firewall it")
+			"listen", addr, "hint", "bind "+flagName+" to 127.0.0.1:PORT or [::1]:PORT, or firewall it")
 	}
 	return true
 }

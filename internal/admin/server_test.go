@@ -34,7 +34,7 @@ func TestWarnIfPublic(t *testing.T) {
 			t.Errorf("WarnIfPublic(%q): got %v, want %v", tt.addr, got, tt.want)
 		}
 		recs := logs.records(t)
-		warned := len(recs) == 1 && recs[0]["level"] == "WARN" && recs[0]["addr"] == tt.addr
+		warned := len(recs) == 1 && recs[0]["level"] == "WARN" && recs[0]["listen"] == tt.addr
 		if warned != tt.want || len(recs) > 1 {
 			t.Errorf("WarnIfPublic(%q): logged %v, want a warning: %v", tt.addr, recs, tt.want)
 		}
