@@ -210,7 +210,7 @@ func localRootFromLog(t *testing.T, log string) string {
 		if !strings.Contains(line, "local CA root") {
 			continue
 		}
-		if _, after, ok := strings.Cut(line, "path="); ok {
+		if _, after, ok := strings.Cut(line, "file="); ok {
 			return strings.Trim(strings.Fields(after)[0], `"`)
 		}
 	}

@@ -533,10 +533,10 @@ func (ls listeners) closeAll() {
 
 func logStart(logger *slog.Logger, cfg *config.Config, cm *certs.Manager, httpsLn, httpLn net.Listener, tcp []*tcpServer, demoMode bool) {
 	if demoMode {
-		logger.Info("no -map given: serving the embedded demo", "open", "https://www.localhost"+portSuffix(httpsLn.Addr()))
+		logger.Info("no -map given: serving the embedded demo", "url", "https://www.localhost"+portSuffix(httpsLn.Addr()))
 	}
 	if p := cm.LocalRootPath(); p != "" && fileExists(p) {
-		logger.Info("local CA root certificate (trust it to use .localhost names)", "path", p)
+		logger.Info("local CA root certificate (trust it to use .localhost names)", "file", p)
 	}
 	logger.Info("listening", "protocol", "https", "listen", httpsLn.Addr().String())
 	if httpLn != nil {

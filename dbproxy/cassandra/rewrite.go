@@ -32,7 +32,7 @@ func (w *rewriter) unrouted(addr, where string) {
 		w.warned = make(map[string]bool)
 	}
 	w.warned[addr] = true
-	w.logger.Warn("cassandra node has no route on this listener", "node", addr, "in", where)
+	w.logger.Warn("cassandra node has no route on this listener", "node", addr, "message", where)
 }
 
 // The system tables whose rows name nodes.

@@ -126,7 +126,7 @@ func (d *passive) connect() (client, backend net.Conn, err error) {
 			break
 		}
 		d.c.s.Logger.Warn("ftp data connection from another address refused",
-			"from", conn.RemoteAddr().String(), "port", d.port)
+			"data_client", conn.RemoteAddr().String(), "port", d.port)
 		conn.Close()
 	}
 	if err := d.track(conn); err != nil {

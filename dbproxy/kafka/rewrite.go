@@ -64,7 +64,7 @@ func (w *rewriter) warn(addr, where string) {
 		w.warned = make(map[string]bool)
 	}
 	w.warned[addr] = true
-	w.logger.Warn("kafka broker has no route on this listener", "broker", addr, "response", where)
+	w.logger.Warn("kafka broker has no route on this listener", "node", addr, "message", where)
 }
 
 // coordinator rewrites a FindCoordinator answer; one that no route serves

@@ -172,7 +172,7 @@ func (w *rewrite) unrouted(addr, where string) {
 		w.warned = make(map[string]bool)
 	}
 	w.warned[addr] = true
-	w.logger.Warn("redis cluster node has no route on this listener", "node", addr, "reply", where)
+	w.logger.Warn("redis cluster node has no route on this listener", "node", addr, "message", where)
 }
 
 // errorLine rewrites a MOVED or ASK error's content; see respReplies.

@@ -163,7 +163,7 @@ func New(cfg Config) (*Manager, error) {
 	m.ca.constrain = !cfg.Local
 	m.ca.onIssue = m.localIssued
 	m.ca.onRootCreated = func(root *x509.Certificate) {
-		m.log.Info("local CA created", "root", m.ca.rootPath, "subject", root.Subject.CommonName, "not_after", root.NotAfter)
+		m.log.Info("local CA created", "file", m.ca.rootPath, "subject", root.Subject.CommonName, "not_after", root.NotAfter)
 	}
 	if cfg.Local {
 		_, _, err = m.ca.ensureRoot()

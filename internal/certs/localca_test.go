@@ -54,7 +54,7 @@ func TestLocalCARootCreatedAndReloaded(t *testing.T) {
 	if life := root.NotAfter.Sub(root.NotBefore); life < 10*365*24*time.Hour || life > 10*366*24*time.Hour+2*time.Hour {
 		t.Errorf("root validity = %v, want 10 years", life)
 	}
-	if got := logs.count("local CA created", "root="+m.LocalRootPath()); got != 1 {
+	if got := logs.count("local CA created", "file="+m.LocalRootPath()); got != 1 {
 		t.Errorf("%d \"local CA created\" records, want 1; log:\n%s", got, logs)
 	}
 	if strings.Contains(logs.String(), "PRIVATE KEY") {

@@ -107,7 +107,7 @@ func (b *Blocklist) Add(k Key, listener, reason string, period time.Duration) Bl
 	blk := *e
 	b.mu.Unlock()
 	b.logger.Warn("client blocked", "client", blk.Client, "listener", listener, "reason", reason,
-		"for", blk.Until.Sub(blk.Since), "offences", blk.Offences)
+		"until", blk.Until, "offences", blk.Offences)
 	if b.opts.OnBlock != nil {
 		b.opts.OnBlock(reason)
 	}

@@ -135,7 +135,7 @@ func (l *tlsListener) acceptLoop() {
 				return
 			}
 			pause = min(max(2*pause, 5*time.Millisecond), time.Second)
-			l.opts.Logger.Warn("https accept failed; retrying", "error", err, "in", pause)
+			l.opts.Logger.Warn("https accept failed; retrying", "error", err, "retry_in", pause)
 			select {
 			case <-time.After(pause):
 				continue
