@@ -25,6 +25,7 @@ import (
 	"github.com/leproxy/leproxy/internal/config"
 	"github.com/leproxy/leproxy/internal/demo"
 	"github.com/leproxy/leproxy/internal/httpproxy"
+	"github.com/leproxy/leproxy/internal/logging"
 	"github.com/leproxy/leproxy/internal/sdnotify"
 	"github.com/leproxy/leproxy/internal/tlspolicy"
 )
@@ -63,7 +64,7 @@ func (env runEnv) run(ctx context.Context, args []string) error {
 		fmt.Fprintln(stdout, "leproxy", version())
 		return nil
 	}
-	logger, err := newLogger(stderr, a.LogFormat, a.LogLevel)
+	logger, err := logging.New(stderr, a.LogFormat, a.LogLevel)
 	if err != nil {
 		return err
 	}
@@ -454,21 +455,6 @@ func backupOrRestore(a runArgs, stdout io.Writer, logger *slog.Logger) error {
 		logger.Info("cache restored", "cache", a.Cache, "file", a.Restore)
 	}
 	return nil
-}
-
-func newLogger(w io.Writer, format, level string) (*slog.Logger, error) {
-	var lvl slog.Level
-	if err := lvl.UnmarshalText([]byte(level)); err != nil {
-		return nil, fmt.Errorf("-log-level: %q is not one of debug, info, warn, error", level)
-	}
-	opts := &slog.HandlerOptions{Level: lvl}
-	switch format {
-	case "text":
-		return slog.New(slog.NewTextHandler(w, opts)), nil
-	case "json":
-		return slog.New(slog.NewJSONHandler(w, opts)), nil
-	}
-	return nil, fmt.Errorf("-log-format: %q is not text or json", format)
 }
 
 func defaultCacheDir() (string, error) {
