@@ -216,7 +216,7 @@ func (env runEnv) run(ctx context.Context, args []string) error {
 	committed = true
 	defer func() { lv.handler.Load().Close() }()
 	httpsSrv := &http.Server{
-		Handler:           metrics.InstrumentHTTP(lv, lv.Known, lv.backendOf, logger, a.AccessLog),
+		Handler:           metrics.InstrumentHTTP(lv, httpInstrumentation(lv, logger, a.AccessLog, clients)),
 		ConnContext:       httpproxy.ConnContext,
 		HTTP2:             &http.HTTP2Config{MaxConcurrentStreams: httpproxy.MaxConcurrentStreams},
 		TLSConfig:         cm.TLSConfig("h2", "http/1.1"),
@@ -378,6 +378,17 @@ serve:
 	}
 	logger.Info("stopped")
 	return nil
+}
+
+// httpInstrumentation is how the HTTPS handler is instrumented: lv's
+// hosts, the access log when on, and the trusted proxies of the mapping
+// (which a reload updates in clients) for request ids.
+func httpInstrumentation(lv *live, logger *slog.Logger, accessLog bool, clients *clientlimit.Clients) admin.HTTPOptions {
+	opts := admin.HTTPOptions{Known: lv.Known, BackendOf: lv.backendOf, TrustedPeer: clients.Trusted}
+	if accessLog {
+		opts.AccessLog = logger
+	}
+	return opts
 }
 
 // reload switches lv to the mapping file's current content, telling

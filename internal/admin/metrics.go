@@ -43,9 +43,12 @@ type Metrics struct {
 	handler http.Handler
 	now     func() time.Time
 
-	httpRequests  *prometheus.CounterVec
-	httpDuration  *prometheus.HistogramVec
-	backendErrors *prometheus.CounterVec
+	httpRequests      *prometheus.CounterVec
+	httpDuration      *prometheus.HistogramVec
+	httpInFlight      *prometheus.GaugeVec
+	httpRequestBytes  *prometheus.CounterVec
+	httpResponseBytes *prometheus.CounterVec
+	backendErrors     *prometheus.CounterVec
 
 	reloads           *prometheus.CounterVec
 	lastReloadSuccess prometheus.Gauge
@@ -87,6 +90,21 @@ func newMetrics(now func() time.Time) *Metrics {
 			Help:      "Time from a request's arrival to the end of its response, by host and method; protocol upgrades (websockets) are not observed.",
 			Buckets:   httpDurationBuckets,
 		}, []string{"host", "method"}),
+		httpInFlight: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: namespace,
+			Name:      "http_requests_in_flight",
+			Help:      "HTTPS requests being served now (websockets included until they close), by host.",
+		}, []string{"host"}),
+		httpRequestBytes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace,
+			Name:      "http_request_bytes_total",
+			Help:      "Bytes of HTTPS request bodies read from clients (after a protocol upgrade, all bytes read), by host and protocol (HTTP/1.1, HTTP/2.0...), counted when a request ends.",
+		}, []string{"host", "protocol"}),
+		httpResponseBytes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace,
+			Name:      "http_response_bytes_total",
+			Help:      "Bytes of HTTPS response bodies written to clients (after a protocol upgrade, all bytes written), by host and protocol, counted when a request ends.",
+		}, []string{"host", "protocol"}),
 		backendErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: namespace,
 			Name:      "http_backend_errors_total",
@@ -154,7 +172,7 @@ func newMetrics(now func() time.Time) *Metrics {
 	m.reg.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		m.httpRequests, m.httpDuration, m.backendErrors,
+		m.httpRequests, m.httpDuration, m.httpInFlight, m.httpRequestBytes, m.httpResponseBytes, m.backendErrors,
 		m.reloads, m.lastReloadSuccess, m.lastReloadOK,
 		m.tlsHandshakes, m.tlsFailures,
 		m.acmeOrders, m.acmeFailures,

@@ -20,6 +20,9 @@ type responseRecorder struct {
 	// bytes is atomic: after a Hijack the handler's goroutines may write
 	// to the connection while done reads it.
 	bytes atomic.Int64
+	// bytesIn counts the request body read, and after a Hijack the
+	// bytes read from the connection.
+	bytesIn atomic.Int64
 }
 
 var (
@@ -73,7 +76,7 @@ func (r *responseRecorder) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	if r.status == 0 {
 		r.status = http.StatusSwitchingProtocols
 	}
-	cc := newCountingConn(c, &r.bytes)
+	cc := newCountingConn(c, &r.bytesIn, &r.bytes)
 	if brw != nil && brw.Writer.Buffered() == 0 {
 		// Bytes written through the buffered writer count too.
 		brw = bufio.NewReadWriter(brw.Reader, bufio.NewWriterSize(cc, brw.Writer.Size()))
@@ -85,11 +88,11 @@ func (r *responseRecorder) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 // http.ResponseController.
 func (r *responseRecorder) Unwrap() http.ResponseWriter { return r.w }
 
-// countingConn is a hijacked connection that adds the bytes written to it
-// to n.
+// countingConn is a hijacked connection that adds the bytes read from it
+// to in and those written to it to n.
 type countingConn struct {
 	net.Conn
-	n *atomic.Int64
+	in, n *atomic.Int64
 }
 
 // countingCloseWriter is a countingConn over a connection that can
@@ -103,12 +106,18 @@ func (c countingCloseWriter) CloseWrite() error {
 	return c.Conn.(interface{ CloseWrite() error }).CloseWrite()
 }
 
-func newCountingConn(c net.Conn, n *atomic.Int64) net.Conn {
-	cc := countingConn{Conn: c, n: n}
+func newCountingConn(c net.Conn, in, n *atomic.Int64) net.Conn {
+	cc := countingConn{Conn: c, in: in, n: n}
 	if _, ok := c.(interface{ CloseWrite() error }); ok {
 		return countingCloseWriter{cc}
 	}
 	return cc
+}
+
+func (c countingConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	c.in.Add(int64(n))
+	return n, err
 }
 
 func (c countingConn) Write(p []byte) (int, error) {

@@ -30,6 +30,7 @@ import (
 	"github.com/leproxy/leproxy/internal/clientlimit"
 	"github.com/leproxy/leproxy/internal/config"
 	"github.com/leproxy/leproxy/internal/hostname"
+	"github.com/leproxy/leproxy/internal/requestid"
 )
 
 // hstsValue is the Strict-Transport-Security header leproxy sends: one
@@ -418,6 +419,7 @@ func newProxy(host config.Host, target *url.URL, tr http.RoundTripper, hsts bool
 			return nil
 		},
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+			logger := logger.With("request_id", requestid.FromContext(r.Context()))
 			if berr := bodyError(r); berr != nil {
 				if _, ok := errors.AsType[*http.MaxBytesError](berr); ok {
 					// The max_body middleware cut the body.
