@@ -69,7 +69,7 @@ func TestAdminEndpoints(t *testing.T) {
 		`leproxy_http_requests_total{code="200",host="a.localhost",method="GET"} 3`,
 		`leproxy_http_requests_total{code="502",host="b.localhost",method="GET"} 1`,
 		`leproxy_http_backend_errors_total{host="b.localhost"} 1`,
-		`leproxy_certificate_not_after_seconds{host="a.localhost"}`,
+		`leproxy_certificate_not_after_timestamp_seconds{host="a.localhost"}`,
 		`leproxy_tls_handshake_failures_total{listener="https"} 0`,
 		fmt.Sprintf(`leproxy_tls_handshakes_total{listener=%q} 2`, tlsAddr),
 		fmt.Sprintf(`leproxy_tls_handshake_failures_total{listener=%q} 1`, tlsAddr),

@@ -156,20 +156,20 @@ func (c *tcpCollector) Collect(ch chan<- prometheus.Metric) {
 type certCollector struct {
 	status atomic.Pointer[func() []certs.Status]
 
-	notAfter, lastAttempt, lastError, nextAttempt, failures *prometheus.Desc
+	notAfter, lastAttempt, lastFailed, nextAttempt, failures *prometheus.Desc
 }
 
 func (c *certCollector) init() {
 	host := []string{"host"}
-	c.notAfter = prometheus.NewDesc(namespace+"_certificate_not_after_seconds",
+	c.notAfter = prometheus.NewDesc(namespace+"_certificate_not_after_timestamp_seconds",
 		"Unix time at which the certificate served for a host expires; absent while the host has none.", host, nil)
 	c.lastAttempt = prometheus.NewDesc(namespace+"_certificate_last_attempt_timestamp_seconds",
 		"Unix time a certificate for a host was last obtained or failed to be; absent before the first attempt.", host, nil)
-	c.lastError = prometheus.NewDesc(namespace+"_certificate_last_error",
+	c.lastFailed = prometheus.NewDesc(namespace+"_certificate_last_attempt_failed",
 		"1 if the last attempt to obtain a certificate for a host failed, else 0.", host, nil)
 	c.nextAttempt = prometheus.NewDesc(namespace+"_certificate_next_attempt_timestamp_seconds",
 		"Unix time of the next renewal or retry the certificate manager has scheduled for a host; absent when none is.", host, nil)
-	c.failures = prometheus.NewDesc(namespace+"_certificate_failures",
+	c.failures = prometheus.NewDesc(namespace+"_certificate_consecutive_failures",
 		"Failed certificate orders for a host since its last success.", host, nil)
 }
 
@@ -177,7 +177,7 @@ func (c *certCollector) init() {
 func (c *certCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.notAfter
 	ch <- c.lastAttempt
-	ch <- c.lastError
+	ch <- c.lastFailed
 	ch <- c.nextAttempt
 	ch <- c.failures
 }
@@ -205,7 +205,7 @@ func (c *certCollector) Collect(ch chan<- prometheus.Metric) {
 		if s.LastError != "" {
 			failed = 1
 		}
-		ch <- prometheus.MustNewConstMetric(c.lastError, prometheus.GaugeValue, failed, s.Host)
+		ch <- prometheus.MustNewConstMetric(c.lastFailed, prometheus.GaugeValue, failed, s.Host)
 		if !s.NextAttempt.IsZero() {
 			ch <- prometheus.MustNewConstMetric(c.nextAttempt, prometheus.GaugeValue, unixSeconds(s.NextAttempt), s.Host)
 		}
