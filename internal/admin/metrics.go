@@ -12,6 +12,8 @@ package admin
 
 import (
 	"net/http"
+	"runtime"
+	"runtime/debug"
 	"sync/atomic"
 	"time"
 
@@ -63,8 +65,38 @@ type Metrics struct {
 	acmeNewOrders, acmeFinalizations, acmeStepFailures *prometheus.CounterVec
 	limits                                             clientMetrics
 
+	buildInfo *prometheus.GaugeVec
+
 	tcp   tcpCollector
 	certs certCollector
+}
+
+// BuildInfo describes the running binary, for leproxy_build_info.
+type BuildInfo struct {
+	Version   string // the release ("1.2.3"), "devel" when not a release
+	Commit    string // the git revision, "" when unknown
+	GoVersion string // runtime.Version()
+}
+
+// BinaryBuildInfo is what the Go toolchain recorded in this binary: the
+// module version (go install …@v1.2.3, else "devel"), vcs.revision and the
+// Go version. A release build that stamps its version with -ldflags passes
+// that to SetBuildInfo instead.
+func BinaryBuildInfo() BuildInfo {
+	b := BuildInfo{Version: "devel", GoVersion: runtime.Version()}
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return b
+	}
+	if v := bi.Main.Version; v != "" && v != "(devel)" {
+		b.Version = v
+	}
+	for _, s := range bi.Settings {
+		if s.Key == "vcs.revision" {
+			b.Commit = s.Value
+		}
+	}
+	return b
 }
 
 // NewMetrics returns Metrics with every collector registered. Call it once
@@ -155,6 +187,11 @@ func newMetrics(now func() time.Time) *Metrics {
 			Name:      "acme_finalizations_total",
 			Help:      "ACME orders finalized (CSR sent), by issuer.",
 		}, []string{"issuer"}),
+		buildInfo: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: namespace,
+			Name:      "build_info",
+			Help:      "Always 1; the labels describe the running leproxy: version, commit (git revision) and goversion.",
+		}, []string{"version", "commit", "goversion"}),
 		acmeStepFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: namespace,
 			Name:      "acme_failures_total",
@@ -168,6 +205,7 @@ func newMetrics(now func() time.Time) *Metrics {
 	}
 	m.lastReloadOK.Set(1)
 	m.lastReloadSuccess.Set(unixSeconds(now()))
+	m.SetBuildInfo(BinaryBuildInfo())
 
 	m.reg.MustRegister(
 		collectors.NewGoCollector(),
@@ -177,7 +215,7 @@ func newMetrics(now func() time.Time) *Metrics {
 		m.tlsHandshakes, m.tlsFailures,
 		m.acmeOrders, m.acmeFailures,
 		m.acmeNewOrders, m.acmeFinalizations, m.acmeStepFailures,
-		&m.tcp, &m.certs,
+		m.buildInfo, &m.tcp, &m.certs,
 	)
 	m.limits.register(m.reg)
 	m.handler = promhttp.InstrumentMetricHandler(m.reg, promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{
@@ -204,6 +242,16 @@ func (m *Metrics) Registry() *prometheus.Registry {
 		return nil
 	}
 	return m.reg
+}
+
+// SetBuildInfo makes leproxy_build_info describe b (NewMetrics starts
+// with BinaryBuildInfo).
+func (m *Metrics) SetBuildInfo(b BuildInfo) {
+	if m == nil {
+		return
+	}
+	m.buildInfo.Reset()
+	m.buildInfo.WithLabelValues(b.Version, b.Commit, b.GoVersion).Set(1)
 }
 
 // BackendError counts a request to host whose backend failed
