@@ -171,7 +171,8 @@ func (env runEnv) run(ctx context.Context, args []string) error {
 	})
 	proxyOpts.Clients = clients
 	proxyOpts.OnLimited = func(_, kind string) { metrics.ClientLimited("request", kind) }
-	deps := tcpDeps{getCertificate: cm.GetCertificate, metrics: metrics, logger: logger, clients: clients}
+	unknownNames := newUnknownNames() // shared by the HTTPS and tcp listeners
+	deps := tcpDeps{getCertificate: cm.GetCertificate, metrics: metrics, logger: logger, clients: clients, unknownNames: unknownNames}
 	gen, err := prepare(cfg, nil, proxyOpts, deps)
 	if err != nil {
 		return err
@@ -227,6 +228,7 @@ func (env runEnv) run(ctx context.Context, args []string) error {
 		IdleTimeout:       a.IdleTimeout,
 		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelDebug),
 	}
+	httpsSrv.TLSConfig.GetCertificate = logUnknownNames(httpsSrv.TLSConfig.GetCertificate, unknownNames, logger)
 	// The listener does the handshakes (net/http's ServeTLS would), so that
 	// HTTP/1.x connections read through the framing scanner.
 	httpsTLSLn := httpproxy.NewTLSListener(httpsLn, httpproxy.TLSListenerOptions{

@@ -12,6 +12,7 @@ import (
 	"github.com/leproxy/leproxy/internal/admin"
 	"github.com/leproxy/leproxy/internal/clientlimit"
 	"github.com/leproxy/leproxy/internal/config"
+	"github.com/leproxy/leproxy/internal/logging"
 )
 
 // tcpServer is one protocol-aware listener of the mapping's tcp section.
@@ -32,6 +33,7 @@ type tcpDeps struct {
 	metrics        *admin.Metrics // nil: no metrics
 	logger         *slog.Logger
 	clients        *clientlimit.Clients // per-client limits; nil: none
+	unknownNames   *logging.OncePer     // rations "unknown server name refused" lines
 }
 
 // listenKey is the address a listener binds, for matching the listeners of
@@ -89,6 +91,7 @@ func newTCPServer(file string, l config.Listener, deps tcpDeps) (*tcpServer, err
 		IdleTimeout:    l.IdleTimeout,
 		MaxConns:       l.MaxConns,
 		Logger:         deps.logger,
+		UnknownNames:   deps.unknownNames,
 		OnTLSHandshake: func(err error) { metrics.TLSHandshake(l.Listen, err) },
 		Options:        l.Options,
 	})

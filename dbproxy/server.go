@@ -13,6 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/leproxy/leproxy/internal/logging"
 	"github.com/leproxy/leproxy/internal/tlspolicy"
 )
 
@@ -89,7 +90,15 @@ type Config struct {
 	// duration and error; refusals over MaxConns (Warn); accept errors
 	// (Error); and what the Protocol logs itself (PostgreSQL: one line per
 	// cancel request, which has no session-end line). nil discards it all.
+	// A session refused for a server name no route has ends at Debug: it
+	// is logged at Info as "unknown server name refused", once per name
+	// per UnknownNames interval.
 	Logger *slog.Logger
+	// UnknownNames rations the "unknown server name refused" lines; share
+	// one among listeners (and the HTTPS side) to bound them together.
+	// nil means one of the Server's own: each name once a minute, at most
+	// DefaultUnknownNames names a minute.
+	UnknownNames *logging.OncePer
 	// OnTLSHandshake, if set, is called once for each TLS handshake with a
 	// client, with its error (nil on success), for metrics.
 	OnTLSHandshake func(err error)
@@ -107,18 +116,19 @@ type Config struct {
 // A Server serves one Protocol on one or more listeners. Create it with
 // New.
 type Server struct {
-	cfg       Config
-	proto     Protocol
-	alpn      []string
-	rt        atomic.Pointer[router] // swapped by SetRoutes
-	tlsConfig *tls.Config
-	dial      func(ctx context.Context, network, addr string) (net.Conn, error)
-	logger    *slog.Logger
-	limits    atomic.Pointer[serverLimits] // swapped by SetLimits
-	guard     atomic.Pointer[guardHolder]  // swapped by SetGuard
-	open      atomic.Int64                 // open client connections, refusals excluded
-	refusing  chan struct{}                // one token per refusal in progress
-	stats     serverStats
+	cfg          Config
+	proto        Protocol
+	alpn         []string
+	rt           atomic.Pointer[router] // swapped by SetRoutes
+	tlsConfig    *tls.Config
+	dial         func(ctx context.Context, network, addr string) (net.Conn, error)
+	logger       *slog.Logger
+	unknownNames *logging.OncePer
+	limits       atomic.Pointer[serverLimits] // swapped by SetLimits
+	guard        atomic.Pointer[guardHolder]  // swapped by SetGuard
+	open         atomic.Int64                 // open client connections, refusals excluded
+	refusing     chan struct{}                // one token per refusal in progress
+	stats        serverStats
 
 	ctx    context.Context // cancelled when Shutdown forces sessions closed
 	cancel context.CancelFunc
@@ -170,15 +180,16 @@ func New(cfg Config) (*Server, error) {
 		cfg.HandshakeTimeout = DefaultHandshakeTimeout
 	}
 	s := &Server{
-		cfg:       cfg,
-		proto:     cfg.Protocol,
-		alpn:      alpn,
-		dial:      cfg.Dialer,
-		logger:    cfg.Logger,
-		refusing:  make(chan struct{}, maxRefusing),
-		done:      make(chan struct{}),
-		listeners: make(map[net.Listener]struct{}),
-		sessions:  make(map[*Session]struct{}),
+		cfg:          cfg,
+		proto:        cfg.Protocol,
+		alpn:         alpn,
+		dial:         cfg.Dialer,
+		logger:       cfg.Logger,
+		unknownNames: cfg.UnknownNames,
+		refusing:     make(chan struct{}, maxRefusing),
+		done:         make(chan struct{}),
+		listeners:    make(map[net.Listener]struct{}),
+		sessions:     make(map[*Session]struct{}),
 	}
 	s.SetLimits(cfg.MaxConns, cfg.IdleTimeout)
 	s.SetGuard(cfg.Guard)
@@ -192,6 +203,9 @@ func New(cfg Config) (*Server, error) {
 	}
 	if s.logger == nil {
 		s.logger = slog.New(slog.DiscardHandler)
+	}
+	if s.unknownNames == nil {
+		s.unknownNames = logging.NewOncePer(time.Minute, DefaultUnknownNames)
 	}
 	s.logger = s.logger.With("protocol", s.proto.Name())
 	s.tlsConfig = &tls.Config{
@@ -475,8 +489,9 @@ func (s *Server) serveSession(sess *Session) {
 	if sess.endSet != nil && !(sess.served && end.Reason == ReasonIdle) && (err != nil || sess.served) {
 		end = *sess.endSet
 	}
+	sni := sess.sni
 	attrs := append([]any{
-		"sni", sess.sni,
+		"sni", sni,
 		"route", sess.routeName(),
 		"backend", sess.backend(),
 	}, sess.endAttrs...)
@@ -496,13 +511,36 @@ func (s *Server) serveSession(sess *Session) {
 	} else {
 		s.stats.unroutedEnds.add(end)
 	}
-	sess.Logger.Info("session end", append(attrs,
+	level := slog.LevelInfo
+	if errors.Is(err, ErrNoRoute) {
+		level = slog.LevelDebug // a flood of made-up names must not flood the log
+		s.logUnknownName(sess.Logger, sni)
+	}
+	sess.Logger.Log(context.Background(), level, "session end", append(attrs,
 		"closed_by", end.By,
 		"reason", end.Reason,
 		"bytes_in", in,
 		"bytes_out", out,
 		"duration", time.Since(start),
 		"error", err)...)
+}
+
+// DefaultUnknownNames is how many different unknown server names a
+// Server logs a minute when Config.UnknownNames is nil.
+const DefaultUnknownNames = 100
+
+// logUnknownName logs a session refused for server name sni, once per
+// name per interval of s.unknownNames.
+func (s *Server) logUnknownName(logger *slog.Logger, sni string) {
+	ok, unlogged := s.unknownNames.Allow(sni)
+	if !ok {
+		return
+	}
+	attrs := []any{"sni", sni}
+	if unlogged > 0 {
+		attrs = append(attrs, "unlogged", unlogged)
+	}
+	logger.Info("unknown server name refused", attrs...)
 }
 
 // reportedEnd is what the first EndReporter among conns says, or end.

@@ -37,7 +37,8 @@ func StartProxy(t testing.TB, ca *CA, cfg dbproxy.Config) *Proxy {
 		cfg.GetCertificate = ca.CertSource(t, hosts...)
 	}
 	if cfg.Logger == nil {
-		cfg.Logger = slog.New(slog.NewJSONHandler(p.Logs, nil))
+		// Debug: a session refused for an unknown server name ends at Debug.
+		cfg.Logger = slog.New(slog.NewJSONHandler(p.Logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
 	srv, err := dbproxy.New(cfg)
 	if err != nil {

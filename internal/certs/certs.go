@@ -38,6 +38,10 @@ import (
 // server name (SNI). Listeners with a default name use GetCertificateFor.
 var ErrNoServerName = errors.New("certs: client sent no server name (SNI)")
 
+// ErrNotMapped is wrapped by the error GetCertificate returns for a server
+// name that is not in the mapping.
+var ErrNotMapped = errNotAllowed
+
 // acmeChallengePrefix is the URL path prefix of http-01 challenges.
 const acmeChallengePrefix = "/.well-known/acme-challenge/"
 
@@ -257,7 +261,7 @@ func (m *Manager) GetCertificateFor(name string, hello *tls.ClientHelloInfo) (*t
 func (m *Manager) certificate(ctx context.Context, hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
 	host := hostname.Normalize(hello.ServerName)
 	if !m.Allowed(host) {
-		return nil, fmt.Errorf("certs: no certificate for %q: host is not in the mapping", hello.ServerName)
+		return nil, fmt.Errorf("certs: no certificate for %q: %w", hello.ServerName, ErrNotMapped)
 	}
 	if m.local || isLocalhostName(host) {
 		c, err := m.ca.certificate(host)
