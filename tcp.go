@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"strings"
 
 	"github.com/leproxy/leproxy/dbproxy"
 	_ "github.com/leproxy/leproxy/dbproxy/all" // every protocol registers itself
@@ -76,7 +77,7 @@ func newTCPServer(file string, l config.Listener, deps tcpDeps) (*tcpServer, err
 	p, ok := dbproxy.Lookup(l.Protocol)
 	if !ok {
 		// config.Load knows the same registry: not reached.
-		return nil, fmt.Errorf("%s:%d: tcp listener %s: protocol %q is not registered", file, l.Line, l.Listen, l.Protocol)
+		return nil, fmt.Errorf("%s:%d: tcp listener %s: protocol %q is not one of this leproxy's (%s)", file, l.ProtocolLine, l.Listen, l.Protocol, strings.Join(dbproxy.Protocols(), ", "))
 	}
 	routes, names := dbRoutes(l)
 	metrics := deps.metrics

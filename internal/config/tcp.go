@@ -106,6 +106,7 @@ func (l *loader) listener(m *yaml.Node, path string) (addr listenAddr, addrOK bo
 	}
 	if n := f["protocol"]; n != nil {
 		key := path + ".protocol"
+		ln.ProtocolLine = n.Line
 		if s, ok := l.string(n, key, "a protocol name"); ok {
 			if p, ok := canonicalProtocol(s); ok {
 				ln.Protocol = p
@@ -358,9 +359,13 @@ func protocolOf(m *yaml.Node) string {
 // case, alias or not, as the protocol packages registered it.
 func canonicalProtocol(s string) (string, bool) { return dbproxy.Canonical(s) }
 
-// knownProtocols lists the registered names and aliases for an error.
+// knownProtocols lists the registered names and aliases for an error:
+// exactly the protocols of this binary, whose packages registered them.
 func knownProtocols() string {
 	names := dbproxy.Protocols()
+	if len(names) == 0 {
+		return "none: this program registers no protocol"
+	}
 	aliases := dbproxy.Aliases()
 	for i, n := range names {
 		var as []string

@@ -105,6 +105,9 @@ type Listener struct {
 	// (keys "conn_rate", "conn_burst", "conns_per_client", "block").
 	Limits ListenerLimits
 	Line   int // line of the list item in File
+	// ProtocolLine is the line of the "protocol" key in File, for errors
+	// about the protocol.
+	ProtocolLine int
 }
 
 // Route maps one SNI hostname of a tcp listener to a backend.
