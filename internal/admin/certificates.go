@@ -34,8 +34,16 @@ type certificateRow struct {
 	DaysLeft    *int       `json:"days_left,omitempty"`
 	LastAttempt *time.Time `json:"last_attempt,omitempty"`
 	LastError   string     `json:"last_error,omitempty"`
-	Failures    int        `json:"failures,omitempty"`
-	NextAttempt *time.Time `json:"next_attempt,omitempty"`
+	// ErrorSummary is LastError in one sentence for a person.
+	ErrorSummary string     `json:"error_summary,omitempty"`
+	Failures     int        `json:"failures,omitempty"`
+	NextAttempt  *time.Time `json:"next_attempt,omitempty"`
+	// ExpiringFrom is when the certificate turns "expiring": its own
+	// emergency line, a tenth of its lifetime before NotAfter (see
+	// CertProblems).
+	ExpiringFrom *time.Time `json:"expiring_from,omitempty"`
+
+	expiringBelow time.Duration // NotAfter - ExpiringFrom, for the page
 }
 
 // certificatesBody is the JSON of /certificates.
@@ -49,21 +57,25 @@ func certificateRows(st []certs.Status, now time.Time, minValid time.Duration) [
 	rows := make([]certificateRow, 0, len(st))
 	for _, s := range st {
 		row := certificateRow{
-			Host:      s.Host,
-			State:     stateMissing,
-			Issuer:    s.Issuer,
-			Local:     s.Local,
-			LastError: s.LastError,
-			Failures:  s.Failures,
+			Host:         s.Host,
+			State:        stateMissing,
+			Issuer:       s.Issuer,
+			Local:        s.Local,
+			LastError:    s.LastError,
+			ErrorSummary: errorSummary(s.LastError),
+			Failures:     s.Failures,
 		}
 		if !s.NotAfter.IsZero() {
 			na := s.NotAfter.UTC()
 			days := int(math.Floor(s.NotAfter.Sub(now).Hours() / 24))
 			row.NotAfter, row.DaysLeft = &na, &days
+			row.expiringBelow = minValidFor(s, minValid)
+			from := na.Add(-row.expiringBelow)
+			row.ExpiringFrom = &from
 			switch left := s.NotAfter.Sub(now); {
 			case left <= 0:
 				row.State = stateExpired
-			case left < minValidFor(s, minValid):
+			case left < row.expiringBelow:
 				row.State = stateExpiring
 			default:
 				row.State = stateOK
@@ -92,6 +104,16 @@ var certificatesTemplate = template.Must(template.New("certificates").Funcs(temp
 		}
 		return t.UTC().Format("2006-01-02 15:04 MST")
 	},
+	"in": func(t *time.Time, now time.Time) string {
+		if t == nil {
+			return ""
+		}
+		if d := t.Sub(now); d > 0 {
+			return "in " + humanDuration(d)
+		}
+		return "due now"
+	},
+	"human": humanDuration,
 	"days": func(d *int) string {
 		if d == nil {
 			return "—"
@@ -103,9 +125,14 @@ var certificatesTemplate = template.Must(template.New("certificates").Funcs(temp
 // certificatesPage is the data of certificates.html.
 type certificatesPage struct {
 	Now      time.Time
-	MinDays  int
-	Rows     []certificateRow
+	Rows     []pageRow
 	Problems int
+}
+
+// pageRow is a certificateRow with what only the page shows.
+type pageRow struct {
+	certificateRow
+	ExpiringBelow time.Duration // 0 without a certificate
 }
 
 // certificatesHandler serves st() as JSON or HTML; see wantsHTML.
@@ -123,8 +150,9 @@ func certificatesHandler(st func() []certs.Status, minValid time.Duration, now f
 			writeJSON(w, r, http.StatusOK, certificatesBody{Now: t.UTC(), Certificates: rows}, logger)
 			return
 		}
-		page := certificatesPage{Now: t.UTC(), MinDays: int(minValid / (24 * time.Hour)), Rows: rows}
+		page := certificatesPage{Now: t.UTC()}
 		for _, row := range rows {
+			page.Rows = append(page.Rows, pageRow{certificateRow: row, ExpiringBelow: row.expiringBelow})
 			if row.State != stateOK || row.LastError != "" {
 				page.Problems++
 			}
