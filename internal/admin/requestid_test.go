@@ -105,7 +105,11 @@ func TestInstrumentHTTPBytesAndInFlight(t *testing.T) {
 			}
 			done := make(chan struct{})
 			go func() { defer close(done); post("/wait", "0123456789") }()
-			<-entered
+			select {
+			case <-entered:
+			case <-done:
+				t.Fatal("the request ended before its handler ran")
+			}
 			labels := map[string]string{"host": "a.example.test"}
 			wantValue(t, scrape(t, m), "leproxy_http_requests_in_flight", labels, 1)
 			close(release)
