@@ -34,9 +34,16 @@ func edgeClient(t *testing.T, e *edge) *http.Client {
 // TestCoalescedResponse checks that a proxied response leaves the HTTPS
 // listener whole and intact: in one TLS record when it fits in one, and
 // byte for byte when it does not or has no length.
+//
+// The small bodies stay under 4 KiB with their head: the backend then sends
+// the response in one write and the transport reads it in one (its read
+// buffer is 4 KiB), so the only split is ReverseProxy's head flush. A
+// 4 KiB body reaches the proxy in two reads, and with the head flushed
+// alone leaves in three records: asserting two for it made the test fail
+// whenever the flush timer won.
 func TestCoalescedResponse(t *testing.T) {
 	bodies := map[string]string{
-		"/4k":   strings.Repeat("a", 4<<10),
+		"/3k":   strings.Repeat("a", 3<<10),
 		"/40k":  strings.Repeat("b", 40<<10),
 		"/tiny": "ok",
 	}
@@ -61,7 +68,7 @@ func TestCoalescedResponse(t *testing.T) {
 		t.Fatal(err)
 	}
 	br := bufio.NewReader(c)
-	for _, path := range []string{"/4k", "/tiny", "/40k", "/chunked/4k", "/chunked/40k", "/4k"} {
+	for _, path := range []string{"/3k", "/tiny", "/40k", "/chunked/3k", "/chunked/40k", "/3k"} {
 		rc.mu.Lock()
 		before := len(rc.sizes)
 		rc.mu.Unlock()
@@ -81,7 +88,7 @@ func TestCoalescedResponse(t *testing.T) {
 		rc.mu.Unlock()
 		// ReverseProxy flushes the head from a timer goroutine as the
 		// copy starts, which may or may not come before the body.
-		if (path == "/4k" || path == "/tiny") && len(records) > 2 {
+		if (path == "/3k" || path == "/tiny") && len(records) > 2 {
 			t.Errorf("GET %s: response in TLS records of %v bytes, want one or two", path, records)
 		}
 	}
