@@ -115,7 +115,7 @@ func TestAutocertCacheLoadsUnchanged(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if client := m.issuer.client; client == nil || !key.Public().(interface{ Equal(crypto.PublicKey) bool }).Equal(client.Key.Public()) {
+	if client := m.issuers[0].client; client == nil || !key.Public().(interface{ Equal(crypto.PublicKey) bool }).Equal(client.Key.Public()) {
 		t.Error("the new Manager orders with another account key than autocert's")
 	}
 }
