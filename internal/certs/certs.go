@@ -9,12 +9,21 @@
 // Only names on the allow-list (SetHosts) ever get a certificate; no other
 // name ever starts an ACME order.
 //
-// One maintenance goroutine renews each certificate when a third of its
-// lifetime is left and retries a failed order with exponential backoff
-// (1 minute doubling to 6 hours, with jitter); there is never more than
-// one order in flight per certificate. A certificate is served until it
-// expires whatever the CA answers. Every order's outcome is logged and
-// shows in Status.
+// Orders go to an ordered list of issuers (Config.Issuers, see
+// ParseIssuers and issuer.go): an unavailable issuer passes the order on
+// to the next at once, repeated failures at one move the next orders on,
+// and a renewal starts at the first again. Each issuer has its own
+// account, External Account Binding and ACME profile. Mapping hosts that
+// are IP addresses get IP certificates (RFC 8738, ipname.go).
+//
+// One maintenance goroutine renews each certificate (ARI first, else when
+// a third of its lifetime is left; the local CA's leaves too) and retries
+// a failed order with exponential backoff (1 minute doubling to 6 hours,
+// with jitter); there is never more than one order in flight per
+// certificate. Each certificate's schedule (issuer, ARI window, backoff,
+// last error) is kept in Storage next to it (schedule.go), so a restart
+// obeys it. A certificate is served until it expires whatever the CA
+// answers. Every order's outcome is logged and shows in Status.
 package certs
 
 import (

@@ -210,9 +210,6 @@ func (m *Manager) refreshARI(keys []certKey) {
 			e.ari = st
 		}
 		m.mu.Unlock()
-		if stored {
-			m.saveState(d.k)
-		}
 		if stored && err == nil && (d.prev == nil || !d.prev.selected.Equal(st.selected)) {
 			attrs := []any{"host", d.k.host, "key", d.k.keyType(), "issuer", d.is.name, "ca", d.is.dirURL,
 				"window_start", st.start, "window_end", st.end, "renew_at", st.selected}
@@ -220,6 +217,9 @@ func (m *Manager) refreshARI(keys []certKey) {
 				attrs = append(attrs, "explanation_url", st.explanation)
 			}
 			m.log.Info("renewal window", attrs...)
+		}
+		if stored {
+			m.saveState(d.k)
 		}
 	}
 }
