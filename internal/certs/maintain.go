@@ -174,8 +174,9 @@ func (m *Manager) refreshARI(keys []certKey) {
 		if e == nil || e.cert == nil || e.flight != nil {
 			continue
 		}
-		if e.ari == nil || !now.Before(e.ari.nextFetch) {
-			todo = append(todo, due{k, m.ariIssuerLocked(e), e.cert.Leaf, e.ari})
+		is := m.ariIssuerLocked(e)
+		if is != nil && (e.ari == nil || !now.Before(e.ari.nextFetch)) {
+			todo = append(todo, due{k, is, e.cert.Leaf, e.ari})
 		}
 	}
 	m.mu.Unlock()

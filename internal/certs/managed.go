@@ -29,6 +29,7 @@ type entry struct {
 	flight      *flight          // the order in flight, if any
 	ari         *ariState        // the CA's renewal window for cert; nil if unknown
 	issuedBy    *issuer          // the issuer of cert; nil if unknown (then ARI asks the first)
+	issuerGone  bool             // cert's schedule names an issuer no longer configured: no ARI
 	// Issuer fallback (see fallbackAfter): orders start at issuer
 	// startIssuer; failIssuer had the last failures, issuerFailures
 	// of them in a row.
@@ -184,10 +185,14 @@ type order struct {
 
 // ariIssuerLocked returns the issuer whose ARI applies to e's
 // certificate: its issuer, or the first for a certificate of unknown
-// origin (a cache from before there were several issuers). m.mu is held.
+// origin (a cache from before there were several issuers); nil for one
+// from an issuer no longer configured (no ARI, no replaces). m.mu is held.
 func (m *Manager) ariIssuerLocked(e *entry) *issuer {
-	if e.issuedBy != nil {
+	switch {
+	case e.issuedBy != nil:
 		return e.issuedBy
+	case e.issuerGone:
+		return nil
 	}
 	return m.issuers[0]
 }
@@ -208,7 +213,7 @@ func (m *Manager) runOrder(ctx context.Context, k certKey, e *entry, f *flight, 
 	case err == nil:
 		e.cert, e.failures, e.lastErr, e.retryAt, e.ari = c, 0, "", time.Time{}, nil
 		e.lastAttempt = now
-		e.issuedBy = is
+		e.issuedBy, e.issuerGone = is, false
 		// The next order (a renewal) starts at the first issuer again.
 		e.startIssuer, e.failIssuer, e.issuerFailures = 0, 0, 0
 		if !adopted {

@@ -139,6 +139,7 @@ func (m *Manager) applyStateLocked(e *entry, st *certState) {
 	}
 	e.obtainedAt = st.ObtainedAt
 	e.issuedBy = m.issuerByURL(st.IssuerURL)
+	e.issuerGone = e.issuedBy == nil && st.IssuerURL != ""
 	if a := st.ARI; a != nil && e.issuedBy != nil {
 		if id, err := ariCertID(e.cert.Leaf); err == nil && id == a.CertID {
 			e.ari = &ariState{

@@ -120,7 +120,7 @@ func TestScheduleOfAnotherCertificateIgnored(t *testing.T) {
 	if err := storage.Put(ctx, "x.example.test", c); err != nil {
 		t.Fatal(err)
 	}
-	st, _ := json.Marshal(certState{Version: stateVersion, Serial: "abc", Failures: 4, LastError: "old", RetryAt: time.Now().Add(time.Hour)})
+	st, _ := json.Marshal(certState{Version: stateVersion, Serial: "abc", Failures: 4, LastError: "old", LastAttempt: time.Now().Add(-time.Minute), RetryAt: time.Now().Add(time.Hour)})
 	if err := storage.Put(ctx, "x.example.test"+stateSuffix, st); err != nil {
 		t.Fatal(err)
 	}
@@ -191,5 +191,37 @@ func TestLocalLeafBackgroundRenewal(t *testing.T) {
 	waitPass(t, m)
 	if got := logs.count("certificate renewed", "host=bg.localhost"); got != 1 {
 		t.Errorf("%d renewals after the name left the mapping, want 1 in all", got)
+	}
+}
+
+// TestScheduleOfRemovedIssuer: a certificate whose schedule names an
+// issuer no longer configured keeps being served, with no ARI asked of
+// another issuer and no "replaces" sent to one; its failures still apply.
+func TestScheduleOfRemovedIssuer(t *testing.T) {
+	dir := t.TempDir()
+	data := selfSignedEntry(t, "y.example.test", time.Now().Add(-time.Hour), time.Now().Add(90*24*time.Hour))
+	c, err := decodeEntry(data, certKey{host: "y.example.test"}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	storage := NewDirStorage(dir)
+	if err := storage.Put(t.Context(), "y.example.test", data); err != nil {
+		t.Fatal(err)
+	}
+	st, _ := json.Marshal(certState{Version: stateVersion, Serial: serialOf(c.Leaf), Issuer: "gone", IssuerURL: "https://gone.example/dir", Failures: 2, LastError: "x", LastAttempt: time.Now().Add(-time.Minute)})
+	if err := storage.Put(t.Context(), "y.example.test"+stateSuffix, st); err != nil {
+		t.Fatal(err)
+	}
+	m := newTestManager(t, Config{CacheDir: dir, DirectoryURL: closedDirectory(t)})
+	m.SetHosts([]string{"y.example.test"})
+	s := statusOfHost(m, "y.example.test")
+	if s.Failures != 2 || s.CA != "" || s.NotAfter.IsZero() {
+		t.Errorf("Status = %+v, want the stored certificate, its 2 failures and no CA", s)
+	}
+	m.mu.Lock()
+	is := m.ariIssuerLocked(m.entries[certKey{host: "y.example.test"}])
+	m.mu.Unlock()
+	if is != nil {
+		t.Errorf("ARI issuer %s for a certificate of an issuer no longer configured, want none", is.name)
 	}
 }
