@@ -249,7 +249,7 @@ func (m *Manager) runOrder(ctx context.Context, k certKey, e *entry, f *flight, 
 		if is.profile != "" {
 			attrs = append(attrs, "profile", is.profile)
 		}
-		if replaces != "" {
+		if replaces != "" && is == o.replacesAt {
 			attrs = append(attrs, "replaces", replaces)
 		}
 		m.log.Info(msg, attrs...)
