@@ -117,9 +117,9 @@ func (env runEnv) run(ctx context.Context, args []string) error {
 		return nil
 	}
 
-	directory, local, err := certs.ResolveDirectory(a.ACME)
+	issuers, local, err := certs.ParseIssuers(certs.IssuerFlags{ACME: a.ACME, EAB: a.ACMEEAB, Profile: a.ACMEProfile})
 	if err != nil {
-		return fmt.Errorf("-acme: %w", err)
+		return err
 	}
 	var acmeRoots *x509.CertPool
 	if a.ACMECA != "" {
@@ -134,16 +134,16 @@ func (env runEnv) run(ctx context.Context, args []string) error {
 	// Before any listener's TLS configuration is made.
 	tlspolicy.SetSessionTickets(a.TLSSessionTickets)
 	cm, err := certs.New(certs.Config{
-		OnACMEOrder:  metrics.ACMEOrder,
-		OnACMEEvent:  metrics.ACMEEvent,
-		CacheDir:     a.Cache,
-		DirectoryURL: directory,
-		Local:        local,
-		Email:        a.Email,
-		EABKeyID:     a.EABKeyID,
-		EABHMAC:      a.EABHMAC,
-		RootCAs:      acmeRoots,
-		Logger:       logger,
+		OnACMEOrder: metrics.ACMEOrder,
+		OnACMEEvent: metrics.ACMEEvent,
+		CacheDir:    a.Cache,
+		Issuers:     issuers,
+		Local:       local,
+		Email:       a.Email,
+		EABKeyID:    a.EABKeyID,
+		EABHMAC:     a.EABHMAC,
+		RootCAs:     acmeRoots,
+		Logger:      logger,
 	})
 	if err != nil {
 		return fmt.Errorf("certificate manager: %w", err)
