@@ -176,7 +176,8 @@ func New(hosts []config.Host, opts Options) (*Handler, error) {
 // fields with an underscore in their names are dropped unless
 // Options.KeepUnderscoreHeaders. Unknown hosts get a plain 404. A TLS
 // request for a mapped host other than the connection's server name gets
-// 421 unless Options.AllowMisdirected. CONNECT is refused with 405 and any protocol
+// 421 unless Options.AllowMisdirected. CONNECT is refused with 405 (a websocket's
+// extended CONNECT over HTTP/3 with 501) and any protocol
 // upgrade other than websocket with 400, before any backend sees the
 // request. On an HTTP/2 connection set up with ConnContext, a stream the
 // client has already reset is dropped, and a connection over its stream
@@ -219,7 +220,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		defer done()
 	}
 	if r.Method == http.MethodConnect {
-		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+		refuseConnect(w, r) // 405; 501 for a websocket over HTTP/3 (h3.go)
 		return
 	}
 	if !upgradeAllowed(r.Header) {
