@@ -193,6 +193,13 @@ func (env runEnv) run(ctx context.Context, args []string) error {
 			return err
 		}
 	}
+	var h3Conn *net.UDPConn
+	if h3Wanted(a, set) {
+		if h3Conn, err = listenH3(a.Addr, httpsLn); err != nil {
+			return err
+		}
+		defer h3Conn.Close() // until its server owns it
+	}
 	var adminLn net.Listener
 	if a.Admin != "" {
 		admin.WarnIfPublic(a.Admin, logger)
@@ -241,6 +248,14 @@ func (env runEnv) run(ctx context.Context, args []string) error {
 			return nil
 		},
 	})
+	var h3Srv *httpproxy.H3Server
+	if h3Conn != nil {
+		if h3Srv, err = newH3Server(h3Conn, a, cm, lv, metrics, logger); err != nil {
+			return err
+		}
+		httpsSrv.Handler = httpproxy.AltSvc(httpsSrv.Handler, udpPort(h3Conn))
+		g.goServe("h3", h3Srv.Serve)
+	}
 	g.goServe("https", func() error { return httpsSrv.Serve(httpsTLSLn) })
 	var httpSrv *http.Server
 	if httpLn != nil {
@@ -303,6 +318,9 @@ func (env runEnv) run(ctx context.Context, args []string) error {
 
 	_, tcpServers := lv.current()
 	logStart(logger, cfg, cm, httpsLn, httpLn, tcpServers, a.Map == "")
+	if h3Srv != nil {
+		logger.Info("listening", "proto", "h3", "addr", h3Srv.Addr().String())
+	}
 	notifier := sdnotify.New()
 	if err := notifier.Ready(); err != nil {
 		logger.Warn("notifying systemd", "error", err)
@@ -346,6 +364,9 @@ serve:
 	drainCtx, drainCancel := context.WithTimeout(context.Background(), drainTimeout)
 	defer drainCancel()
 	shutdown := []func(context.Context) error{httpsSrv.Shutdown}
+	if h3Srv != nil {
+		shutdown = append(shutdown, h3Srv.Shutdown)
+	}
 	if httpSrv != nil {
 		shutdown = append(shutdown, httpSrv.Shutdown)
 	}
