@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
 	"strconv"
 
 	"github.com/leproxy/leproxy/internal/admin"
@@ -53,7 +54,15 @@ func listenH3(addr string, tcp net.Listener) (*net.UDPConn, error) {
 	return conn, nil
 }
 
-// udpPort is the port of a UDP socket, for Alt-Svc.
+// altSvcPort is the port Alt-Svc announces: -h3-port, else the socket's.
+func altSvcPort(a runArgs, c *net.UDPConn) int {
+	if a.H3Port != 0 {
+		return a.H3Port
+	}
+	return udpPort(c)
+}
+
+// udpPort is the port of a UDP socket.
 func udpPort(c *net.UDPConn) int {
 	if ua, ok := c.LocalAddr().(*net.UDPAddr); ok {
 		return ua.Port
@@ -68,6 +77,11 @@ func udpPort(c *net.UDPConn) int {
 // (never a tls-alpn-01 challenge over QUIC), the same limits.https guard
 // and timeouts.
 func newH3Server(conn *net.UDPConn, a runArgs, cm *certs.Manager, lv *live, metrics *admin.Metrics, logger *slog.Logger) (*httpproxy.H3Server, error) {
+	// quic-go prints its own note on small UDP buffers with the standard
+	// log package, outside -log-format; the server logs it instead.
+	if err := os.Setenv("QUIC_GO_DISABLE_RECEIVE_BUFFER_WARNING", "true"); err != nil {
+		return nil, fmt.Errorf("-h3: %w", err)
+	}
 	return httpproxy.NewH3Server(conn, httpproxy.H3Options{
 		Handler:            metrics.InstrumentHTTP(lv, lv.Known, lv.backendOf, logger, a.AccessLog),
 		TLSConfig:          cm.TLSConfigWithDefault("", httpproxy.NextProtoH3),

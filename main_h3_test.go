@@ -338,3 +338,23 @@ func TestH3Curl(t *testing.T) {
 		t.Errorf("curl --http3-only: got %q, want the backend over HTTP/3", got)
 	}
 }
+
+// TestH3Port checks that -h3-port changes the port Alt-Svc announces, not
+// the one served, and that a bad one is refused at start.
+func TestH3Port(t *testing.T) {
+	addr := addrFor(t)
+	mapping := writeFile(t, t.TempDir(), "mapping.yml", "app.localhost: "+backend(t, "app")+"\n")
+	err := runIO(context.Background(), []string{"-map", mapping, "-cache", t.TempDir(), "-addr", addr, "-http", "", "-h3-port", "70000"}, io.Discard, io.Discard)
+	if err == nil || !strings.Contains(err.Error(), "-h3-port") {
+		t.Errorf("-h3-port 70000: got %v, want an error naming -h3-port", err)
+	}
+	d := startDaemon(t, addr, "-map", mapping, "-cache", t.TempDir(), "-addr", addr, "-http", "", "-h3-port", "443")
+	roots := loadPool(t, localRootFromLog(t, d.log.String()))
+	resp, _ := get(t, clientFor(addr, roots), "https://app.localhost/")
+	if got, want := resp.Header.Get("Alt-Svc"), `h3=":443"; ma=86400`; got != want {
+		t.Errorf("Alt-Svc with -h3-port 443: got %q, want %q", got, want)
+	}
+	if _, body := getH3(t, h3ClientFor(t, addr, roots), "https://app.localhost/"); !strings.HasPrefix(body, "app ") {
+		t.Errorf("HTTP/3 on the -addr port: got %q", body)
+	}
+}

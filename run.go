@@ -117,6 +117,9 @@ func (env runEnv) run(ctx context.Context, args []string) error {
 		return nil
 	}
 
+	if a.H3Port < 0 || a.H3Port > 65535 {
+		return fmt.Errorf("-h3-port: %d is not a port number", a.H3Port)
+	}
 	directory, local, err := certs.ResolveDirectory(a.ACME)
 	if err != nil {
 		return fmt.Errorf("-acme: %w", err)
@@ -182,7 +185,7 @@ func (env runEnv) run(ctx context.Context, args []string) error {
 		}
 	}()
 	var ls listeners
-	defer ls.closeAll()
+	defer func() { ls.closeAll() }() // the listeners bound by then, not none
 	httpsLn, err := ls.listen("-addr", a.Addr)
 	if err != nil {
 		return err
@@ -253,7 +256,7 @@ func (env runEnv) run(ctx context.Context, args []string) error {
 		if h3Srv, err = newH3Server(h3Conn, a, cm, lv, metrics, logger); err != nil {
 			return err
 		}
-		httpsSrv.Handler = httpproxy.AltSvc(httpsSrv.Handler, udpPort(h3Conn))
+		httpsSrv.Handler = httpproxy.AltSvc(httpsSrv.Handler, altSvcPort(a, h3Conn))
 		g.goServe("h3", h3Srv.Serve)
 	}
 	g.goServe("https", func() error { return httpsSrv.Serve(httpsTLSLn) })

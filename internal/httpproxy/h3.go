@@ -130,6 +130,7 @@ func NewH3Server(conn net.PacketConn, opts H3Options) (*H3Server, error) {
 		return nil, fmt.Errorf("quic listener: %w", err)
 	}
 	s.ln = ln
+	warnSmallUDPBuffers(conn, opts.Logger) // after quic-go has tried to raise them
 	s.srv = &http3.Server{
 		Handler:        http.HandlerFunc(s.serveHTTP),
 		MaxHeaderBytes: opts.MaxHeaderBytes,

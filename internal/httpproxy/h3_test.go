@@ -435,3 +435,73 @@ func TestAltSvc(t *testing.T) {
 		})
 	}
 }
+
+// BenchmarkProxyProto compares a proxied 1 KiB GET over HTTP/2 (TLS over
+// TCP, as run.go serves it but without the listener's handshake
+// bookkeeping) and over HTTP/3, each on one warm connection. Run with
+// -count to interleave the two.
+func BenchmarkProxyProto(b *testing.B) {
+	body := strings.Repeat("x", 1024)
+	backend := startBackend(b, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, body)
+	}))
+	h := mustNew(b, []config.Host{tcpHost("a.example.test", backend)}, Options{})
+	_, h2 := serve(b, h, false, true)
+	e := startH3(b, h, H3Options{})
+	h3, _ := h3Client(b, e)
+	for _, tc := range []struct {
+		name   string
+		client *http.Client
+		major  int
+	}{{"h2", h2, 2}, {"h3", h3, 3}} {
+		b.Run(tc.name, func(b *testing.B) {
+			req, err := http.NewRequest(http.MethodGet, "https://a.example.test/", nil)
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.ReportAllocs()
+			b.SetBytes(int64(len(body)))
+			for b.Loop() {
+				resp, err := tc.client.Do(req)
+				if err != nil {
+					b.Fatal(err)
+				}
+				n, err := io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				if err != nil || resp.StatusCode != http.StatusOK || n != int64(len(body)) || resp.ProtoMajor != tc.major {
+					b.Fatalf("got %s %d, %d bytes, error %v", resp.Proto, resp.StatusCode, n, err)
+				}
+			}
+		})
+	}
+}
+
+func TestWarnSmallUDPBuffers(t *testing.T) {
+	for _, raise := range []bool{false, true} {
+		pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer pc.Close()
+		if raise {
+			uc := pc.(*net.UDPConn)
+			if uc.SetReadBuffer(quicBufferSize) != nil || uc.SetWriteBuffer(quicBufferSize) != nil {
+				t.Fatal("setting the buffer sizes failed")
+			}
+		}
+		logger, logs := newTestLogger()
+		warnSmallUDPBuffers(pc, logger)
+		warned := 0
+		for _, rec := range logs.records(t) {
+			if strings.HasPrefix(rec["msg"].(string), "UDP buffers smaller") {
+				warned++
+			}
+		}
+		switch {
+		case !raise && warned != 1:
+			t.Errorf("default socket buffers: %d warnings, want 1", warned)
+		case raise && warned != 0:
+			t.Logf("the kernel did not grant %d bytes (net.core.rmem_max): %d warnings", quicBufferSize, warned)
+		}
+	}
+}
