@@ -136,6 +136,7 @@ func NewH3Server(conn net.PacketConn, opts H3Options) (*H3Server, error) {
 		MaxHeaderBytes: opts.MaxHeaderBytes,
 		IdleTimeout:    opts.IdleTimeout,
 		Logger:         opts.Logger,
+		ConnContext:    h3ConnContext,
 	}
 	return s, nil
 }
@@ -208,6 +209,17 @@ func (s *H3Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		_ = rc.SetWriteDeadline(now.Add(s.opts.WriteTimeout))
 	}
 	s.opts.Handler.ServeHTTP(&h3Writer{ResponseWriter: w}, r)
+}
+
+// h3ConnContext gives each HTTP/3 connection the stream accounting of
+// HTTP/2's (see ConnContext): streams the client resets by the hundred,
+// or opens faster than MaxStreamsPerSecond, close the connection with
+// H3_EXCESSIVE_LOAD.
+func h3ConnContext(ctx context.Context, c *quic.Conn) context.Context {
+	g := &connGuard{closeConn: func() {
+		_ = c.CloseWithError(quic.ApplicationErrorCode(http3.ErrCodeExcessiveLoad), "too many streams")
+	}}
+	return context.WithValue(ctx, connGuardKey{}, g)
 }
 
 // h3ConnState follows one QUIC connection attempt from its first packet.

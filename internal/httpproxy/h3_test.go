@@ -1,6 +1,7 @@
 package httpproxy
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -15,8 +16,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/quic-go/qpack"
 	"github.com/quic-go/quic-go"
 	"github.com/quic-go/quic-go/http3"
+	"github.com/quic-go/quic-go/quicvarint"
 
 	"github.com/leproxy/leproxy/internal/config"
 )
@@ -503,5 +506,80 @@ func TestWarnSmallUDPBuffers(t *testing.T) {
 		case raise && warned != 0:
 			t.Logf("the kernel did not grant %d bytes (net.core.rmem_max): %d warnings", quicBufferSize, warned)
 		}
+	}
+}
+
+// TestH3RapidReset floods one QUIC connection with requests each
+// cancelled at once by the client (HEADERS, then STOP_SENDING: the
+// HTTP/3 form of CVE-2023-44487). The connection must be closed with
+// H3_EXCESSIVE_LOAD, and hardly any of the requests may reach the backend.
+func TestH3RapidReset(t *testing.T) {
+	const (
+		n    = 3000
+		host = "a.example.test"
+	)
+	var hits atomic.Int64
+	backend := startBackend(t, countingHandler(&hits, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-r.Context().Done():
+		case <-time.After(time.Second):
+		}
+	})))
+	logger, logs := newTestLogger()
+	h := mustNew(t, []config.Host{tcpHost(host, backend)}, Options{Logger: logger})
+	e := startH3(t, h, H3Options{})
+	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+	defer cancel()
+	conn, err := quic.DialAddr(ctx, e.addr, &tls.Config{ServerName: host, RootCAs: e.roots, NextProtos: []string{NextProtoH3}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.CloseWithError(0, "")
+
+	var block bytes.Buffer
+	enc := qpack.NewEncoder(&block)
+	for _, f := range []qpack.HeaderField{
+		{Name: ":method", Value: "GET"}, {Name: ":scheme", Value: "https"},
+		{Name: ":authority", Value: host}, {Name: ":path", Value: "/"},
+	} {
+		if err := enc.WriteField(f); err != nil {
+			t.Fatal(err)
+		}
+	}
+	headers := quicvarint.Append(quicvarint.Append(nil, 0x1), uint64(block.Len())) // HEADERS frame
+	headers = append(headers, block.Bytes()...)
+	sent := 0
+	for ; sent < n; sent++ {
+		str, err := conn.OpenStreamSync(ctx)
+		if err != nil {
+			break
+		}
+		if _, err := str.Write(headers); err != nil {
+			break
+		}
+		str.Close()                                                        // the request is complete...
+		str.CancelRead(quic.StreamErrorCode(http3.ErrCodeRequestCanceled)) // ...and its response unwanted
+	}
+	select {
+	case <-conn.Context().Done():
+	case <-time.After(10 * time.Second):
+		t.Fatalf("connection still open 10s after %d cancelled requests", sent)
+	}
+	var appErr *quic.ApplicationError
+	if err := context.Cause(conn.Context()); !errors.As(err, &appErr) || appErr.ErrorCode != quic.ApplicationErrorCode(http3.ErrCodeExcessiveLoad) {
+		t.Errorf("connection closed with %v, want H3_EXCESSIVE_LOAD", err)
+	}
+	t.Logf("sent %d cancelled requests; backend saw %d", sent, hits.Load())
+	if got := hits.Load(); got*20 > n {
+		t.Errorf("backend saw %d cancelled requests, want at most 5%% of %d", got, n)
+	}
+	warns := 0
+	for _, rec := range logs.records(t) {
+		if rec["msg"] == "http3 rapid reset: closing connection" {
+			warns++
+		}
+	}
+	if warns != 1 {
+		t.Errorf("%d rapid reset warnings logged, want 1", warns)
 	}
 }

@@ -179,7 +179,8 @@ func New(hosts []config.Host, opts Options) (*Handler, error) {
 // 421 unless Options.AllowMisdirected. CONNECT is refused with 405 (a websocket's
 // extended CONNECT over HTTP/3 with 501) and any protocol
 // upgrade other than websocket with 400, before any backend sees the
-// request. On an HTTP/2 connection set up with ConnContext, a stream the
+// request. On an HTTP/2 connection set up with ConnContext (and on every
+// HTTP/3 connection of an H3Server), a stream the
 // client has already reset is dropped, and a connection over its stream
 // budget (see MaxResets) gets 429 with GOAWAY and is closed.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
