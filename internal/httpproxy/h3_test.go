@@ -105,8 +105,16 @@ func TestH3Proxy(t *testing.T) {
 	limited := tcpHost("b.example.test", backend)
 	limited.Middleware = &config.Middleware{MaxBody: 10}
 	h := mustNew(t, []config.Host{tcpHost("a.example.test", backend), limited}, Options{HSTS: true, Logger: logger})
-	e := startH3(t, h, H3Options{})
+	e := startH3(t, h, H3Options{MaxHeaderBytes: 4096})
 	c, _ := h3Client(t, e)
+
+	big, _ := http.NewRequest(http.MethodGet, "https://a.example.test/", nil)
+	big.Header.Set("X-Big", strings.Repeat("b", 8192))
+	if resp, err := c.Do(big); err != nil || resp.StatusCode != http.StatusRequestHeaderFieldsTooLarge {
+		t.Errorf("headers over MaxHeaderBytes: got %v, %v; want 431", resp, err)
+	} else {
+		resp.Body.Close()
+	}
 
 	req, _ := http.NewRequest(http.MethodGet, "https://a.example.test/p?q=1", nil)
 	req.Header.Set("X-Forwarded-For", "6.6.6.6")
