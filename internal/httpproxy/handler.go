@@ -3,7 +3,8 @@
 // abstract socket backends, a static file server, HSTS, the per-host
 // middleware stack of the mapping (middleware.go: IP filter, basic auth,
 // body limit, redirects, prefix rewriting, header changes, compression),
-// and the plain-HTTP redirect to HTTPS.
+// the plain-HTTP redirect to HTTPS, and HTTP/3 over QUIC (h3.go: H3Server
+// serves the same Handler on UDP; AltSvc announces it on TCP).
 //
 // A Handler is immutable once New returns it. A configuration reload builds
 // a new Handler, swaps it in atomically (for example through an
