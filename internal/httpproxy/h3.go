@@ -164,13 +164,18 @@ func (s *H3Server) Shutdown(ctx context.Context) error {
 	t := time.NewTicker(h3ShutdownPoll)
 	defer t.Stop()
 	var err error
+	idlePolls := 0
 wait:
 	for {
 		select {
 		case err = <-done:
 			break wait
 		case <-t.C:
-			if s.active.Load() == 0 {
+			// Twice in a row: a stream accepted just before GOAWAY may
+			// still be reading its headers, outside the handler.
+			if s.active.Load() != 0 {
+				idlePolls = 0
+			} else if idlePolls++; idlePolls == 2 {
 				_ = s.srv.Close() // wakes Shutdown, which returns nil
 			}
 		}
