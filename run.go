@@ -80,6 +80,10 @@ func (env runEnv) run(ctx context.Context, args []string) error {
 		return probe(ctx, a.Probe, stdout)
 	}
 
+	if a.H3Port < 0 || a.H3Port > 65535 {
+		return fmt.Errorf("-h3-port: %d is not a port number", a.H3Port)
+	}
+
 	// Reload signals are taken before anything listens, so that a HUP
 	// never kills a running leproxy.
 	hup := make(chan os.Signal, 1)
@@ -117,9 +121,6 @@ func (env runEnv) run(ctx context.Context, args []string) error {
 		return nil
 	}
 
-	if a.H3Port < 0 || a.H3Port > 65535 {
-		return fmt.Errorf("-h3-port: %d is not a port number", a.H3Port)
-	}
 	directory, local, err := certs.ResolveDirectory(a.ACME)
 	if err != nil {
 		return fmt.Errorf("-acme: %w", err)
