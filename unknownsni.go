@@ -20,12 +20,12 @@ func newUnknownNames() *logging.OncePer {
 	return logging.NewOncePer(time.Minute, unknownNamesPerMinute)
 }
 
-// logUnknownNames wraps get, a GetCertificate of the HTTPS listener, to
-// log at Info a client refused because its server name (SNI) is not in
-// the mapping, or because it sent none: once per name per minute (the tcp
-// listeners share names), since a refused handshake reaches no other log
-// line above Debug.
-func logUnknownNames(get func(*tls.ClientHelloInfo) (*tls.Certificate, error), names *logging.OncePer, logger *slog.Logger) func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+// logUnknownNames wraps get, a GetCertificate of the HTTPS listener
+// (protocol "https", or "h3" over QUIC), to log at Info a client refused
+// because its server name (SNI) is not in the mapping, or because it sent
+// none: once per name per minute (the tcp listeners share names), since a
+// refused handshake reaches no other log line above Debug.
+func logUnknownNames(get func(*tls.ClientHelloInfo) (*tls.Certificate, error), protocol string, names *logging.OncePer, logger *slog.Logger) func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
 	return func(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
 		c, err := get(hello)
 		if err == nil || !(errors.Is(err, certs.ErrNotMapped) || errors.Is(err, certs.ErrNoServerName)) {
@@ -36,7 +36,7 @@ func logUnknownNames(get func(*tls.ClientHelloInfo) (*tls.Certificate, error), n
 		if !ok {
 			return c, err
 		}
-		attrs := []any{"protocol", "https", "sni", name}
+		attrs := []any{"protocol", protocol, "sni", name}
 		if hello.Conn != nil {
 			attrs = append(attrs, "listen", hello.Conn.LocalAddr().String(), "client", hello.Conn.RemoteAddr().String())
 		}

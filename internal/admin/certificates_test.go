@@ -28,9 +28,9 @@ const chromium = "/usr/bin/chromium"
 var (
 	testNow      = time.Date(2026, 3, 10, 12, 0, 0, 0, time.UTC)
 	testStatuses = []certs.Status{
-		{Host: "a.example.test", Issuer: "Pebble Intermediate CA", NotAfter: testNow.Add(60*24*time.Hour + time.Hour), LastAttempt: testNow.Add(-30 * 24 * time.Hour)},
+		{Host: "a.example.test", Issuer: "Pebble Intermediate CA", CA: "zerossl", NotAfter: testNow.Add(60*24*time.Hour + time.Hour), LastAttempt: testNow.Add(-30 * 24 * time.Hour)},
 		{Host: "b.example.test", LastError: `acme: <b>403</b> "unauthorized"`, LastAttempt: testNow.Add(-time.Minute), Failures: 2, NextAttempt: testNow.Add(3 * time.Minute)},
-		{Host: "app.localhost", Issuer: "leproxy local CA", Local: true, NotAfter: testNow.Add(12 * time.Hour), LastAttempt: testNow},
+		{Host: "app.localhost", Issuer: "leproxy local CA", CA: "local", Local: true, NotAfter: testNow.Add(12 * time.Hour), LastAttempt: testNow},
 		{Host: "old.example.test", Issuer: "Pebble Intermediate CA", NotAfter: testNow.Add(-36 * time.Hour)},
 		// Judged by their own lifetimes: a 6-day local certificate with a
 		// day left is fine (expiring under 14.4 hours), a 90-day one with 8
@@ -80,6 +80,7 @@ func TestCertificatesJSON(t *testing.T) {
 		Host         string     `json:"host"`
 		State        string     `json:"state"`
 		Issuer       string     `json:"issuer"`
+		CA           string     `json:"ca"`
 		Local        bool       `json:"local"`
 		NotAfter     *time.Time `json:"not_after"`
 		DaysLeft     *int       `json:"days_left"`
@@ -113,8 +114,8 @@ func TestCertificatesJSON(t *testing.T) {
 		if (r.ExpiringFrom == nil) != wantExpiringFrom[i].IsZero() || r.ExpiringFrom != nil && !r.ExpiringFrom.Equal(wantExpiringFrom[i]) {
 			t.Errorf("row %d: got expiring_from %v, want %v", i, r.ExpiringFrom, wantExpiringFrom[i])
 		}
-		if r.Host != s.Host || r.Issuer != s.Issuer || r.Local != s.Local || r.LastError != s.LastError || r.State != wantStates[i] {
-			t.Errorf("row %d: got %+v, want host %s issuer %q local %v error %q state %s", i, r, s.Host, s.Issuer, s.Local, s.LastError, wantStates[i])
+		if r.Host != s.Host || r.Issuer != s.Issuer || r.CA != s.CA || r.Local != s.Local || r.LastError != s.LastError || r.State != wantStates[i] {
+			t.Errorf("row %d: got %+v, want host %s issuer %q ca %q local %v error %q state %s", i, r, s.Host, s.Issuer, s.CA, s.Local, s.LastError, wantStates[i])
 		}
 		if s.NotAfter.IsZero() {
 			if r.NotAfter != nil || r.DaysLeft != nil {

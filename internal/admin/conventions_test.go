@@ -55,7 +55,7 @@ func everyMetric(t *testing.T) *Metrics {
 	})
 	now := time.Now()
 	m.SetCertStatus(func() []certs.Status {
-		return []certs.Status{{Host: "a.example.test", NotBefore: now.Add(-time.Hour), NotAfter: now.Add(time.Hour),
+		return []certs.Status{{Host: "a.example.test", CA: "letsencrypt", NotBefore: now.Add(-time.Hour), NotAfter: now.Add(time.Hour),
 			LastAttempt: now, LastError: "refused", Failures: 1, NextAttempt: now.Add(time.Minute)}}
 	})
 	return m

@@ -23,12 +23,6 @@ const otherHost = "other"
 // knownMethods, for the same reason.
 const otherMethod = "OTHER"
 
-// otherProto is the protocol label of requests in a protocol outside
-// knownProtos.
-const otherProto = "other"
-
-var knownProtos = map[string]bool{"HTTP/1.0": true, "HTTP/1.1": true, "HTTP/2.0": true, "HTTP/3.0": true}
-
 var knownMethods = map[string]bool{
 	http.MethodGet: true, http.MethodHead: true, http.MethodPost: true,
 	http.MethodPut: true, http.MethodPatch: true, http.MethodDelete: true,
@@ -59,23 +53,23 @@ type HTTPOptions struct {
 // client's own X-Request-Id is kept when its peer is a trusted proxy and
 // the id is valid, and replaced otherwise.
 //
-// Metrics: leproxy_http_requests_total{host,code,method},
-// leproxy_http_request_duration_seconds{host,method},
+// Metrics: leproxy_http_requests_total{host,code,method,protocol},
+// leproxy_http_request_duration_seconds{host,method,protocol},
 // leproxy_http_requests_in_flight{host} and
 // leproxy_http_request_bytes_total / leproxy_http_response_bytes_total
 // {host,protocol}. host is the request's host name (port and trailing dot
 // stripped, lower case) when Known(host) is true and "other" otherwise, so
 // that names clients make up cannot blow up the number of series. A method
-// other than the standard ones is "OTHER", a protocol other than HTTP/1.0,
-// HTTP/1.1, HTTP/2.0 and HTTP/3.0 is "other". Bytes are those of the
-// bodies (request body read, response body written), and after a protocol
-// upgrade everything read from and written to the connection. A request
-// whose connection is taken over (a websocket upgrade) counts with code
-// 101, once its handler returns, and is not observed in the histogram.
+// other than the standard ones is "OTHER"; protocol is the HTTP version as
+// its ALPN name: "http/1.1" (or "http/1.0"), "h2" or "h3". Bytes are those
+// of the bodies (request body read, response body written), and after a
+// protocol upgrade everything read from and written to the connection. A
+// request whose connection is taken over (a websocket upgrade) counts with
+// code 101, once its handler returns, and is not observed in the histogram.
 //
 // Access log: one Info line "request" when the handler returns, with host
 // (as sent, canonicalized), method, path (without the query, which may
-// carry secrets), protocol (r.Proto: HTTP/1.1, HTTP/2.0...), status,
+// carry secrets), protocol (r.Proto: HTTP/1.1, HTTP/2.0, HTTP/3.0), status,
 // bytes_in and bytes_out (the counted bytes above), duration, backend
 // (BackendOf(host)), client (the remote address), tls_version (1.2, 1.3),
 // user_agent and request_id. A handler that panics
@@ -150,15 +144,12 @@ func (h *instrumented) done(r *http.Request, rec *responseRecorder, start time.T
 		if !knownMethods[method] {
 			method = otherMethod
 		}
-		proto := r.Proto
-		if !knownProtos[proto] {
-			proto = otherProto
-		}
-		h.m.httpRequests.WithLabelValues(label, strconv.Itoa(status), method).Inc()
+		proto := protoLabel(r)
+		h.m.httpRequests.WithLabelValues(label, strconv.Itoa(status), method, proto).Inc()
 		h.m.httpRequestBytes.WithLabelValues(label, proto).Add(float64(bytesIn))
 		h.m.httpResponseBytes.WithLabelValues(label, proto).Add(float64(bytesOut))
 		if !rec.hijacked {
-			h.m.httpDuration.WithLabelValues(label, method).Observe(elapsed.Seconds())
+			h.m.httpDuration.WithLabelValues(label, method, proto).Observe(elapsed.Seconds())
 		}
 	}
 	if h.opts.AccessLog == nil {
@@ -204,4 +195,18 @@ func (b *countingBody) Read(p []byte) (int, error) {
 	n, err := b.ReadCloser.Read(p)
 	b.n.Add(int64(n))
 	return n, err
+}
+
+// protoLabel is the HTTP version of r as its ALPN protocol ID, a bounded
+// label whatever the request line said.
+func protoLabel(r *http.Request) string {
+	switch {
+	case r.ProtoMajor == 3:
+		return "h3"
+	case r.ProtoMajor == 2:
+		return "h2"
+	case r.ProtoMajor == 1 && r.ProtoMinor == 0:
+		return "http/1.0"
+	}
+	return "http/1.1"
 }

@@ -72,13 +72,15 @@ func protos() []struct {
 	h2    bool
 	major int
 	proto string // as in Request.Proto
+	label string // the protocol label
 } {
 	return []struct {
 		name  string
 		h2    bool
 		major int
 		proto string
-	}{{"HTTP/1.1", false, 1, "HTTP/1.1"}, {"HTTP/2", true, 2, "HTTP/2.0"}}
+		label string
+	}{{"HTTP/1.1", false, 1, "HTTP/1.1", "http/1.1"}, {"HTTP/2", true, 2, "HTTP/2.0", "h2"}}
 }
 
 func TestInstrumentHTTP(t *testing.T) {
@@ -120,7 +122,7 @@ func TestInstrumentHTTP(t *testing.T) {
 
 			mfs := scrape(t, m)
 			req := func(host, code, method string) map[string]string {
-				return map[string]string{"host": host, "code": code, "method": method}
+				return map[string]string{"host": host, "code": code, "method": method, "protocol": p.label}
 			}
 			wantValue(t, mfs, "leproxy_http_requests_total", req("a.example.test", "200", "GET"), 3)
 			wantValue(t, mfs, "leproxy_http_requests_total", req("b.example.test", "404", "GET"), 1)
@@ -137,7 +139,7 @@ func TestInstrumentHTTP(t *testing.T) {
 				{"a.example.test", "GET", 3}, {"b.example.test", "GET", 1}, {"other", "GET", 1},
 				{"a.example.test", "POST", 1}, {"a.example.test", "OTHER", 1},
 			} {
-				hm := findMetric(mfs, "leproxy_http_request_duration_seconds", map[string]string{"host": tt.host, "method": tt.method})
+				hm := findMetric(mfs, "leproxy_http_request_duration_seconds", map[string]string{"host": tt.host, "method": tt.method, "protocol": p.label})
 				if hm == nil || hm.Histogram == nil {
 					t.Errorf("duration histogram for %s %s: missing", tt.host, tt.method)
 					continue
@@ -200,7 +202,7 @@ func TestInstrumentHTTPAccessLogOff(t *testing.T) {
 	if recs := logs.requests(t); len(recs) != 0 {
 		t.Errorf("got %d access log lines with the access log off, want 0", len(recs))
 	}
-	wantValue(t, scrape(t, m), "leproxy_http_requests_total", map[string]string{"host": "a.example.test", "code": "200", "method": "GET"}, 1)
+	wantValue(t, scrape(t, m), "leproxy_http_requests_total", map[string]string{"host": "a.example.test", "code": "200", "method": "GET", "protocol": "http/1.1"}, 1)
 }
 
 func TestInstrumentHTTPNilMetrics(t *testing.T) {
@@ -261,7 +263,7 @@ func TestInstrumentHTTPAborted(t *testing.T) {
 				t.Errorf("got access log %v, want aborted=true status=%v bytes=%v", recs[0], tt.wantStatus, tt.wantBytes)
 			}
 			wantValue(t, scrape(t, m), "leproxy_http_requests_total",
-				map[string]string{"host": "a.example.test", "code": fmt.Sprint(tt.wantStatus), "method": "GET"}, 1)
+				map[string]string{"host": "a.example.test", "code": fmt.Sprint(tt.wantStatus), "method": "GET", "protocol": "http/1.1"}, 1)
 		})
 	}
 }
@@ -431,8 +433,8 @@ func TestInstrumentHTTPHijack(t *testing.T) {
 				t.Errorf("got access log %v, want status 101 and bytes %v", recs[0], wantBytes)
 			}
 			mfs := scrape(t, m)
-			wantValue(t, mfs, "leproxy_http_requests_total", map[string]string{"host": "a.example.test", "code": "101", "method": "GET"}, 1)
-			if hm := findMetric(mfs, "leproxy_http_request_duration_seconds", map[string]string{"host": "a.example.test", "method": "GET"}); hm != nil {
+			wantValue(t, mfs, "leproxy_http_requests_total", map[string]string{"host": "a.example.test", "code": "101", "method": "GET", "protocol": "http/1.1"}, 1)
+			if hm := findMetric(mfs, "leproxy_http_request_duration_seconds", map[string]string{"host": "a.example.test", "method": "GET", "protocol": "http/1.1"}); hm != nil {
 				t.Errorf("a hijacked connection was observed in the latency histogram: %v", hm)
 			}
 		})
@@ -523,7 +525,7 @@ func TestInstrumentHTTPWebsocket(t *testing.T) {
 	if b, _ := recs[0]["bytes_out"].(float64); b < float64(echoed+3*2) {
 		t.Errorf("got bytes_out=%v, want at least %d", recs[0]["bytes_out"], echoed+3*2)
 	}
-	wantValue(t, scrape(t, m), "leproxy_http_requests_total", map[string]string{"host": "a.example.test", "code": "101", "method": "GET"}, 1)
+	wantValue(t, scrape(t, m), "leproxy_http_requests_total", map[string]string{"host": "a.example.test", "code": "101", "method": "GET", "protocol": "http/1.1"}, 1)
 }
 
 // TestInstrumentHTTPResponseController checks that what

@@ -114,14 +114,14 @@ func newMetrics(now func() time.Time) *Metrics {
 		httpRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: namespace,
 			Name:      "http_requests_total",
-			Help:      `HTTPS requests served, by host ("other" for names not in the mapping), status code and method.`,
-		}, []string{"host", "code", "method"}),
+			Help:      `HTTPS requests served, by host ("other" for names not in the mapping), status code, method and HTTP version (protocol: http/1.0, http/1.1, h2, h3).`,
+		}, []string{"host", "code", "method", "protocol"}),
 		httpDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Namespace: namespace,
 			Name:      "http_request_duration_seconds",
-			Help:      "Time from a request's arrival to the end of its response, by host and method; protocol upgrades (websockets) are not observed.",
+			Help:      "Time from a request's arrival to the end of its response, by host, method and HTTP version (protocol); protocol upgrades (websockets) are not observed.",
 			Buckets:   httpDurationBuckets,
-		}, []string{"host", "method"}),
+		}, []string{"host", "method", "protocol"}),
 		httpInFlight: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Namespace: namespace,
 			Name:      "http_requests_in_flight",
@@ -130,7 +130,7 @@ func newMetrics(now func() time.Time) *Metrics {
 		httpRequestBytes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: namespace,
 			Name:      "http_request_bytes_total",
-			Help:      "Bytes of HTTPS request bodies read from clients (after a protocol upgrade, all bytes read), by host and protocol (HTTP/1.1, HTTP/2.0...), counted when a request ends.",
+			Help:      "Bytes of HTTPS request bodies read from clients (after a protocol upgrade, all bytes read), by host and protocol (http/1.1, h2, h3), counted when a request ends.",
 		}, []string{"host", "protocol"}),
 		httpResponseBytes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: namespace,

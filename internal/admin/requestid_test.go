@@ -117,7 +117,7 @@ func TestInstrumentHTTPBytesAndInFlight(t *testing.T) {
 			post("/", "abc")
 			mfs := scrape(t, m)
 			wantValue(t, mfs, "leproxy_http_requests_in_flight", labels, 0)
-			byProto := map[string]string{"host": "a.example.test", "protocol": p.proto}
+			byProto := map[string]string{"host": "a.example.test", "protocol": p.label}
 			wantValue(t, mfs, "leproxy_http_request_bytes_total", byProto, 13)
 			wantValue(t, mfs, "leproxy_http_response_bytes_total", byProto, float64(len("got 10 bytes")+len("got 3 bytes")))
 			recs := logs.requests(t)
