@@ -39,6 +39,9 @@ type Redis struct {
 	Addr string // 127.0.0.1:port
 	Port int
 	TLS  bool // the port speaks TLS
+	// BusPort is the cluster bus port of a cluster-mode server, reserved
+	// like Port (Redis would take Port+10000, which nothing reserves).
+	BusPort int
 
 	proc *process
 }
@@ -80,7 +83,8 @@ func StartRedis(t testing.TB, opts RedisOptions) *Redis {
 		conf = append(conf, fmt.Sprintf("user %s on >%s ~* &* +@all", name, pw))
 	}
 	if opts.Cluster {
-		conf = append(conf, "cluster-enabled yes",
+		r.BusPort = FreePort(t)
+		conf = append(conf, "cluster-enabled yes", "cluster-port "+strconv.Itoa(r.BusPort),
 			"cluster-config-file "+filepath.Join(dir, "nodes.conf"),
 			"cluster-node-timeout 5000")
 	}
@@ -172,7 +176,7 @@ func StartRedisCluster(t testing.TB, n int) []*Redis {
 		}
 	}
 	for _, node := range nodes[1:] {
-		if _, err := nodes[0].Do("CLUSTER", "MEET", "127.0.0.1", strconv.Itoa(node.Port)); err != nil {
+		if _, err := nodes[0].Do("CLUSTER", "MEET", "127.0.0.1", strconv.Itoa(node.Port), strconv.Itoa(node.BusPort)); err != nil {
 			t.Fatalf("testenv: cluster meet %s: %v", node.Addr, err)
 		}
 	}
