@@ -34,16 +34,9 @@ func edgeClient(t *testing.T, e *edge) *http.Client {
 // TestCoalescedResponse checks that a proxied response leaves the HTTPS
 // listener whole and intact: in one TLS record when it fits in one, and
 // byte for byte when it does not or has no length.
-//
-// The small bodies stay under 4 KiB with their head: the backend then sends
-// the response in one write and the transport reads it in one (its read
-// buffer is 4 KiB), so the only split is ReverseProxy's head flush. A
-// 4 KiB body reaches the proxy in two reads, and with the head flushed
-// alone leaves in three records: asserting two for it made the test fail
-// whenever the flush timer won.
 func TestCoalescedResponse(t *testing.T) {
 	bodies := map[string]string{
-		"/3k":   strings.Repeat("a", 3<<10),
+		"/4k":   strings.Repeat("a", 4<<10),
 		"/40k":  strings.Repeat("b", 40<<10),
 		"/tiny": "ok",
 	}
@@ -68,7 +61,7 @@ func TestCoalescedResponse(t *testing.T) {
 		t.Fatal(err)
 	}
 	br := bufio.NewReader(c)
-	for _, path := range []string{"/3k", "/tiny", "/40k", "/chunked/3k", "/chunked/40k", "/3k"} {
+	for _, path := range []string{"/4k", "/tiny", "/40k", "/chunked/4k", "/chunked/40k", "/4k"} {
 		rc.mu.Lock()
 		before := len(rc.sizes)
 		rc.mu.Unlock()
@@ -87,9 +80,15 @@ func TestCoalescedResponse(t *testing.T) {
 		records := rc.sizes[before:]
 		rc.mu.Unlock()
 		// ReverseProxy flushes the head from a timer goroutine as the
-		// copy starts, which may or may not come before the body.
-		if (path == "/3k" || path == "/tiny") && len(records) > 2 {
-			t.Errorf("GET %s: response in TLS records of %v bytes, want one or two", path, records)
+		// copy starts, which may or may not come before the body. A 4 KiB
+		// body reaches the proxy in two reads (the Transport's 4 KiB
+		// buffer holds the backend's head too), and on a loaded machine
+		// the timer can fire between them as well: at most one record
+		// per flush, never one per write. (TestCoalescedWrites checks the
+		// one-record case without timers.)
+		maxRecords := map[string]int{"/tiny": 2, "/4k": 3}[path]
+		if maxRecords > 0 && len(records) > maxRecords {
+			t.Errorf("GET %s: response in TLS records of %v bytes, want at most %d", path, records, maxRecords)
 		}
 	}
 }
