@@ -59,6 +59,19 @@ type Pebble struct {
 // outlives the test.
 func StartPebble(t testing.TB, httpPort, tlsPort int) *Pebble {
 	t.Helper()
+	return startPebble(t, httpPort, tlsPort, "")
+}
+
+// StartPebbleResolver is StartPebble with dnsAddr (host:port, queried over
+// TCP) as the VA's DNS server instead of challtestsrv: dns-01 validations
+// query it, as do the A lookups of the other challenge types.
+func StartPebbleResolver(t testing.TB, httpPort, tlsPort int, dnsAddr string) *Pebble {
+	t.Helper()
+	return startPebble(t, httpPort, tlsPort, dnsAddr)
+}
+
+func startPebble(t testing.TB, httpPort, tlsPort int, dnsAddr string) *Pebble {
+	t.Helper()
 	t.Setenv("PEBBLE_VA_NOSLEEP", "1")
 	t.Setenv("PEBBLE_WFE_NONCEREJECT", "0")
 	t.Setenv("PEBBLE_AUTHZREUSE", "0")
@@ -72,7 +85,9 @@ func StartPebble(t testing.TB, httpPort, tlsPort int) *Pebble {
 		}
 	})
 
-	dnsAddr := startDNS(t, logger)
+	if dnsAddr == "" {
+		dnsAddr = startDNS(t, logger)
+	}
 
 	store := db.NewMemoryStore()
 	authority := ca.New(logger, store, "", "ecdsa", 0, 1, map[string]ca.Profile{"default": {}})
