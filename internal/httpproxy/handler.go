@@ -203,13 +203,15 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if !h.keepUnderscore {
 		h.dropUnderscoreHeaders(r.Header)
 	}
-	name := hostname.FromHostHeader(r.Host)
-	route, ok := h.routes[name]
-	if !ok {
+	// name is the mapping's host that serves r: its own, else the
+	// wildcard covering it.
+	host := hostname.FromHostHeader(r.Host)
+	route, name, ok := hostname.Lookup(h.routes, host)
+	if !ok || hostname.IsWildcard(host) { // "Host: *.example.com" names no host
 		http.Error(w, "unknown host", http.StatusNotFound)
 		return
 	}
-	if !h.allowMisdirected && misdirected(r, name) {
+	if !h.allowMisdirected && h.misdirected(r, name) {
 		http.Error(w, "misdirected request", http.StatusMisdirectedRequest)
 		return
 	}
@@ -309,7 +311,7 @@ func bodyError(r *http.Request) error {
 // Known reports whether host (which may carry a port) is served by h. It
 // suits Redirect's known argument.
 func (h *Handler) Known(host string) bool {
-	_, ok := h.routes[hostname.FromHostHeader(host)]
+	_, _, ok := hostname.Lookup(h.routes, hostname.FromHostHeader(host))
 	return ok
 }
 
@@ -344,13 +346,17 @@ func (h *Handler) dropUnderscoreHeaders(hdr http.Header) {
 }
 
 // misdirected reports whether r came over TLS with a server name (SNI)
-// other than name, its normalised Host. A connection without SNI (a client
-// dialling an IP address) and a plain-HTTP request are never misdirected.
-func misdirected(r *http.Request, name string) bool {
+// served by another host of the mapping than name, the host serving r's
+// Host: two names under one wildcard host share its certificate, so a
+// client may send both over one connection. A connection without SNI (a
+// client dialling an IP address) and a plain-HTTP request are never
+// misdirected.
+func (h *Handler) misdirected(r *http.Request, name string) bool {
 	if r.TLS == nil || r.TLS.ServerName == "" {
 		return false
 	}
-	return hostname.Normalize(r.TLS.ServerName) != name
+	_, sni, _ := hostname.Lookup(h.routes, hostname.Normalize(r.TLS.ServerName))
+	return sni != name
 }
 
 // upgradeAllowed reports whether h asks for no protocol upgrade or for a
