@@ -92,9 +92,9 @@ func (m *Manager) obtain(ctx context.Context, k certKey, replaces string) (*tls.
 	if err != nil {
 		return nil, fmt.Errorf("creating CSR: %w", err)
 	}
-	types := []string{challengeTLSALPN01}
-	if m.http01.Load() {
-		types = append(types, challengeHTTP01)
+	types, dns01, err := m.challengeTypes(k.host)
+	if err != nil {
+		return nil, &orderError{issuer: m.issuer.dirURL, err: err}
 	}
 	var last error
 	for _, typ := range types {
@@ -111,7 +111,7 @@ func (m *Manager) obtain(ctx context.Context, k certKey, replaces string) (*tls.
 				return client.AuthorizeOrder(ctx, identifiers(k.host))
 			}
 		}
-		o, err := m.authorize(ctx, client, k.host, newOrder, typ)
+		o, err := m.authorize(ctx, client, k.host, newOrder, typ, dns01)
 		if err != nil {
 			last = &orderError{issuer: m.issuer.dirURL, challenge: typ, err: err}
 			if ctx.Err() != nil {
@@ -138,10 +138,10 @@ func (m *Manager) obtain(ctx context.Context, k certKey, replaces string) (*tls.
 var authorizedHook func(client *acme.Client, o *acme.Order)
 
 // authorize places a new order with newOrder and satisfies its authorizations
-// with challenge type typ; it returns the order once it is ready to be
-// finalized. On failure the order's pending authorizations are
-// deactivated.
-func (m *Manager) authorize(ctx context.Context, client *acme.Client, host string, newOrder func() (*acme.Order, error), typ string) (*acme.Order, error) {
+// with challenge type typ (answered by dns01 for dns-01); it returns the
+// order once it is ready to be finalized. On failure the order's pending
+// authorizations are deactivated.
+func (m *Manager) authorize(ctx context.Context, client *acme.Client, host string, newOrder func() (*acme.Order, error), typ string, dns01 *DNS01) (*acme.Order, error) {
 	o, err := newOrder()
 	if err != nil {
 		return nil, fmt.Errorf("creating order: %w", err)
@@ -180,7 +180,12 @@ func (m *Manager) authorize(ctx context.Context, client *acme.Client, host strin
 		if chal == nil {
 			return nil, fmt.Errorf("CA offers no %s challenge for %s", typ, z.Identifier.Value)
 		}
-		cleanup, err := m.fulfill(client, chal, z.Identifier.Value)
+		var cleanup func()
+		if typ == challengeDNS01 {
+			cleanup, err = m.fulfillDNS01(ctx, client, chal, z.Identifier.Value, dns01)
+		} else {
+			cleanup, err = m.fulfill(client, chal, z.Identifier.Value)
+		}
 		if err != nil {
 			return nil, err
 		}

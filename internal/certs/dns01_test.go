@@ -1,0 +1,242 @@
+package certs
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/leproxy/leproxy/internal/testenv"
+)
+
+// dnsTestZone is the zone the dns-01 tests' BIND serves.
+const dnsTestZone = "example.test."
+
+// startDNS01 starts BIND for dnsTestZone and Pebble validating against it.
+func startDNS01(t *testing.T) (*testenv.BIND, *testenv.Pebble) {
+	t.Helper()
+	b := testenv.StartBIND(t, dnsTestZone, testenv.NewTSIGKey(t, "leproxy-test."))
+	p := testenv.StartPebbleResolver(t, testenv.FreePort(t), testenv.FreePort(t), b.Addr)
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("named log:\n%s", b.Log())
+		}
+	})
+	return b, p
+}
+
+// rfc2136Rule is a dns-01 rule for names through b with secret.
+func rfc2136Rule(t *testing.T, b *testenv.BIND, secret string, names ...string) ChallengeRule {
+	t.Helper()
+	prov, err := NewRFC2136(RFC2136Config{Server: b.Addr, Zone: b.Zone, KeyName: b.Key.Name, Algorithm: b.Key.Algorithm, Secret: secret})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ChallengeRule{Names: names, Type: challengeDNS01, DNS01: &DNS01{Provider: prov, CheckServers: []string{b.Addr}, PropagationTimeout: 20 * time.Second}}
+}
+
+// dnsManager is a Manager on p with rules, then hosts allowed.
+func dnsManager(t *testing.T, p *testenv.Pebble, cacheDir string, rules []ChallengeRule, hosts ...string) (*Manager, *logBuffer) {
+	t.Helper()
+	logger, logs := newTestLogger()
+	m := newTestManager(t, Config{CacheDir: cacheDir, DirectoryURL: p.DirectoryURL, RootCAs: p.ServerRoots, Logger: logger})
+	if err := m.SetChallenges(rules); err != nil {
+		t.Fatal(err)
+	}
+	m.SetHosts(hosts)
+	return m, logs
+}
+
+// TestDNS01WildcardRFC2136 issues *.example.test by dns-01 through RFC 2136
+// updates signed with TSIG into a real BIND that Pebble validates against,
+// serves it for names one label under it only, and removes the TXT record.
+func TestDNS01WildcardRFC2136(t *testing.T) {
+	b, p := startDNS01(t)
+	cacheDir := t.TempDir()
+	m, logs := dnsManager(t, p, cacheDir, []ChallengeRule{rfc2136Rule(t, b, b.Key.Secret, "*.example.test")}, "*.example.test")
+	addr := listenTLS(t, "127.0.0.1:0", m.TLSConfig("http/1.1"))
+	roots := p.IssuerRoots(t)
+
+	cs, err := handshake(addr, &tls.Config{ServerName: "a.example.test", RootCAs: roots})
+	if err != nil {
+		t.Fatalf("handshake for a.example.test (orders *.example.test by dns-01): %v\nlog:\n%s", err, logs)
+	}
+	leaf := cs.PeerCertificates[0]
+	if !slices.Equal(leaf.DNSNames, []string{"*.example.test"}) {
+		t.Errorf("certificate for %v, want [*.example.test]", leaf.DNSNames)
+	}
+	cs2, err := handshake(addr, &tls.Config{ServerName: "b.example.test", RootCAs: roots})
+	if err != nil {
+		t.Fatalf("handshake for b.example.test: %v", err)
+	}
+	if !cs2.PeerCertificates[0].Equal(leaf) || p.Orders() != 1 {
+		t.Errorf("b.example.test: %d orders, same certificate %v; want one wildcard for both", p.Orders(), cs2.PeerCertificates[0].Equal(leaf))
+	}
+	if _, err := handshake(addr, &tls.Config{ServerName: "x.a.example.test", RootCAs: roots}); err == nil {
+		t.Error("handshake for x.a.example.test succeeded: a wildcard covers one label only")
+	}
+	if _, err := handshake(addr, &tls.Config{ServerName: "example.test", RootCAs: roots}); err == nil {
+		t.Error("handshake for example.test succeeded: not in the mapping")
+	}
+	if got := b.TXT(t, "_acme-challenge.example.test."); len(got) != 0 {
+		t.Errorf("TXT records left after the order: %q", got)
+	}
+	if _, err := os.Stat(filepath.Join(cacheDir, "*.example.test")); err != nil {
+		t.Errorf("wildcard certificate not cached: %v", err)
+	}
+	if got := logs.count("certificate obtained", "host=*.example.test", "source=acme"); got != 1 {
+		t.Errorf("%d \"certificate obtained\" records for *.example.test, want 1; log:\n%s", got, logs)
+	}
+	if st := m.Status(); len(st) != 1 || st[0].Host != "*.example.test" || !st[0].NotAfter.Equal(leaf.NotAfter) {
+		t.Errorf("Status() = %+v, want *.example.test with the served certificate", st)
+	}
+}
+
+// TestDNS01Hook issues a certificate through an exec hook that writes into
+// BIND with nsupdate, and checks the hook's arguments and environment.
+func TestDNS01Hook(t *testing.T) {
+	b, p := startDNS01(t)
+	nsupdate := testenv.LookBinary(t, "nsupdate", "bind9-dnsutils")
+	dir := t.TempDir()
+	keyFile := filepath.Join(dir, "tsig.conf")
+	if err := os.WriteFile(keyFile, fmt.Appendf(nil, "key %q { algorithm %s; secret %q; };\n", b.Key.Name, b.Key.Algorithm, b.Key.Secret), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	host, port, _ := strings.Cut(b.Addr, ":")
+	calls := filepath.Join(dir, "calls")
+	script := filepath.Join(dir, "hook.sh")
+	err := os.WriteFile(script, fmt.Appendf(nil, `#!/bin/sh
+set -e
+echo "$1 $2 $3 $CERTBOT_DOMAIN $CERTBOT_VALIDATION" >> %[1]s
+case "$1" in present) op=add ;; cleanup) op=delete ;; *) exit 2 ;; esac
+printf 'server %[2]s %[3]s\nzone %[4]s\nupdate %%s %%s 60 TXT "%%s"\nsend\n' "$op" "$2" "$3" | %[5]s -k %[6]s
+`, calls, host, port, b.Zone, nsupdate, keyFile), 0o700)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rule := ChallengeRule{Names: []string{"h.example.test"}, Type: challengeDNS01,
+		DNS01: &DNS01{Provider: &DNSHook{Path: script, Timeout: time.Minute}, CheckServers: []string{b.Addr}, PropagationTimeout: 20 * time.Second}}
+	m, logs := dnsManager(t, p, t.TempDir(), []ChallengeRule{rule}, "h.example.test")
+	addr := listenTLS(t, "127.0.0.1:0", m.TLSConfig("http/1.1"))
+	cs, err := handshake(addr, &tls.Config{ServerName: "h.example.test", RootCAs: p.IssuerRoots(t)})
+	if err != nil {
+		t.Fatalf("handshake (orders by dns-01 through the hook): %v\nlog:\n%s", err, logs)
+	}
+	if !slices.Equal(cs.PeerCertificates[0].DNSNames, []string{"h.example.test"}) {
+		t.Errorf("certificate for %v, want h.example.test", cs.PeerCertificates[0].DNSNames)
+	}
+	data, err := os.ReadFile(calls)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(string(data)), "\n")
+	if len(lines) != 2 {
+		t.Fatalf("hook calls:\n%s\nwant present then cleanup", data)
+	}
+	for i, step := range []string{"present", "cleanup"} {
+		f := strings.Fields(lines[i])
+		if len(f) != 5 || f[0] != step || f[1] != "_acme-challenge.h.example.test." || f[3] != "h.example.test" || f[2] != f[4] || len(f[2]) != 43 {
+			t.Errorf("hook call %d = %q, want %s _acme-challenge.h.example.test. VALUE h.example.test VALUE", i, lines[i], step)
+		}
+	}
+	if got := b.TXT(t, "_acme-challenge.h.example.test."); len(got) != 0 {
+		t.Errorf("TXT records left after cleanup: %q", got)
+	}
+}
+
+// TestDNS01BadTSIG: a wrong TSIG secret fails the order with BIND's answer
+// (NOTAUTH, BADSIG) in Status and the log, backs off, and a handshake
+// during the backoff places no new order.
+func TestDNS01BadTSIG(t *testing.T) {
+	b, p := startDNS01(t)
+	wrong := testenv.NewTSIGKey(t, "x.").Secret
+	clk := newFakeClock(time.Now().Add(time.Hour))
+	logger, logs := newTestLogger()
+	m := newTestManager(t, Config{CacheDir: t.TempDir(), DirectoryURL: p.DirectoryURL, RootCAs: p.ServerRoots, Logger: logger, clock: clk, noARI: true})
+	if err := m.SetChallenges([]ChallengeRule{rfc2136Rule(t, b, wrong, "*.example.test")}); err != nil {
+		t.Fatal(err)
+	}
+	m.SetHosts([]string{"*.example.test"})
+	ctx, cancel := context.WithTimeout(context.Background(), handshakeTimeout)
+	defer cancel()
+	if _, err := m.certificate(ctx, ecdsaHello("a.example.test")); err == nil || !strings.Contains(err.Error(), "NOTAUTH") {
+		t.Fatalf("certificate with a wrong TSIG secret: %v, want an error naming NOTAUTH", err)
+	}
+	st := statusOfHost(m, "*.example.test")
+	if st.Failures != 1 || !strings.Contains(st.LastError, "dns-01") || !strings.Contains(st.LastError, "BADSIG") {
+		t.Errorf("Status = %+v, want 1 failure naming dns-01 and BADSIG", st)
+	}
+	if want := st.LastAttempt.Add(backoffMin); !st.NextAttempt.Equal(want) {
+		t.Errorf("NextAttempt = %v, want %v (the first backoff)", st.NextAttempt, want)
+	}
+	if got := logs.count("certificate failed", "host=*.example.test", "ca="+p.DirectoryURL, "challenge=dns-01", "dns_rcode=NOTAUTH", "failures=1"); got != 1 {
+		t.Errorf("%d \"certificate failed\" records with host, ca, challenge, rcode; want 1; log:\n%s", got, logs)
+	}
+	orders := p.Orders()
+	if _, err := m.certificate(ctx, ecdsaHello("b.example.test")); err == nil || !strings.Contains(err.Error(), "next attempt") {
+		t.Errorf("certificate during the backoff: %v, want the backoff error", err)
+	}
+	waitPass(t, m)
+	if got := p.Orders(); got != orders {
+		t.Errorf("%d orders during the backoff, want none", got-orders)
+	}
+	if got := b.TXT(t, "_acme-challenge.example.test."); len(got) != 0 {
+		t.Errorf("TXT records with a refused update: %q", got)
+	}
+}
+
+// TestDNSHookFailure: a hook's non-zero exit is an error carrying its
+// output, and a hook that hangs is killed after its timeout.
+func TestDNSHookFailure(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, body string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte("#!/bin/sh\n"+body), 0o700); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	fail := &DNSHook{Path: write("fail.sh", "echo 'zone example.test not managed here' >&2\nexit 3\n")}
+	err := fail.Present(context.Background(), "_acme-challenge.example.test.", "v")
+	if err == nil || !strings.Contains(err.Error(), "exit status 3") || !strings.Contains(err.Error(), "zone example.test not managed here") {
+		t.Errorf("failing hook: %v, want its exit status and stderr", err)
+	}
+	hang := &DNSHook{Path: write("hang.sh", "sleep 60 &\nwait\n"), Timeout: 300 * time.Millisecond}
+	start := time.Now()
+	err = hang.Present(context.Background(), "_acme-challenge.example.test.", "v")
+	if err == nil || !strings.Contains(err.Error(), "killed after") {
+		t.Errorf("hanging hook: %v, want killed after its timeout", err)
+	}
+	if d := time.Since(start); d > 10*time.Second {
+		t.Errorf("hanging hook returned after %v, want about its timeout", d)
+	}
+}
+
+// TestWaitForTXTTimeout: a record no check server serves fails the
+// challenge once the propagation timeout passes, naming the server.
+func TestWaitForTXTTimeout(t *testing.T) {
+	b := testenv.StartBIND(t, dnsTestZone, testenv.NewTSIGKey(t, "k."))
+	err := waitForTXT(context.Background(), []string{b.Addr}, "_acme-challenge.none.example.test.", "v", 500*time.Millisecond)
+	if err == nil || !strings.Contains(err.Error(), b.Addr) {
+		t.Errorf("waitForTXT for a missing record: %v, want a timeout naming %s", err, b.Addr)
+	}
+}
+
+// TestSetChallengesRefuses rules that cannot work.
+func TestSetChallengesRefuses(t *testing.T) {
+	m := newTestManager(t, Config{CacheDir: t.TempDir(), Local: true})
+	for _, r := range []ChallengeRule{
+		{Names: []string{"*.example.test"}, Type: challengeTLSALPN01},
+		{Names: []string{"a.example.test"}, Type: challengeDNS01},
+		{Names: []string{"a.example.test"}, Type: "dns-02"},
+	} {
+		if err := m.SetChallenges([]ChallengeRule{r}); err == nil {
+			t.Errorf("SetChallenges(%+v) succeeded", r)
+		}
+	}
+}
