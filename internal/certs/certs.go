@@ -95,7 +95,7 @@ type Manager struct {
 
 	hosts   atomic.Pointer[hostSet]
 	rules   atomic.Pointer[challengeRules] // SetChallenges; nil: none
-	setMu   sync.Mutex // serializes SetHosts
+	setMu   sync.Mutex                     // serializes SetHosts
 	storage Storage
 	issuer  *issuer
 	ca      *localCA
