@@ -23,6 +23,9 @@ type Config struct {
 	// Limits is the "limits:" section: per-client limits shared by every
 	// listener, and the HTTPS listener's.
 	Limits Limits
+	// Certificates is the "certificates:" section: the challenge of each
+	// listed name's certificate, in file order.
+	Certificates []CertificateRule
 }
 
 // BackendKind says how leproxy reaches an HTTP backend.
