@@ -149,6 +149,13 @@ func (env runEnv) run(ctx context.Context, args []string) error {
 		return fmt.Errorf("certificate manager: %w", err)
 	}
 	defer cm.Close()
+	rules, err := challengeRules(cfg)
+	if err == nil {
+		err = cm.SetChallenges(rules)
+	}
+	if err != nil {
+		return err
+	}
 	cm.SetHosts(cfg.Hostnames())
 	for _, name := range cfg.Hostnames() {
 		if cm.UsesLocalCA(name) {
