@@ -240,3 +240,26 @@ func TestSetChallengesRefuses(t *testing.T) {
 		}
 	}
 }
+
+// TestLocalWildcard: a wildcard under .localhost comes from the local CA,
+// name-constrained root included, and verifies for a name one label under
+// it only.
+func TestLocalWildcard(t *testing.T) {
+	m := newTestManager(t, Config{CacheDir: t.TempDir(), DirectoryURL: "https://127.0.0.1:1/unused"})
+	m.SetHosts([]string{"*.app.localhost"})
+	if _, _, err := m.ca.ensureRoot(); err != nil {
+		t.Fatal(err)
+	}
+	addr := listenTLS(t, "127.0.0.1:0", m.TLSConfig("http/1.1"))
+	roots := readRoots(t, m.LocalRootPath())
+	cs, err := handshake(addr, &tls.Config{ServerName: "x.app.localhost", RootCAs: roots})
+	if err != nil {
+		t.Fatalf("handshake for x.app.localhost: %v", err)
+	}
+	if got := cs.PeerCertificates[0].DNSNames; !slices.Equal(got, []string{"*.app.localhost"}) {
+		t.Errorf("certificate for %v, want [*.app.localhost]", got)
+	}
+	if _, err := handshake(addr, &tls.Config{ServerName: "y.x.app.localhost", RootCAs: roots}); err == nil {
+		t.Error("handshake for y.x.app.localhost succeeded")
+	}
+}
