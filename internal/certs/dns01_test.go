@@ -263,3 +263,40 @@ func TestLocalWildcard(t *testing.T) {
 		t.Error("handshake for y.x.app.localhost succeeded")
 	}
 }
+
+// TestChallengeTypes: a name's rule chooses its challenge; names without
+// one try tls-alpn-01 then http-01 (when the HTTP handler is wired); a
+// wildcard without a dns-01 rule and http-01 without the handler fail.
+func TestChallengeTypes(t *testing.T) {
+	m := newTestManager(t, Config{CacheDir: t.TempDir(), DirectoryURL: "https://127.0.0.1:1/unused"})
+	dns := &DNS01{Provider: &DNSHook{Path: "/bin/true"}}
+	err := m.SetChallenges([]ChallengeRule{
+		{Names: []string{"*.Example.test", "d.example.test"}, Type: challengeDNS01, DNS01: dns},
+		{Names: []string{"h.example.test"}, Type: challengeHTTP01},
+		{Names: []string{"t.example.test"}, Type: challengeTLSALPN01},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	check := func(host string, want []string, wantErr string) {
+		t.Helper()
+		got, d, err := m.challengeTypes(host)
+		switch {
+		case wantErr != "":
+			if err == nil || !strings.Contains(err.Error(), wantErr) {
+				t.Errorf("challengeTypes(%s) = %v, %v; want an error containing %q", host, got, err, wantErr)
+			}
+		case err != nil || !slices.Equal(got, want) || (want[0] == challengeDNS01) != (d == dns):
+			t.Errorf("challengeTypes(%s) = %v, %v, %v; want %v", host, got, d, err, want)
+		}
+	}
+	check("*.example.test", []string{"dns-01"}, "")
+	check("d.example.test", []string{"dns-01"}, "")
+	check("t.example.test", []string{"tls-alpn-01"}, "")
+	check("o.example.test", []string{"tls-alpn-01"}, "")
+	check("h.example.test", nil, "no HTTP listener")
+	check("*.other.test", nil, "needs a dns-01 challenge rule")
+	m.HTTPHandler(nil)
+	check("h.example.test", []string{"http-01"}, "")
+	check("o.example.test", []string{"tls-alpn-01", "http-01"}, "")
+}
