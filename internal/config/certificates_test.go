@@ -51,6 +51,7 @@ func TestCertificatesErrors(t *testing.T) {
 		{"rfc2136 bad zone", hosts + rfc("      tsig_secret_env: LEPROXY_TEST_TSIG\n")[:0] + "certificates:\n- names: ['*.example.com']\n  challenge: dns-01\n  dns:\n    rfc2136: {server: 'ns1:53', zone: 'exa mple.com', tsig_key: k, tsig_secret: c2VjcmV0}\n", 7, "certificates[0].dns.rfc2136.zone", "invalid zone"},
 		{"wildcard kafka route", "tcp:\n- listen: :9093\n  protocol: kafka\n  routes:\n    '*.example.com': 127.0.0.1:2\n" + "certificates:\n- names: ['*.example.com']\n  challenge: dns-01\n  dns: {hook: /bin/true}\n", 5, "tcp[0].routes", "a kafka route cannot be a wildcard"},
 		{"wildcard smtp route", "tcp:\n- listen: :587\n  protocol: smtp\n  routes:\n    '*.example.com': 127.0.0.1:2\n", 5, "tcp[0].routes", "a smtp route cannot be a wildcard"},
+		{"unquoted wildcard in a list", hosts + "certificates:\n- names: [*.example.com]\n  challenge: dns-01\n", 4, "", `quote wildcard names ("*.example.com")`},
 		{"duplicate section", hosts + "certificates: []\ncertificates: []\n", 4, "", "duplicate certificates section (first at line 3)"},
 	}
 	for _, tt := range tests {
