@@ -300,3 +300,27 @@ func TestChallengeTypes(t *testing.T) {
 	check("h.example.test", []string{"http-01"}, "")
 	check("o.example.test", []string{"tls-alpn-01", "http-01"}, "")
 }
+
+// TestDNS01HookFailsOrder: a hook's non-zero exit fails the order, and its
+// output is in Status and the log.
+func TestDNS01HookFailsOrder(t *testing.T) {
+	_, p := startDNS01(t)
+	script := filepath.Join(t.TempDir(), "hook.sh")
+	if err := os.WriteFile(script, []byte("#!/bin/sh\n[ \"$1\" = cleanup ] && exit 0\necho \"no credentials for $CERTBOT_DOMAIN\" >&2\nexit 7\n"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	rule := ChallengeRule{Names: []string{"f.example.test"}, Type: challengeDNS01, DNS01: &DNS01{Provider: &DNSHook{Path: script}}}
+	m, logs := dnsManager(t, p, t.TempDir(), []ChallengeRule{rule}, "f.example.test")
+	ctx, cancel := context.WithTimeout(context.Background(), handshakeTimeout)
+	defer cancel()
+	if _, err := m.certificate(ctx, ecdsaHello("f.example.test")); err == nil {
+		t.Fatal("certificate through a failing hook succeeded")
+	}
+	st := statusOfHost(m, "f.example.test")
+	if st.Failures != 1 || !strings.Contains(st.LastError, "exit status 7") || !strings.Contains(st.LastError, "no credentials for f.example.test") {
+		t.Errorf("Status = %+v, want the hook's exit status and output", st)
+	}
+	if got := logs.count("certificate failed", "host=f.example.test", "challenge=dns-01"); got != 1 {
+		t.Errorf("%d \"certificate failed\" records, want 1; log:\n%s", got, logs)
+	}
+}
