@@ -97,3 +97,15 @@ func TestLookup(t *testing.T) {
 		}
 	}
 }
+
+func BenchmarkLookup(b *testing.B) {
+	m := map[string]int{"app.example.com": 1, "*.example.com": 2}
+	for _, name := range []string{"app.example.com", "other.example.com"} {
+		b.Run(name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				Lookup(m, name)
+			}
+		})
+	}
+}
