@@ -22,7 +22,7 @@ import (
 func TestDNS01Wildcards(t *testing.T) {
 	key := testenv.NewTSIGKey(t, "leproxy.")
 	b := testenv.StartBIND(t, "example.test", key)
-	p := testenv.StartPebbleResolver(t, testenv.FreePort(t), testenv.FreePort(t), b.Addr)
+	p := testenv.StartPebble(t, testenv.FreePort(t), testenv.FreePort(t), testenv.WithPebbleDNS(b.Addr))
 	nsupdate := testenv.LookBinary(t, "nsupdate", "bind9-dnsutils")
 	dir := t.TempDir()
 	keyFile := writeFile(t, dir, "tsig.key", fmt.Sprintf("key %q {\n\talgorithm %s;\n\tsecret %q;\n};\n", key.Name, key.Algorithm, key.Secret))

@@ -21,7 +21,7 @@ const dnsTestZone = "example.test."
 func startDNS01(t *testing.T) (*testenv.BIND, *testenv.Pebble) {
 	t.Helper()
 	b := testenv.StartBIND(t, dnsTestZone, testenv.NewTSIGKey(t, "leproxy-test."))
-	p := testenv.StartPebbleResolver(t, testenv.FreePort(t), testenv.FreePort(t), b.Addr)
+	p := testenv.StartPebble(t, testenv.FreePort(t), testenv.FreePort(t), testenv.WithPebbleDNS(b.Addr))
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("named log:\n%s", b.Log())
