@@ -2,6 +2,7 @@ package certs
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -145,7 +146,7 @@ func (m *Manager) fulfillDNS01(ctx context.Context, client *acme.Client, chal *a
 	}
 	if err := cfg.Provider.Present(ctx, fqdn, value); err != nil {
 		cleanup() // a hook may have done half of it
-		return nil, fmt.Errorf("publishing %s TXT: %w", fqdn, err)
+		return nil, &dnsSideError{fmt.Errorf("publishing %s TXT: %w", fqdn, err)}
 	}
 	timeout := cfg.PropagationTimeout
 	if timeout <= 0 {
@@ -153,9 +154,28 @@ func (m *Manager) fulfillDNS01(ctx context.Context, client *acme.Client, chal *a
 	}
 	if err := waitForTXT(ctx, cfg.CheckServers, fqdn, value, timeout); err != nil {
 		cleanup()
-		return nil, err
+		return nil, &dnsSideError{err}
 	}
 	return cleanup, nil
+}
+
+// dnsSideError is a failure on leproxy's side of a dns-01 challenge (the
+// DNS server, the hook), not the CA's: it hides the network errors in it
+// from the issuer fallback (unavailable), since every issuer would meet
+// the same DNS, while a DNSError and the context's errors stay visible.
+type dnsSideError struct{ err error }
+
+func (e *dnsSideError) Error() string { return e.err.Error() }
+
+// Is reports the context's errors (and any other) the wrapped error holds.
+func (e *dnsSideError) Is(target error) bool { return errors.Is(e.err, target) }
+
+// As finds a *DNSError only.
+func (e *dnsSideError) As(target any) bool {
+	if t, ok := target.(**DNSError); ok {
+		return errors.As(e.err, t)
+	}
+	return false
 }
 
 // waitForTXT polls each of servers until it answers value among the TXT

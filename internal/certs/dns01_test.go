@@ -3,6 +3,7 @@ package certs
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -322,5 +323,32 @@ func TestDNS01HookFailsOrder(t *testing.T) {
 	}
 	if got := logs.count("certificate failed", "host=f.example.test", "challenge=dns-01"); got != 1 {
 		t.Errorf("%d \"certificate failed\" records, want 1; log:\n%s", got, logs)
+	}
+}
+
+// TestDNSFailureIsNotTheIssuers: an unreachable DNS server fails the
+// challenge without making the issuer look unavailable (every issuer would
+// meet the same DNS), and the DNS server's rcode stays visible.
+func TestDNSFailureIsNotTheIssuers(t *testing.T) {
+	port := testenv.FreePort(t) // reserved, nothing listens
+	prov, err := NewRFC2136(RFC2136Config{Server: fmt.Sprintf("127.0.0.1:%d", port), Zone: "example.test.", KeyName: "k.", Secret: "c2VjcmV0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	perr := prov.Present(context.Background(), "_acme-challenge.example.test.", "v")
+	if perr == nil {
+		t.Fatal("update to a closed port succeeded")
+	}
+	wrapped := &orderError{challenge: challengeDNS01, err: &dnsSideError{perr}}
+	if !unavailable(perr) || unavailable(wrapped) {
+		t.Errorf("unavailable(raw) = %v, unavailable(wrapped) = %v; want true, false", unavailable(perr), unavailable(wrapped))
+	}
+	de := &DNSError{Op: "x", Server: "s", Rcode: 9}
+	var got *DNSError
+	if !errors.As(&orderError{err: &dnsSideError{fmt.Errorf("w: %w", de)}}, &got) || got != de {
+		t.Error("DNSError not found through dnsSideError")
+	}
+	if !errors.Is(&dnsSideError{fmt.Errorf("w: %w", context.DeadlineExceeded)}, context.DeadlineExceeded) {
+		t.Error("context error not found through dnsSideError")
 	}
 }
