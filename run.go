@@ -53,6 +53,9 @@ type runEnv struct {
 }
 
 func (env runEnv) run(ctx context.Context, args []string) error {
+	if install, ok := subcommand(args); ok {
+		return env.trust(ctx, install, args[1:])
+	}
 	stdout, stderr := env.stdout, env.stderr
 	a, set, err := parseArgs(args, stderr)
 	if err != nil {
