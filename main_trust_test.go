@@ -99,7 +99,11 @@ func TestTrustUntrust(t *testing.T) {
 	t.Cleanup(func() {
 		if _, err := os.Stat(installed); err == nil {
 			os.Remove(installed)
-			if out, err := exec.Command(sys.Update[0], sys.Update[1:]...).CombinedOutput(); err != nil {
+			update := sys.Update
+			if sys.Remove != nil {
+				update = sys.Remove
+			}
+			if out, err := exec.Command(update[0], update[1:]...).CombinedOutput(); err != nil {
 				t.Errorf("restoring the system store: %v\n%s", err, out)
 			}
 		}
@@ -190,6 +194,10 @@ func TestTrustUntrust(t *testing.T) {
 	}
 	if got := curlStatus(); got != 60 {
 		t.Errorf("after untrust: curl exit status %d, want 60", got)
+	}
+	// Nothing of the root is left in the system store, links included.
+	if links, err := filepath.Glob("/etc/ssl/certs/leproxy-" + root.Fingerprint() + "*"); err != nil || len(links) > 0 {
+		t.Errorf("after untrust: left in /etc/ssl/certs: %v %v", links, err)
 	}
 	if got := goStatus(); got != 3 {
 		t.Errorf("after untrust: Go dial status %d, want 3", got)

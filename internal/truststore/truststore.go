@@ -41,12 +41,16 @@ type SystemStore struct {
 	Dir    string   // where local roots go, one file each
 	Ext    string   // the extension the update command looks for
 	Update []string // the command that rebuilds the bundle
+	// Remove rebuilds it after a removal; nil means Update.
+	Remove []string
 }
 
 // systemStores are the stores Detect knows, tried in order.
 var systemStores = []SystemStore{
 	// Debian, Ubuntu, Alpine.
-	{Name: "update-ca-certificates", Dir: "/usr/local/share/ca-certificates", Ext: ".crt", Update: []string{"update-ca-certificates"}},
+	// Without --fresh, Debian's rebuilds the bundle but leaves the removed
+	// root's links in /etc/ssl/certs.
+	{Name: "update-ca-certificates", Dir: "/usr/local/share/ca-certificates", Ext: ".crt", Update: []string{"update-ca-certificates"}, Remove: []string{"update-ca-certificates", "--fresh"}},
 	// Fedora, RHEL, CentOS.
 	{Name: "update-ca-trust", Dir: "/etc/pki/ca-trust/source/anchors", Ext: ".pem", Update: []string{"update-ca-trust", "extract"}},
 	// Arch.
@@ -194,13 +198,17 @@ func applySystem(ctx context.Context, root *Root, s *SystemStore, add bool) (str
 		}
 		return "", fmt.Errorf("truststore: system store: %w", err)
 	}
-	if out, err := run(ctx, s.Update[0], s.Update[1:]...); err != nil {
-		return "", fmt.Errorf("truststore: system store: %s: %w\n%s", strings.Join(s.Update, " "), err, out)
+	update := s.Update
+	if !add && s.Remove != nil {
+		update = s.Remove
+	}
+	if out, err := run(ctx, update[0], update[1:]...); err != nil {
+		return "", fmt.Errorf("truststore: system store: %s: %w\n%s", strings.Join(update, " "), err, out)
 	}
 	if add {
-		return fmt.Sprintf("system store: added %s and ran %s", path, strings.Join(s.Update, " ")), nil
+		return fmt.Sprintf("system store: added %s and ran %s", path, strings.Join(update, " ")), nil
 	}
-	return fmt.Sprintf("system store: removed %s and ran %s", path, strings.Join(s.Update, " ")), nil
+	return fmt.Sprintf("system store: removed %s and ran %s", path, strings.Join(update, " ")), nil
 }
 
 // nssDatabases returns the NSS databases under home, as certutil -d
