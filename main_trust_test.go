@@ -55,7 +55,10 @@ func TestHelperSystemPoolDial(t *testing.T) {
 // happens.
 func TestTrustUntrust(t *testing.T) {
 	if os.Geteuid() != 0 {
-		testenv.Unavailable(t, "root (sudo)", errors.New("changing the system trust store needs root"))
+		// Skipped even with LEPROXY_INTEGRATION=require, as Postfix's tests
+		// are: GitHub's runners are not root (.ci/run is); they still run
+		// TestTrustCreatesLocalCA on temporary stores.
+		t.Skip("changing the system trust store needs root; run the tests as root to include it")
 	}
 	testenv.LookBinary(t, "update-ca-certificates", "ca-certificates")
 	certutil := testenv.LookBinary(t, "certutil", "libnss3-tools")
