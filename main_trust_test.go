@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -250,5 +251,29 @@ func TestTrustCreatesLocalCA(t *testing.T) {
 	}
 	if !strings.Contains(out.String(), "NSS: no browser database under") {
 		t.Errorf("trust output does not say that no NSS database was found:\n%s", &out)
+	}
+
+	// Root making the CA in a service user's cache gives it to that user.
+	if os.Geteuid() != 0 {
+		return
+	}
+	owned := filepath.Join(t.TempDir(), "cache")
+	if err := os.Mkdir(owned, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(owned, 65534, 65534); err != nil {
+		t.Fatal(err)
+	}
+	if err := runIO(ctx, []string{"trust", "-cache", owned}, io.Discard, io.Discard); err != nil {
+		t.Fatalf("trust as root on a cache owned by 65534: %v", err)
+	}
+	for _, name := range []string{"local-ca", "local-ca/root.pem", "local-ca/root-key.pem"} {
+		fi, err := os.Stat(filepath.Join(owned, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st := fi.Sys().(*syscall.Stat_t); st.Uid != 65534 || st.Gid != 65534 {
+			t.Errorf("%s owned by %d:%d, want the cache's 65534:65534", name, st.Uid, st.Gid)
+		}
 	}
 }

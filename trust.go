@@ -107,7 +107,14 @@ func localRoot(a trustArgs, create bool) (string, error) {
 		return "", err
 	}
 	defer cm.Close()
-	return cm.EnsureLocalCA()
+	path, err = cm.EnsureLocalCA()
+	if err != nil {
+		return "", err
+	}
+	if err := giveLocalCAToCacheOwner(a.Cache); err != nil {
+		return "", fmt.Errorf("giving the local CA to the cache's owner: %w", err)
+	}
+	return path, nil
 }
 
 // subcommand reports whether args start with trust or untrust.
