@@ -631,3 +631,11 @@ func setSeam[T any](t *testing.T, p *T, v T) {
 	*p = v
 	t.Cleanup(func() { *p = old })
 }
+
+// TestWorkFactors checks that what Write uses in production, Restore
+// accepts: 128 MiB to write, up to age -p's 256 MiB to read.
+func TestWorkFactors(t *testing.T) {
+	if productionWorkFactor != 17 || maxWorkFactor != 18 {
+		t.Errorf("work factors: write %d, restore at most %d; want 17 and 18 as documented", productionWorkFactor, maxWorkFactor)
+	}
+}
