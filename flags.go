@@ -108,6 +108,7 @@ Usage:
   leproxy -map mapping.yml -cache /var/cache/leproxy [flags]
   leproxy                    (demo: local CA, *.localhost names, ports 8443 and 8080)
   leproxy -check -map mapping.yml
+  leproxy trust | untrust [-cache DIR]   (the local CA root in the system and browser stores)
 
 Flags:
 `
