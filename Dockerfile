@@ -3,7 +3,7 @@
 #
 #   docker build -t leproxy .
 #   docker buildx build --platform linux/amd64,linux/arm64,linux/arm/v7 -t leproxy .
-#   docker run -d --name leproxy -p 80:8080 -p 443:8443 \
+#   docker run -d --name leproxy -p 80:8080 -p 443:8443 -p 443:8443/udp \
 #     -v /etc/leproxy:/etc/leproxy:ro -v leproxy-cache:/var/cache/leproxy leproxy
 #
 # The admin endpoints (/health/live, /health/ready, /metrics, /certificates)
@@ -50,11 +50,12 @@ COPY --from=build /out/leproxy /usr/local/bin/leproxy
 COPY --from=build --chown=65532:65532 /out/cache /var/cache/leproxy
 USER 65532:65532
 VOLUME ["/var/cache/leproxy"]
-# Unprivileged ports inside the container: publish them as 443 and 80.
+# Unprivileged ports inside the container; publish them as 443 (TCP and
+# UDP, for HTTP/3) and 80. Alt-Svc announces HTTP/3 on the published 443.
 # 9090 is the admin port, on the container's loopback unless -admin :9090
 # is given (see above); publish it on the host's loopback only.
-EXPOSE 8443 8080 9090
-ENTRYPOINT ["/usr/local/bin/leproxy", "-cache", "/var/cache/leproxy", "-addr", ":8443", "-http", ":8080", "-admin", "127.0.0.1:9090"]
+EXPOSE 8443 8443/udp 8080 9090
+ENTRYPOINT ["/usr/local/bin/leproxy", "-cache", "/var/cache/leproxy", "-addr", ":8443", "-h3-port", "443", "-http", ":8080", "-admin", "127.0.0.1:9090"]
 # Liveness, not readiness: a name whose DNS does not point here yet makes
 # /health/ready fail, and restarting the container would not fix it. The
 # image has no curl: leproxy probes itself.
