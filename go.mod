@@ -3,6 +3,7 @@ module github.com/leproxy/leproxy
 go 1.26.0
 
 require (
+	filippo.io/age v1.3.2
 	github.com/FerretDB/FerretDB v1.24.2
 	github.com/IBM/sarama v1.61.1
 	github.com/apache/cassandra-gocql-driver/v2 v2.1.2
@@ -43,6 +44,7 @@ require (
 
 require (
 	filippo.io/edwards25519 v1.2.0 // indirect
+	filippo.io/hpke v0.4.0 // indirect
 	github.com/AlekSi/pointer v1.2.0 // indirect
 	github.com/Azure/go-ntlmssp v0.1.1 // indirect
 	github.com/FerretDB/wire v0.0.8 // indirect
