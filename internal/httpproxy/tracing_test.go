@@ -337,11 +337,11 @@ func TestTracingUnknownHost(t *testing.T) {
 	if resp.StatusCode != http.StatusNotFound {
 		t.Fatalf("status %d, want 404", resp.StatusCode)
 	}
-	spans := rcv.WaitFor(t, "the server span", func(s []otlptest.Span) bool { return len(s) > 0 })
+	rcv.WaitFor(t, "the server span", func(s []otlptest.Span) bool { return len(s) > 0 })
 	if err := p.ForceFlush(t.Context()); err != nil {
 		t.Fatal(err)
 	}
-	spans = rcv.Spans()
+	spans := rcv.Spans()
 	if len(spans) != 1 || spans[0].Kind != tracepb.Span_SPAN_KIND_SERVER {
 		t.Fatalf("got:\n%s\nwant one server span", otlptest.Dump(spans))
 	}
