@@ -138,8 +138,9 @@ func (p *Provider) Protocol() string {
 	return p.protocol
 }
 
-// Endpoint is the endpoint variable in force, "" when the exporter uses its
-// default, for the start-up log line.
+// Endpoint is the endpoint variable in force without userinfo or query
+// (which may hold a credential), "" when the exporter uses its default,
+// for the start-up log line.
 func (p *Provider) Endpoint() string {
 	if p == nil {
 		return ""
