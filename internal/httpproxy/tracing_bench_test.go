@@ -114,3 +114,34 @@ func BenchmarkTracingProxied(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkTracingOffCheck isolates what the tracing code adds to every
+// request when tracing is off: "serve" calls the chain below ServeHTTP
+// directly, as a build without tracing would, "ServeHTTP" goes through
+// the nil-Tracer check first. A request for an unknown host keeps the
+// chain short, so that a fixed cost shows. Compare with -count 10: the
+// rounds interleave.
+func BenchmarkTracingOffCheck(b *testing.B) {
+	h, err := New([]config.Host{{Name: "a.example.com", Backend: config.Backend{Kind: config.BackendTCP, Raw: "127.0.0.1:1", Addr: "127.0.0.1:1"}}}, Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, bc := range []struct {
+		name  string
+		serve func(http.ResponseWriter, *http.Request)
+	}{{"serve", h.serve}, {"ServeHTTP", h.ServeHTTP}} {
+		b.Run(bc.name, func(b *testing.B) {
+			req := httptest.NewRequest(http.MethodGet, "https://other.example.com/", nil)
+			req.RemoteAddr = "192.0.2.1:4242"
+			w := &discardWriter{h: make(http.Header)}
+			b.ReportAllocs()
+			for b.Loop() {
+				clear(w.h)
+				bc.serve(w, req)
+				if w.code != http.StatusNotFound {
+					b.Fatalf("status %d", w.code)
+				}
+			}
+		})
+	}
+}
