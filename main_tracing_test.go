@@ -38,7 +38,8 @@ func clearOTELEnv(t *testing.T) {
 // one span with its protocol, bytes and end; stopping leproxy flushes the
 // spans (the batch delay is left at its 5 s default, so only the stop's
 // flush can have sent them); no span holds the query, the Authorization
-// header or the redis password.
+// header or the redis password. An HTTP/3 request gets the same spans,
+// with network.protocol.version 3.
 func TestTracingEndToEnd(t *testing.T) {
 	const redisPassword = "rpw-Kx9s3cret"
 	clearOTELEnv(t)
@@ -96,6 +97,25 @@ tcp:
 	}
 	backendHeader := <-seen
 
+	// The same over HTTP/3: the same handler chain, so the same spans.
+	waitLog(t, d, fmt.Sprintf("proto=h3 addr=%s", addr), 1)
+	const h3TraceID = "6bf92f3577b34da6a3ce929d0e0e4736"
+	req3, err := http.NewRequest(http.MethodGet, "https://app.localhost/h3?token=q-s3cret", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req3.Header.Set("Traceparent", "00-"+h3TraceID+"-"+parentID+"-01")
+	resp3, err := h3ClientFor(t, addr, roots).Do(req3)
+	if err != nil {
+		t.Fatalf("GET over HTTP/3: %v", err)
+	}
+	io.Copy(io.Discard, resp3.Body)
+	resp3.Body.Close()
+	if resp3.StatusCode != http.StatusOK || resp3.ProtoMajor != 3 {
+		t.Fatalf("got %d %s, want 200 over HTTP/3", resp3.StatusCode, resp3.Proto)
+	}
+	h3Header := <-seen
+
 	rc := goredis.NewClient(&goredis.Options{
 		Addr: fmt.Sprintf("127.0.0.1:%d", redisPort), Password: redisPassword, MaxRetries: -1,
 		DialTimeout: 10 * time.Second, ReadTimeout: 10 * time.Second,
@@ -118,9 +138,13 @@ tcp:
 		t.Fatal(err)
 	}
 	spans := rcv.Spans()
-	var server, client, session otlptest.Span
+	var server, client, session, h3Server, h3Client otlptest.Span
 	for _, s := range spans {
 		switch {
+		case s.TraceID == h3TraceID && s.Kind == tracepb.Span_SPAN_KIND_SERVER:
+			h3Server = s
+		case s.TraceID == h3TraceID && s.Kind == tracepb.Span_SPAN_KIND_CLIENT:
+			h3Client = s
 		case s.Kind == tracepb.Span_SPAN_KIND_SERVER && s.Name == "GET":
 			server = s
 		case s.Kind == tracepb.Span_SPAN_KIND_CLIENT:
@@ -144,6 +168,13 @@ tcp:
 	if server.Attrs["url.path"] != "/orders" || server.Attrs["network.protocol.version"] != "2" ||
 		server.Attrs["server.address"] != "app.localhost" || server.Attrs["http.response.status_code"] != int64(200) {
 		t.Errorf("server span attributes %v", server.Attrs)
+	}
+	if h3Server.ParentSpanID != parentID || h3Server.Attrs["network.protocol.version"] != "3" ||
+		h3Server.Attrs["url.path"] != "/h3" || h3Client.ParentSpanID != h3Server.SpanID {
+		t.Errorf("HTTP/3 spans:\n%s\nwant a server span under %s with network.protocol.version 3 and its client span", otlptest.Dump([]otlptest.Span{h3Server, h3Client}), parentID)
+	}
+	if want := "00-" + h3TraceID + "-" + h3Client.SpanID + "-01"; h3Header.Get("Traceparent") != want {
+		t.Errorf("backend got traceparent %q over HTTP/3, want %q", h3Header.Get("Traceparent"), want)
 	}
 	if server.Resource["service.name"] != "edge-proxy" {
 		t.Errorf("service.name %v, want edge-proxy from OTEL_SERVICE_NAME", server.Resource["service.name"])
