@@ -48,6 +48,7 @@ type runArgs struct {
 	Admin     string `flag:"admin,address for /health/live, /health/ready, /metrics and /certificates (empty: off; keep it on loopback)"`
 	DebugAddr string `flag:"debug-addr,address serving Go's net/http/pprof profiles under /debug/pprof/ (empty: off; keep it on loopback)"`
 	AccessLog bool   `flag:"access-log,log one line per HTTPS request"`
+	Otel      bool   `flag:"otel,export OpenTelemetry traces over OTLP as the OTEL_* environment variables say (also on when OTEL_EXPORTER_OTLP_ENDPOINT or OTEL_EXPORTER_OTLP_TRACES_ENDPOINT is set)"`
 	LogFormat string `flag:"log-format,log format: text or json"`
 	LogLevel  string `flag:"log-level,log level: debug, info, warn or error"`
 	Backup    string `flag:"backup,write the cache (ACME account, certificates, local CA) to this age-encrypted FILE and exit (- for stdout); passphrase from $LEPROXY_BACKUP_PASSPHRASE or -backup-passphrase-file, or see -backup-recipient"`

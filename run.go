@@ -179,14 +179,19 @@ func (env runEnv) run(ctx context.Context, args []string) error {
 	// tcp listeners; every other address is bound before anything serves,
 	// so that a port in use is a start-up error and not a half-started
 	// daemon.
-	proxyOpts := httpproxy.Options{HSTS: a.HSTS, AllowMisdirected: a.AllowMisdirected, Logger: logger, OnBackendError: metrics.BackendError, MaxHeaders: a.MaxHeaders, MaxURI: a.MaxURI, KeepUnderscoreHeaders: a.KeepUnderscoreHeaders}
+	tp, err := startTracing(ctx, a.Otel, logger)
+	if err != nil {
+		return err
+	}
+	defer stopTracing(tp, logger) // after the drain: the drained requests' spans go too
+	proxyOpts := httpproxy.Options{Tracer: tp.Tracer(), HSTS: a.HSTS, AllowMisdirected: a.AllowMisdirected, Logger: logger, OnBackendError: metrics.BackendError, MaxHeaders: a.MaxHeaders, MaxURI: a.MaxURI, KeepUnderscoreHeaders: a.KeepUnderscoreHeaders}
 	clients := clientlimit.New(policyOf(cfg.Limits), clientlimit.Options{
 		Blocks:    clientlimit.NewBlocklist(clientlimit.BlocklistOptions{Logger: logger, OnBlock: metrics.ClientBlocked}),
 		OnLimited: func(kind string) { metrics.ClientLimited("connection", kind) },
 	})
 	proxyOpts.Clients = clients
 	proxyOpts.OnLimited = func(_, kind string) { metrics.ClientLimited("request", kind) }
-	deps := tcpDeps{getCertificate: cm.GetCertificate, metrics: metrics, logger: logger, clients: clients}
+	deps := tcpDeps{getCertificate: cm.GetCertificate, metrics: metrics, logger: logger, clients: clients, observer: tp.SessionObserver()}
 	gen, err := prepare(cfg, nil, proxyOpts, deps)
 	if err != nil {
 		return err
