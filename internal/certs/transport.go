@@ -58,6 +58,13 @@ func (t *closableTransport) RoundTrip(req *http.Request) (*http.Response, error)
 		}
 		return nil, err
 	}
+	if t.done.Err() != nil {
+		// Closed while the response came: the cancellation and the
+		// response raced, and a closed manager acts on no answer.
+		resp.Body.Close()
+		release()
+		return nil, ErrClosed
+	}
 	resp.Body = &releasingBody{ReadCloser: resp.Body, release: release}
 	return resp, nil
 }
