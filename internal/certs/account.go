@@ -80,6 +80,7 @@ func (is *issuer) accountKey(ctx context.Context) (crypto.Signer, error) {
 		return nil, fmt.Errorf("loading ACME account key: %w", err)
 	}
 	defer is.storage.Unlock(context.WithoutCancel(ctx), acmeAccountKey)
+	ctx = ContextWithLock(ctx, acmeAccountKey)
 	// Another process may have created it meanwhile.
 	if k, err := is.readAccountKey(ctx); err == nil || !errors.Is(err, fs.ErrNotExist) {
 		return k, err

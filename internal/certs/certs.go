@@ -183,6 +183,9 @@ func New(cfg Config) (*Manager, error) {
 	m.issuer.noARI = cfg.noARI
 	if !cfg.Local {
 		m.wg.Go(m.maintain)
+		if w, ok := storage.(Watcher); ok {
+			m.wg.Go(func() { m.watchStorage(w) })
+		}
 	}
 	return m, nil
 }

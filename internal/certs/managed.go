@@ -180,6 +180,10 @@ func (m *Manager) runOrder(ctx context.Context, k certKey, e *entry, f *flight, 
 		}
 	case cancelled:
 		// Closed, or the host left the mapping: not a failure of the CA.
+	case errors.As(err, new(*storageLockError)):
+		// The shared Storage is unreachable: no order was placed, so no
+		// backoff; the next handshake tries again (and fails fast).
+		e.lastErr, e.lastAttempt = err.Error(), now
 	default:
 		e.failures++
 		e.lastErr, e.lastAttempt = err.Error(), now
@@ -209,6 +213,8 @@ func (m *Manager) runOrder(ctx context.Context, k certKey, e *entry, f *flight, 
 		}
 	case cancelled:
 		m.log.Info("certificate order cancelled", "host", k.host, "key", k.keyType(), "ca", m.issuer.dirURL, "error", err)
+	case errors.As(err, new(*storageLockError)):
+		m.log.Error("certificate not ordered: storage unavailable", "host", k.host, "key", k.keyType(), "error", err)
 	default:
 		m.logFailure(k, err, current, failures, retryAt)
 		var oe *orderError
@@ -234,9 +240,11 @@ func (m *Manager) runOrder(ctx context.Context, k certKey, e *entry, f *flight, 
 func (m *Manager) issue(ctx context.Context, k certKey, current *tls.Certificate, replaces string) (c *tls.Certificate, adopted bool, err error) {
 	lock := "issue/" + k.host
 	if err := m.storage.Lock(ctx, lock); err != nil {
-		return nil, false, err
+		return nil, false, &storageLockError{err: err}
 	}
 	defer m.storage.Unlock(context.WithoutCancel(ctx), lock)
+	// A shared Storage fences the writes under the lock.
+	ctx = ContextWithLock(ctx, lock)
 	if s, err := m.readStored(ctx, k); err == nil && (current == nil || !s.Leaf.Equal(current.Leaf)) && m.clock.Now().Before(renewAt(s, time.Time{})) {
 		return s, true, nil
 	}
@@ -256,6 +264,13 @@ func (m *Manager) issue(ctx context.Context, k certKey, current *tls.Certificate
 	}
 	return c, false, nil
 }
+
+// storageLockError is a failure to take the Storage lock of an order:
+// the order was not placed.
+type storageLockError struct{ err error }
+
+func (e *storageLockError) Error() string { return "taking the order's storage lock: " + e.err.Error() }
+func (e *storageLockError) Unwrap() error { return e.err }
 
 // logFailure logs a failed order with everything an operator needs: the
 // host, the CA, the challenge, the CA's problem document, and when the next
