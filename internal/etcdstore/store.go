@@ -49,6 +49,8 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/client/v3/concurrency"
 	"go.uber.org/zap"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 )
 
 // Defaults of Options.
@@ -218,6 +220,12 @@ func Open(opts Options) (*Store, error) {
 		DialKeepAliveTimeout: s.timeout,
 		AutoSyncInterval:     0, // the endpoints given are the ones to use
 		Logger:               zap.NewNop(),
+		// gRPC's default reconnect backoff grows to two minutes: a fleet
+		// must notice etcd is back within seconds.
+		DialOptions: []grpc.DialOption{grpc.WithConnectParams(grpc.ConnectParams{
+			Backoff:           backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 2 * time.Second},
+			MinConnectTimeout: s.timeout,
+		})},
 	})
 	if err != nil {
 		return nil, fmt.Errorf("etcdstore: connecting to %s: %w", strings.Join(opts.Endpoints, ","), err)
@@ -234,7 +242,12 @@ func (s *Store) Close() error {
 	s.sess = nil
 	s.sessMu.Unlock()
 	if sess != nil {
-		sess.Close() // revokes the lease: every lock of this node is free now
+		// Revoke the lease, so every lock of this node is free now; not
+		// sess.Close, which waits up to a minute for an unreachable etcd.
+		sess.Orphan()
+		ctx, cancel := context.WithTimeout(context.Background(), s.timeout)
+		s.client.Revoke(ctx, sess.Lease())
+		cancel()
 	}
 	s.cancel()
 	return s.client.Close()
@@ -444,7 +457,7 @@ func (s *Store) Lock(ctx context.Context, name string) error {
 	// A call that just timed out (the handshake's read of the
 	// certificate, typically) with no answer since is the answer: fail at
 	// once rather than wait for another timeout.
-	if down := s.lastDown.Load(); down > s.lastOK.Load() && time.Since(time.Unix(0, down)) < 2*s.timeout {
+	if down := s.lastDown.Load(); down > s.lastOK.Load() && time.Since(time.Unix(0, down)) < s.timeout/4 {
 		<-l.sem
 		return fmt.Errorf("%w: locking %s: etcd did not answer the last call", ErrUnavailable, name)
 	}
