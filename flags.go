@@ -46,9 +46,19 @@ type runArgs struct {
 	LogLevel  string `flag:"log-level,log level: debug, info, warn or error"`
 	Backup    string `flag:"backup,write the cache (ACME account, certificates, local CA) to this encrypted FILE and exit (- for stdout); passphrase from $LEPROXY_BACKUP_PASSPHRASE"`
 	Restore   string `flag:"restore,replace the cache with this encrypted backup FILE and exit (- for stdin); stop leproxy first; passphrase from $LEPROXY_BACKUP_PASSPHRASE"`
-	Probe     string `flag:"probe,GET this URL (such as http://127.0.0.1:9090/health/ready) and exit 0 on 200, 1 otherwise: a health check for images without curl"`
-	Check     bool   `flag:"check,validate the mapping, print a summary and exit (status 0 when valid, 1 when not)"`
-	Version   bool   `flag:"version,print the version and exit"`
+	Store     string `flag:"store,fleet mode: keep certificates, locks, challenge answers and (without -map) the mapping in etcd, etcd://host1:2379,host2:2379/prefix; the -cache directory stays as a mirror"`
+	StoreCA   string `flag:"store-ca,PEM file of CA certificates to trust for etcd's TLS (turns TLS on)"`
+	StoreCert string `flag:"store-cert,PEM client certificate for etcd's TLS (with -store-key)"`
+	StoreKey  string `flag:"store-key,PEM private key of -store-cert"`
+	StoreUser string `flag:"store-user,etcd user name; the password comes from $LEPROXY_STORE_PASSWORD or -store-password-file"`
+
+	StorePasswordFile string `flag:"store-password-file,file holding the etcd password of -store-user"`
+	StoreNode         string `flag:"store-node,this node's name in the fleet's lock listings (default: the host name)"`
+	MapPut            string `flag:"map-put,validate this mapping file, write it to the -store as the fleet's mapping and exit (refused when invalid)"`
+
+	Probe   string `flag:"probe,GET this URL (such as http://127.0.0.1:9090/health/ready) and exit 0 on 200, 1 otherwise: a health check for images without curl"`
+	Check   bool   `flag:"check,validate the mapping, print a summary and exit (status 0 when valid, 1 when not)"`
+	Version bool   `flag:"version,print the version and exit"`
 }
 
 func defaultArgs() runArgs {

@@ -42,6 +42,8 @@ type certificateRow struct {
 type certificatesBody struct {
 	Now          time.Time        `json:"now"`
 	Certificates []certificateRow `json:"certificates"`
+	// Fleet is the fleet state in fleet mode (-store); absent otherwise.
+	Fleet *FleetStatus `json:"fleet,omitempty"`
 }
 
 // certificateRows turns st into rows as of now.
@@ -109,7 +111,7 @@ type certificatesPage struct {
 }
 
 // certificatesHandler serves st() as JSON or HTML; see wantsHTML.
-func certificatesHandler(st func() []certs.Status, minValid time.Duration, now func() time.Time, logger *slog.Logger) http.HandlerFunc {
+func certificatesHandler(st func() []certs.Status, fleet func() *FleetStatus, minValid time.Duration, now func() time.Time, logger *slog.Logger) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		asHTML, ok := wantsHTML(r)
 		if !ok {
@@ -120,7 +122,11 @@ func certificatesHandler(st func() []certs.Status, minValid time.Duration, now f
 		t := now()
 		rows := certificateRows(st(), t, minValid)
 		if !asHTML {
-			writeJSON(w, r, http.StatusOK, certificatesBody{Now: t.UTC(), Certificates: rows}, logger)
+			body := certificatesBody{Now: t.UTC(), Certificates: rows}
+			if fleet != nil {
+				body.Fleet = fleet()
+			}
+			writeJSON(w, r, http.StatusOK, body, logger)
 			return
 		}
 		page := certificatesPage{Now: t.UTC(), MinDays: int(minValid / (24 * time.Hour)), Rows: rows}

@@ -62,6 +62,7 @@ type Metrics struct {
 
 	tcp   tcpCollector
 	certs certCollector
+	fleet fleetCollector
 }
 
 // NewMetrics returns Metrics with every collector registered. Call it once
@@ -145,6 +146,7 @@ func newMetrics(now func() time.Time) *Metrics {
 	}
 	m.tcp.init()
 	m.certs.init()
+	m.fleet.init()
 	for _, result := range []string{"success", "failure"} {
 		m.reloads.WithLabelValues(result)
 	}
@@ -159,7 +161,7 @@ func newMetrics(now func() time.Time) *Metrics {
 		m.tlsHandshakes, m.tlsFailures,
 		m.acmeOrders, m.acmeFailures,
 		m.acmeNewOrders, m.acmeFinalizations, m.acmeStepFailures,
-		&m.tcp, &m.certs,
+		&m.tcp, &m.certs, &m.fleet,
 	)
 	m.limits.register(m.reg)
 	m.handler = promhttp.InstrumentMetricHandler(m.reg, promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{

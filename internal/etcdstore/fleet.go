@@ -98,6 +98,9 @@ func (s *Store) locksHeld(ctx context.Context) ([]Lock, error) {
 // ErrNoMapping is returned by Mapping when the fleet keeps no mapping.
 var ErrNoMapping = fmt.Errorf("etcdstore: no mapping in the store: %w", fs.ErrNotExist)
 
+// MappingKey is the etcd key of the fleet's mapping.
+func (s *Store) MappingKey() string { return s.prefix + mappingKey }
+
 // Mapping returns the fleet's mapping (YAML) and its revision.
 func (s *Store) Mapping(ctx context.Context) ([]byte, int64, error) {
 	cctx, cancel := s.call(ctx)
