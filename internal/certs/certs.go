@@ -15,6 +15,13 @@
 // one order in flight per certificate. A certificate is served until it
 // expires whatever the CA answers. Every order's outcome is logged and
 // shows in Status.
+//
+// A Storage shared by several processes (a fleet: internal/etcdstore)
+// makes them one: an order runs under the Storage lock of its name and
+// reads Storage again once it holds it, so the fleet orders once; with a
+// ChallengeStorage the challenge answers are published before the CA is
+// told to validate, so any process answers; with a Watcher a certificate
+// another process stored replaces the one in memory (see shared.go).
 package certs
 
 import (

@@ -433,19 +433,30 @@ func TestFleetAnswersForAnotherNode(t *testing.T) {
 // is served by another node's HTTP handler.
 func TestFleetHTTP01AnsweredByAnyNode(t *testing.T) {
 	f := startFleet(t, 2, "h.example.test")
-	if err := f.nodes[0].store.PutChallenge(context.Background(), "tok123+http-01", []byte("tok123.thumb"), time.Minute); err != nil {
+	const token = "evaGxfADs6pSRb2LAv9IZf17Dt3juxGJ-PCt92wr-oA"
+	if err := f.nodes[0].store.PutChallenge(context.Background(), token+"+http-01", []byte(token+".thumb"), time.Minute); err != nil {
 		t.Fatal(err)
 	}
-	req, _ := http.NewRequest(http.MethodGet, "http://"+f.nodes[1].httpLn.Addr().String()+"/.well-known/acme-challenge/tok123", nil)
-	req.Host = "h.example.test"
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
+	get := func(token string) (int, string) {
+		req, _ := http.NewRequest(http.MethodGet, "http://"+f.nodes[1].httpLn.Addr().String()+"/.well-known/acme-challenge/"+token, nil)
+		req.Host = "h.example.test"
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode, string(body)
+	}
+	if code, body := get(token); code != http.StatusOK || body != token+".thumb" {
+		t.Errorf("node1 answered %d %q, want 200 with node0's key authorization", code, body)
+	}
+	// Not a token: never looked up.
+	if err := f.nodes[0].store.PutChallenge(context.Background(), "short+http-01", []byte("x"), time.Minute); err != nil {
 		t.Fatal(err)
 	}
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK || string(body) != "tok123.thumb" {
-		t.Errorf("node1 answered %s %q, want 200 with node0's key authorization", resp.Status, body)
+	if code, _ := get("short"); code != http.StatusNotFound {
+		t.Errorf("a path that is no ACME token answered %d, want 404", code)
 	}
 }
 

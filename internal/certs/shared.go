@@ -114,7 +114,7 @@ func (m *Manager) sharedChallengeCert(ctx context.Context, host string) (*tls.Ce
 // ChallengeStorage.
 func (m *Manager) sharedHTTPResponse(ctx context.Context, token string) (string, bool) {
 	cs := m.shared()
-	if cs == nil {
+	if cs == nil || !validToken(token) {
 		return "", false
 	}
 	ctx, cancel := context.WithTimeout(ctx, challengeLookupTimeout)
@@ -124,6 +124,21 @@ func (m *Manager) sharedHTTPResponse(ctx context.Context, token string) (string,
 		return "", false
 	}
 	return string(data), true
+}
+
+// validToken reports whether token can be an ACME challenge token
+// (base64url, RFC 8555 §8.1: at least 128 bits): only such tokens are
+// looked up in the shared store, whatever a client asks for.
+func validToken(token string) bool {
+	if len(token) < 22 || len(token) > 256 {
+		return false
+	}
+	for _, c := range token {
+		if !(c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+			return false
+		}
+	}
+	return true
 }
 
 // watchStorage follows the changes of a Watcher Storage until Close.

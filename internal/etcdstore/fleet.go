@@ -20,7 +20,7 @@ import (
 type Status struct {
 	// Node is this node's name; Prefix the fleet's key prefix.
 	Node, Prefix string
-	// Connected reports that the last etcd call succeeded.
+	// Connected reports that etcd answered the status query.
 	Connected bool
 	// LastSync is when etcd last answered (a call or a watch event);
 	// zero if never.
@@ -45,15 +45,15 @@ type Lock struct {
 // CallTimeout).
 func (s *Store) Status(ctx context.Context) Status {
 	st := Status{Node: s.node, Prefix: s.prefix}
-	st.Locks, _ = s.locksHeld(ctx)
+	var err error
+	st.Locks, err = s.locksHeld(ctx)
+	st.Connected = err == nil
 	if ns := s.lastOK.Load(); ns != 0 {
 		st.LastSync = time.Unix(0, ns)
 	}
 	if e := s.lastErr.Load(); e != nil {
 		st.LastError = *e
 	}
-	// Connected when the latest event is a success.
-	st.Connected = !st.LastSync.IsZero() && (st.LastError == "" || time.Since(st.LastSync) < s.timeout)
 	return st
 }
 
@@ -68,7 +68,6 @@ func (s *Store) locksHeld(ctx context.Context) ([]Lock, error) {
 		clientv3.OpGet(s.prefix+nodeSpace, clientv3.WithPrefix()),
 	).Commit()
 	if err = s.observe(ctx, "listing locks", err); err != nil {
-		s.lastErr.Store(nil) // a status query is not the data path's problem
 		return nil, err
 	}
 	nodes := make(map[string]string)
