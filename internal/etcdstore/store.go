@@ -84,7 +84,10 @@ type Options struct {
 	Prefix string
 	// TLS, if set, is used to connect to etcd (client certificate, CA).
 	TLS *tls.Config
-	// Username and Password authenticate to etcd, if set.
+	// Username and Password authenticate to etcd, if set. The etcd
+	// client authenticates when it connects, so with them Open fails
+	// while etcd is unreachable; a TLS client certificate (etcd maps its
+	// common name to a user) has no such limit.
 	Username, Password string
 	// Mirror is the disk cache (a certs.DirStorage); nil for none.
 	Mirror certs.Storage
@@ -169,8 +172,9 @@ func ParseURL(s string) (endpoints []string, prefix string, err error) {
 	return endpoints, "/" + path + "/", nil
 }
 
-// Open returns the Store of opts. It does not wait for etcd: a Store
-// opened while etcd is down answers from its mirror until etcd is back.
+// Open returns the Store of opts. Without a user name it does not wait for
+// etcd: a Store opened while etcd is down answers from its mirror until
+// etcd is back.
 func Open(opts Options) (*Store, error) {
 	if len(opts.Endpoints) == 0 {
 		return nil, errors.New("etcdstore: no endpoints")

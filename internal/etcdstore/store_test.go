@@ -427,3 +427,60 @@ func TestWatchResumesAfterCompaction(t *testing.T) {
 	}
 	waitUntil(t, time.Second, "a key written after the re-listing", func() bool { return rec.has("after.example.com") })
 }
+
+// TestUserPassword: with etcd authentication on, a store with the user's
+// password reads and writes under its prefix; a wrong password is refused.
+func TestUserPassword(t *testing.T) {
+	e := testenv.StartEtcd(t, 1)
+	admin, _ := openStore(t, e, "auth", "admin", nil)
+	c := admin.Client()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	steps := []func() error{
+		func() error { _, err := c.UserAdd(ctx, "root", "rootpw"); return err },
+		func() error { _, err := c.UserGrantRole(ctx, "root", "root"); return err },
+		func() error { _, err := c.RoleAdd(ctx, "leproxy"); return err },
+		func() error {
+			_, err := c.RoleGrantPermission(ctx, "leproxy", "/auth/", clientv3.GetPrefixRangeEnd("/auth/"), clientv3.PermissionType(clientv3.PermReadWrite))
+			return err
+		},
+		func() error { _, err := c.UserAdd(ctx, "leproxy", "s3cret"); return err },
+		func() error { _, err := c.UserGrantRole(ctx, "leproxy", "leproxy"); return err },
+		func() error { _, err := c.AuthEnable(ctx); return err },
+	}
+	for i, step := range steps {
+		if err := step(); err != nil {
+			t.Fatalf("auth set-up step %d: %v", i, err)
+		}
+	}
+	endpoints, prefix, _ := etcdstore.ParseURL(e.StoreURL("auth"))
+	open := func(password string) (*etcdstore.Store, error) {
+		s, err := etcdstore.Open(etcdstore.Options{Endpoints: endpoints, Prefix: prefix, Username: "leproxy", Password: password, SessionTTL: testTTL})
+		if err == nil {
+			t.Cleanup(func() { s.Close() })
+		}
+		return s, err
+	}
+	s, err := open("s3cret")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Put(ctx, "a.example.com", []byte("v")); err != nil {
+		t.Fatalf("Put with the user's password: %v", err)
+	}
+	if err := s.Lock(ctx, "issue/a.example.com"); err != nil {
+		t.Fatalf("Lock with the user's password: %v", err)
+	}
+	if err := s.Unlock(ctx, "issue/a.example.com"); err != nil {
+		t.Fatal(err)
+	}
+	// The etcd client authenticates when it connects: a wrong password
+	// fails Open.
+	if _, err := open("wrong"); err == nil || !strings.Contains(err.Error(), "authentication failed") {
+		t.Errorf("Open with a wrong password: %v, want an authentication error", err)
+	}
+	// Outside its prefix the user may do nothing.
+	if _, err := s.Client().Put(ctx, "/other/x", "y"); err == nil {
+		t.Error("the user wrote outside its prefix")
+	}
+}
