@@ -199,3 +199,18 @@ func TestFleetBackupRestore(t *testing.T) {
 		t.Errorf("restored store holds %v, want %v (stale keys removed)", got, want)
 	}
 }
+
+// TestFleetStoreTLS: -store-ca, -store-cert and -store-key reach a cluster
+// that requires client certificates; without the client certificate the
+// same command fails.
+func TestFleetStoreTLS(t *testing.T) {
+	e := testenv.StartEtcdTLS(t, 1)
+	mapping := writeFile(t, t.TempDir(), "m.yml", "a.localhost: 127.0.0.1:1\n")
+	args := []string{"-store", e.StoreURL("tls"), "-cache", t.TempDir(), "-store-ca", e.CAFile, "-map-put", mapping}
+	if err := runIO(context.Background(), append(args, "-store-cert", e.ClientCertFile, "-store-key", e.ClientKeyFile), io.Discard, io.Discard); err != nil {
+		t.Fatalf("-map-put over TLS with a client certificate: %v", err)
+	}
+	if err := runIO(context.Background(), args, io.Discard, io.Discard); err == nil {
+		t.Error("-map-put without the client certificate succeeded against a cluster that requires one")
+	}
+}

@@ -1,8 +1,17 @@
 package testenv
 
 import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
 	"fmt"
 	"io"
+	"math/big"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -26,7 +35,14 @@ const etcdReadyTimeout = 30 * time.Second
 // binary (Debian etcd-server, or $ETCD_BIN): every member on its own
 // reserved client and peer ports, its data under t.TempDir().
 type Etcd struct {
+	// CAFile, ClientCertFile and ClientKeyFile are set by StartEtcdTLS:
+	// the CA of the members' certificates (PEM) and a client certificate
+	// (CN "leproxy") and key the members accept.
+	CAFile, ClientCertFile, ClientKeyFile string
+
 	t       testing.TB
+	tls     *tls.Config // for the health checks; nil without TLS
+	certs   etcdCerts
 	bin     string
 	dir     string
 	cluster string // --initial-cluster
@@ -49,16 +65,33 @@ type etcdMember struct {
 // under LEPROXY_INTEGRATION=require.
 func StartEtcd(t testing.TB, n int) *Etcd {
 	t.Helper()
+	return startEtcd(t, n, false)
+}
+
+// StartEtcdTLS is StartEtcd with TLS on the client URLs
+// (https://127.0.0.1:PORT) and client certificates required.
+func StartEtcdTLS(t testing.TB, n int) *Etcd {
+	t.Helper()
+	return startEtcd(t, n, true)
+}
+
+func startEtcd(t testing.TB, n int, withTLS bool) *Etcd {
+	t.Helper()
 	bin := os.Getenv("ETCD_BIN")
 	if bin == "" {
 		bin = LookBinary(t, "etcd", etcdPackage)
 	}
 	e := &Etcd{t: t, bin: bin, dir: t.TempDir()}
+	scheme := "http://"
+	if withTLS {
+		scheme = "https://"
+		e.makeCerts(t)
+	}
 	var peers []string
 	for i := range n {
 		m := &etcdMember{
 			name:      "m" + strconv.Itoa(i),
-			clientURL: "http://127.0.0.1:" + strconv.Itoa(FreePort(t)),
+			clientURL: scheme + "127.0.0.1:" + strconv.Itoa(FreePort(t)),
 			peerURL:   "http://127.0.0.1:" + strconv.Itoa(FreePort(t)),
 		}
 		m.dataDir = filepath.Join(e.dir, m.name)
@@ -91,7 +124,7 @@ func (e *Etcd) Endpoints() []string {
 func (e *Etcd) StoreURL(prefix string) string {
 	var hosts []string
 	for _, u := range e.Endpoints() {
-		hosts = append(hosts, strings.TrimPrefix(u, "http://"))
+		hosts = append(hosts, strings.TrimPrefix(strings.TrimPrefix(u, "http://"), "https://"))
 	}
 	return "etcd://" + strings.Join(hosts, ",") + "/" + strings.TrimPrefix(prefix, "/")
 }
@@ -172,7 +205,7 @@ func (e *Etcd) start(i int) {
 	// Short heartbeats and elections: a test waits for a new leader in
 	// well under a second. On restart the data directory overrides the
 	// --initial-* flags.
-	cmd := exec.Command(e.bin, // #nosec G204 -- the test's own etcd binary
+	args := []string{
 		"--name", m.name,
 		"--data-dir", m.dataDir,
 		"--listen-client-urls", m.clientURL,
@@ -187,7 +220,12 @@ func (e *Etcd) start(i int) {
 		"--snapshot-count", "10000",
 		"--logger", "zap",
 		"--log-level", "warn",
-	)
+	}
+	if e.tls != nil {
+		args = append(args, "--cert-file", e.certs.serverCert, "--key-file", e.certs.serverKey,
+			"--trusted-ca-file", e.CAFile, "--client-cert-auth")
+	}
+	cmd := exec.Command(e.bin, args...) // #nosec G204 -- the test's own etcd binary
 	m.proc = startProcess(e.t, "etcd "+m.name, cmd)
 }
 
@@ -202,6 +240,9 @@ func (e *Etcd) waitHealthy(i int) {
 		e.t.Fatalf("testenv: etcd member %s is stopped", m.name)
 	}
 	client := &http.Client{Timeout: 2 * time.Second}
+	if e.tls != nil {
+		client.Transport = &http.Transport{TLSClientConfig: e.tls}
+	}
 	p.waitReady(e.t, etcdReadyTimeout, func() error {
 		resp, err := client.Get(m.clientURL + "/health")
 		if err != nil {
@@ -214,4 +255,78 @@ func (e *Etcd) waitHealthy(i int) {
 		}
 		return nil
 	})
+}
+
+// etcdCerts are the server certificate files of a TLS cluster.
+type etcdCerts struct {
+	serverCert, serverKey string
+}
+
+// makeCerts writes a CA, a server certificate for 127.0.0.1 and a client
+// certificate into the test's directory and sets e's TLS fields.
+func (e *Etcd) makeCerts(t testing.TB) {
+	t.Helper()
+	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	caTmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "leproxy test etcd CA"},
+		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(24 * time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
+	}
+	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca, _ := x509.ParseCertificate(caDER)
+	e.CAFile = writePEMBlocks(t, e.dir, "ca.pem", &pem.Block{Type: "CERTIFICATE", Bytes: caDER})
+	leaf := func(name string, serial int64, usage ...x509.ExtKeyUsage) (certFile, keyFile string, pair tls.Certificate) {
+		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tmpl := &x509.Certificate{
+			SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: name},
+			NotBefore: now.Add(-time.Hour), NotAfter: now.Add(24 * time.Hour),
+			KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: usage,
+			IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)},
+		}
+		der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
+		if err != nil {
+			t.Fatal(err)
+		}
+		kder, err := x509.MarshalECPrivateKey(key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		certFile = writePEMBlocks(t, e.dir, name+".pem", &pem.Block{Type: "CERTIFICATE", Bytes: der})
+		keyFile = writePEMBlocks(t, e.dir, name+"-key.pem", &pem.Block{Type: "EC PRIVATE KEY", Bytes: kder})
+		pair, err = tls.LoadX509KeyPair(certFile, keyFile)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return certFile, keyFile, pair
+	}
+	e.certs.serverCert, e.certs.serverKey, _ = leaf("server", 2, x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth) // etcd's gateway dials itself with it
+	var client tls.Certificate
+	e.ClientCertFile, e.ClientKeyFile, client = leaf("leproxy", 3, x509.ExtKeyUsageClientAuth)
+	pool := x509.NewCertPool()
+	pool.AddCert(ca)
+	e.tls = &tls.Config{RootCAs: pool, Certificates: []tls.Certificate{client}, MinVersion: tls.VersionTLS12}
+}
+
+// writePEMBlocks writes blocks to dir/name (mode 0600) and returns the path.
+func writePEMBlocks(t testing.TB, dir, name string, blocks ...*pem.Block) string {
+	t.Helper()
+	var b []byte
+	for _, bl := range blocks {
+		b = append(b, pem.EncodeToMemory(bl)...)
+	}
+	p := filepath.Join(dir, name)
+	if err := os.WriteFile(p, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
 }
