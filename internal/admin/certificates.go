@@ -108,6 +108,7 @@ type certificatesPage struct {
 	MinDays  int
 	Rows     []certificateRow
 	Problems int
+	Fleet    *FleetStatus // fleet mode only
 }
 
 // certificatesHandler serves st() as JSON or HTML; see wantsHTML.
@@ -130,6 +131,9 @@ func certificatesHandler(st func() []certs.Status, fleet func() *FleetStatus, mi
 			return
 		}
 		page := certificatesPage{Now: t.UTC(), MinDays: int(minValid / (24 * time.Hour)), Rows: rows}
+		if fleet != nil {
+			page.Fleet = fleet()
+		}
 		for _, row := range rows {
 			if row.State != stateOK || row.LastError != "" {
 				page.Problems++
