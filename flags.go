@@ -17,13 +17,18 @@ type runArgs struct {
 	Cache    string `flag:"cache,directory for the ACME account, certificates and the local CA (created 0700); empty means $XDG_CACHE_HOME/leproxy"`
 	Addr     string `flag:"addr,HTTPS address: serves the mapped hosts and ACME tls-alpn-01 (demo default :8443)"`
 	HTTP     string `flag:"http,plain HTTP address for ACME http-01 and redirects to https; empty disables (demo default :8080)"`
+	H3       bool   `flag:"h3,serve HTTP/3 (QUIC) on UDP at the -addr port and announce it with Alt-Svc; on by default when -addr has a fixed port (not :0); -h3=false turns it off"`
+	H3Port   int    `flag:"h3-port,UDP port announced in Alt-Svc when clients reach HTTP/3 on another port than -addr's (a container publishing 443/udp to 8443); 0: -addr's port"`
 	Email    string `flag:"email,contact address given to the ACME CA for expiry notices"`
-	ACME     string `flag:"acme,ACME directory URL, or letsencrypt, letsencrypt-staging, zerossl, local (local CA only)"`
+	ACME     string `flag:"acme,ACME issuers in order of preference, comma-separated: directory URLs or letsencrypt, letsencrypt-staging, zerossl; or local (local CA only)"`
 	ACMECA   string `flag:"acme-ca,PEM file of CA certificates to trust for the ACME server's own HTTPS (private CAs, Pebble)"`
 	EABKeyID string `flag:"eab-kid,External Account Binding key ID (required by ZeroSSL)"`
 	EABHMAC  string `flag:"eab-hmac,External Account Binding HMAC key, base64url"`
-	Watch    bool   `flag:"watch,reload the mapping when its file changes (SIGHUP always reloads)"`
-	HSTS     bool   `flag:"hsts,add Strict-Transport-Security to every HTTPS response"`
+
+	ACMEEAB     string `flag:"acme-eab,External Account Binding per issuer: ISSUER=FILE (FILE holds the key ID and the base64url HMAC key) or ISSUER=env:VAR, comma-separated"`
+	ACMEProfile string `flag:"acme-profile,ACME profile to order with (such as shortlived): NAME for the first issuer, or ISSUER=NAME, comma-separated"`
+	Watch       bool   `flag:"watch,reload the mapping when its file changes (SIGHUP always reloads)"`
+	HSTS        bool   `flag:"hsts,add Strict-Transport-Security to every HTTPS response"`
 
 	TLSSessionTickets bool `flag:"tls-session-tickets,resume TLS sessions by ticket on every listener (keys rotated every 12h, tickets accepted for 24h; off by default, as Go advertises 7-day tickets to TLS 1.3 clients)"`
 
@@ -65,6 +70,7 @@ func defaultArgs() runArgs {
 	return runArgs{
 		Addr:        ":https",
 		HTTP:        ":http",
+		H3:          true,
 		ACME:        "letsencrypt",
 		IdleTimeout: 2 * time.Minute,
 

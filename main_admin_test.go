@@ -66,8 +66,8 @@ func TestAdminEndpoints(t *testing.T) {
 	// Counters move as each request or handshake finishes, which may be a
 	// moment after the client saw its end: scrape until they are all there.
 	wants := []string{
-		`leproxy_http_requests_total{code="200",host="a.localhost",method="GET"} 3`,
-		`leproxy_http_requests_total{code="502",host="b.localhost",method="GET"} 1`,
+		`leproxy_http_requests_total{code="200",host="a.localhost",method="GET",proto="h2"} 3`,
+		`leproxy_http_requests_total{code="502",host="b.localhost",method="GET",proto="h2"} 1`,
 		`leproxy_http_backend_errors_total{host="b.localhost"} 1`,
 		`leproxy_certificate_not_after_seconds{host="a.localhost"}`,
 		`leproxy_tls_handshake_failures_total{listener="https"} 0`,

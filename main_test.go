@@ -389,6 +389,9 @@ func TestStartupErrors(t *testing.T) {
 		{"missing mapping", []string{"-map", "/nonexistent/mapping.yml"}, "/nonexistent/mapping.yml"},
 		{"cache not writable", []string{"-map", good, "-cache", filepath.Join(notDir, "cache"), "-addr", "127.0.0.1:0", "-http", ""}, "cache"},
 		{"bad acme", []string{"-map", good, "-acme", "letsencrpyt", "-addr", "127.0.0.1:0", "-http", ""}, "letsencrpyt"},
+		{"bad issuer list", []string{"-map", good, "-acme", "letsencrypt,local", "-addr", "127.0.0.1:0", "-http", ""}, "local cannot be combined"},
+		{"eab for no issuer", []string{"-map", good, "-acme", "letsencrypt", "-acme-eab", "zerossl=/nonexistent", "-addr", "127.0.0.1:0", "-http", ""}, "-acme-eab"},
+		{"unreadable eab file", []string{"-map", good, "-acme", "zerossl", "-acme-eab", "zerossl=/nonexistent/eab", "-addr", "127.0.0.1:0", "-http", ""}, "/nonexistent/eab"},
 		{"bad log format", []string{"-map", good, "-log-format", "xml"}, "-log-format"},
 		{"bad acme-ca", []string{"-map", good, "-acme-ca", good, "-addr", "127.0.0.1:0", "-http", ""}, "-acme-ca"},
 	}
@@ -496,7 +499,7 @@ func TestVersionAndHelp(t *testing.T) {
 	if err == nil {
 		t.Errorf("-h: run returned nil, want flag.ErrHelp")
 	}
-	for _, f := range []string{"-map", "-cache", "-addr", "-http", "-email", "-acme", "-acme-ca", "-eab-kid", "-eab-hmac", "-hsts", "-rto", "-wto", "-idle", "-log-format", "-log-level", "-check", "-version", "-max-header-bytes", "-max-headers", "-max-uri", "-keep-underscore-headers"} {
+	for _, f := range []string{"-map", "-cache", "-addr", "-http", "-email", "-acme", "-acme-ca", "-eab-kid", "-eab-hmac", "-acme-eab", "-acme-profile", "-hsts", "-rto", "-wto", "-idle", "-log-format", "-log-level", "-check", "-version", "-max-header-bytes", "-max-headers", "-max-uri", "-keep-underscore-headers"} {
 		if !strings.Contains(help.String(), "  "+f+" ") && !strings.Contains(help.String(), "  "+f+"\n") {
 			t.Errorf("-h does not document %s", f)
 		}

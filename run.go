@@ -94,6 +94,10 @@ func (env runEnv) run(ctx context.Context, args []string) error {
 		return probe(ctx, a.Probe, stdout)
 	}
 
+	if a.H3Port < 0 || a.H3Port > 65535 {
+		return fmt.Errorf("-h3-port: %d is not a port number", a.H3Port)
+	}
+
 	// Reload signals are taken before anything listens, so that a HUP
 	// never kills a running leproxy.
 	hup := make(chan os.Signal, 1)
@@ -138,9 +142,9 @@ func (env runEnv) run(ctx context.Context, args []string) error {
 		return nil
 	}
 
-	directory, local, err := certs.ResolveDirectory(a.ACME)
+	issuers, local, err := certs.ParseIssuers(certs.IssuerFlags{ACME: a.ACME, EAB: a.ACMEEAB, Profile: a.ACMEProfile})
 	if err != nil {
-		return fmt.Errorf("-acme: %w", err)
+		return err
 	}
 	var acmeRoots *x509.CertPool
 	if a.ACMECA != "" {
@@ -159,17 +163,17 @@ func (env runEnv) run(ctx context.Context, args []string) error {
 		storage = store
 	}
 	cm, err := certs.New(certs.Config{
-		Storage:      storage,
-		OnACMEOrder:  metrics.ACMEOrder,
-		OnACMEEvent:  metrics.ACMEEvent,
-		CacheDir:     a.Cache,
-		DirectoryURL: directory,
-		Local:        local,
-		Email:        a.Email,
-		EABKeyID:     a.EABKeyID,
-		EABHMAC:      a.EABHMAC,
-		RootCAs:      acmeRoots,
-		Logger:       logger,
+		Storage:     storage,
+		OnACMEOrder: metrics.ACMEOrder,
+		OnACMEEvent: metrics.ACMEEvent,
+		CacheDir:    a.Cache,
+		Issuers:     issuers,
+		Local:       local,
+		Email:       a.Email,
+		EABKeyID:    a.EABKeyID,
+		EABHMAC:     a.EABHMAC,
+		RootCAs:     acmeRoots,
+		Logger:      logger,
 	})
 	if err != nil {
 		return fmt.Errorf("certificate manager: %w", err)
@@ -208,7 +212,7 @@ func (env runEnv) run(ctx context.Context, args []string) error {
 		}
 	}()
 	var ls listeners
-	defer ls.closeAll()
+	defer func() { ls.closeAll() }() // the listeners bound by then, not none
 	httpsLn, err := ls.listen("-addr", a.Addr)
 	if err != nil {
 		return err
@@ -218,6 +222,13 @@ func (env runEnv) run(ctx context.Context, args []string) error {
 		if httpLn, err = ls.listen("-http", a.HTTP); err != nil {
 			return err
 		}
+	}
+	var h3Conn *net.UDPConn
+	if h3Wanted(a, set) {
+		if h3Conn, err = listenH3(a.Addr, httpsLn); err != nil {
+			return err
+		}
+		defer h3Conn.Close() // until its server owns it
 	}
 	var adminLn net.Listener
 	if a.Admin != "" {
@@ -272,6 +283,14 @@ func (env runEnv) run(ctx context.Context, args []string) error {
 			return nil
 		},
 	})
+	var h3Srv *httpproxy.H3Server
+	if h3Conn != nil {
+		if h3Srv, err = newH3Server(h3Conn, a, cm, lv, metrics, logger); err != nil {
+			return err
+		}
+		httpsSrv.Handler = httpproxy.AltSvc(httpsSrv.Handler, altSvcPort(a, h3Conn))
+		g.goServe("h3", h3Srv.Serve)
+	}
 	g.goServe("https", func() error { return httpsSrv.Serve(httpsTLSLn) })
 	var httpSrv *http.Server
 	if httpLn != nil {
@@ -341,6 +360,9 @@ func (env runEnv) run(ctx context.Context, args []string) error {
 
 	_, tcpServers := lv.current()
 	logStart(logger, cfg, cm, httpsLn, httpLn, tcpServers, a.Map == "")
+	if h3Srv != nil {
+		logger.Info("listening", "proto", "h3", "addr", h3Srv.Addr().String())
+	}
 	notifier := sdnotify.New()
 	if err := notifier.Ready(); err != nil {
 		logger.Warn("notifying systemd", "error", err)
@@ -400,6 +422,9 @@ serve:
 	drainCtx, drainCancel := context.WithTimeout(context.Background(), drainTimeout)
 	defer drainCancel()
 	shutdown := []func(context.Context) error{httpsSrv.Shutdown}
+	if h3Srv != nil {
+		shutdown = append(shutdown, h3Srv.Shutdown)
+	}
 	if httpSrv != nil {
 		shutdown = append(shutdown, httpSrv.Shutdown)
 	}

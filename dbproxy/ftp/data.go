@@ -190,6 +190,19 @@ func (c *oneWay) Read(p []byte) (int, error) {
 	return n, err
 }
 
+// SetReadDeadline is the connection's, and no error once CloseWrite has
+// closed it: the pump samples its progress with read deadlines, and a
+// round may start as the other direction closes this side (checking the
+// flag only before the call left that window open: a short LIST failed
+// with "use of closed network connection" and 425).
+func (c *oneWay) SetReadDeadline(t time.Time) error {
+	err := c.Conn.SetReadDeadline(t)
+	if err != nil && c.closed.Load() {
+		return nil
+	}
+	return err
+}
+
 // track records a connection to close on failure; it fails when the
 // passive has failed already.
 func (d *passive) track(c net.Conn) error {
@@ -226,13 +239,4 @@ func (d *passive) close() {
 		d.fail(errDataClosed)
 		<-d.done
 	}
-}
-
-// SetReadDeadline is the connection's, a no-op once CloseWrite has closed
-// it: the pump samples its progress with read deadlines.
-func (c *oneWay) SetReadDeadline(t time.Time) error {
-	if c.closed.Load() {
-		return nil
-	}
-	return c.Conn.SetReadDeadline(t)
 }

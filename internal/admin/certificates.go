@@ -29,6 +29,7 @@ type certificateRow struct {
 	Host        string     `json:"host"`
 	State       string     `json:"state"`
 	Issuer      string     `json:"issuer,omitempty"`
+	CA          string     `json:"ca,omitempty"` // the ACME issuer's name, or "local"
 	Local       bool       `json:"local"`
 	NotAfter    *time.Time `json:"not_after,omitempty"`
 	DaysLeft    *int       `json:"days_left,omitempty"`
@@ -54,6 +55,7 @@ func certificateRows(st []certs.Status, now time.Time, minValid time.Duration) [
 			Host:      s.Host,
 			State:     stateMissing,
 			Issuer:    s.Issuer,
+			CA:        s.CA,
 			Local:     s.Local,
 			LastError: s.LastError,
 			Failures:  s.Failures,

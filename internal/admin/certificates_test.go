@@ -23,9 +23,9 @@ const chromium = "/usr/bin/chromium"
 var (
 	testNow      = time.Date(2026, 3, 10, 12, 0, 0, 0, time.UTC)
 	testStatuses = []certs.Status{
-		{Host: "a.example.test", Issuer: "Pebble Intermediate CA", NotAfter: testNow.Add(60*24*time.Hour + time.Hour), LastAttempt: testNow.Add(-30 * 24 * time.Hour)},
+		{Host: "a.example.test", Issuer: "Pebble Intermediate CA", CA: "zerossl", NotAfter: testNow.Add(60*24*time.Hour + time.Hour), LastAttempt: testNow.Add(-30 * 24 * time.Hour)},
 		{Host: "b.example.test", LastError: `acme: <b>403</b> "unauthorized"`, LastAttempt: testNow.Add(-time.Minute), Failures: 2, NextAttempt: testNow.Add(3 * time.Minute)},
-		{Host: "app.localhost", Issuer: "leproxy local CA", Local: true, NotAfter: testNow.Add(12 * time.Hour), LastAttempt: testNow},
+		{Host: "app.localhost", Issuer: "leproxy local CA", CA: "local", Local: true, NotAfter: testNow.Add(12 * time.Hour), LastAttempt: testNow},
 		{Host: "old.example.test", Issuer: "Pebble Intermediate CA", NotAfter: testNow.Add(-36 * time.Hour)},
 	}
 )
@@ -55,6 +55,7 @@ func TestCertificatesJSON(t *testing.T) {
 		Host        string     `json:"host"`
 		State       string     `json:"state"`
 		Issuer      string     `json:"issuer"`
+		CA          string     `json:"ca"`
 		Local       bool       `json:"local"`
 		NotAfter    *time.Time `json:"not_after"`
 		DaysLeft    *int       `json:"days_left"`
@@ -82,8 +83,8 @@ func TestCertificatesJSON(t *testing.T) {
 	wantDays := []int{60, 0, 0, -2}
 	for i, s := range testStatuses {
 		r := body.Certificates[i]
-		if r.Host != s.Host || r.Issuer != s.Issuer || r.Local != s.Local || r.LastError != s.LastError || r.State != wantStates[i] {
-			t.Errorf("row %d: got %+v, want host %s issuer %q local %v error %q state %s", i, r, s.Host, s.Issuer, s.Local, s.LastError, wantStates[i])
+		if r.Host != s.Host || r.Issuer != s.Issuer || r.CA != s.CA || r.Local != s.Local || r.LastError != s.LastError || r.State != wantStates[i] {
+			t.Errorf("row %d: got %+v, want host %s issuer %q ca %q local %v error %q state %s", i, r, s.Host, s.Issuer, s.CA, s.Local, s.LastError, wantStates[i])
 		}
 		if s.NotAfter.IsZero() {
 			if r.NotAfter != nil || r.DaysLeft != nil {

@@ -156,7 +156,7 @@ func (c *tcpCollector) Collect(ch chan<- prometheus.Metric) {
 type certCollector struct {
 	status atomic.Pointer[func() []certs.Status]
 
-	notAfter, lastAttempt, lastError, nextAttempt, failures *prometheus.Desc
+	notAfter, lastAttempt, lastError, nextAttempt, failures, issuer *prometheus.Desc
 }
 
 func (c *certCollector) init() {
@@ -171,6 +171,8 @@ func (c *certCollector) init() {
 		"Unix time of the next renewal or retry the certificate manager has scheduled for a host; absent when none is.", host, nil)
 	c.failures = prometheus.NewDesc(namespace+"_certificate_failures",
 		"Failed certificate orders for a host since its last success.", host, nil)
+	c.issuer = prometheus.NewDesc(namespace+"_certificate_issuer_info",
+		"1 for the issuer (the ACME issuer's name, or local) of the certificate served for a host; absent while unknown.", []string{"host", "issuer"}, nil)
 }
 
 // Describe implements prometheus.Collector.
@@ -180,6 +182,7 @@ func (c *certCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.lastError
 	ch <- c.nextAttempt
 	ch <- c.failures
+	ch <- c.issuer
 }
 
 // Collect implements prometheus.Collector. A host listed twice is exported
@@ -210,5 +213,8 @@ func (c *certCollector) Collect(ch chan<- prometheus.Metric) {
 			ch <- prometheus.MustNewConstMetric(c.nextAttempt, prometheus.GaugeValue, unixSeconds(s.NextAttempt), s.Host)
 		}
 		ch <- prometheus.MustNewConstMetric(c.failures, prometheus.GaugeValue, float64(s.Failures), s.Host)
+		if s.CA != "" {
+			ch <- prometheus.MustNewConstMetric(c.issuer, prometheus.GaugeValue, 1, s.Host, s.CA)
+		}
 	}
 }

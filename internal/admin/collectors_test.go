@@ -103,7 +103,7 @@ func TestCertCollector(t *testing.T) {
 	m := NewMetrics()
 	m.SetCertStatus(func() []certs.Status {
 		return []certs.Status{
-			{Host: "a.example.test", Issuer: "Pebble Intermediate", NotAfter: notAfter, LastAttempt: attempt},
+			{Host: "a.example.test", Issuer: "Pebble Intermediate", CA: "zerossl", NotAfter: notAfter, LastAttempt: attempt},
 			{Host: "b.example.test", LastError: "acme: rate limited", LastAttempt: attempt.Add(time.Minute), Failures: 3, NextAttempt: attempt.Add(time.Hour)},
 			{Host: "c.example.test"},
 			{Host: "a.example.test", NotAfter: notAfter.Add(time.Hour)}, // a duplicate: ignored
@@ -124,4 +124,6 @@ func TestCertCollector(t *testing.T) {
 	wantValue(t, mfs, "leproxy_certificate_last_error", host("a.example.test"), 0)
 	wantValue(t, mfs, "leproxy_certificate_last_error", host("b.example.test"), 1)
 	wantValue(t, mfs, "leproxy_certificate_last_error", host("c.example.test"), 0)
+	wantValue(t, mfs, "leproxy_certificate_issuer_info", map[string]string{"host": "a.example.test", "issuer": "zerossl"}, 1)
+	wantAbsent(t, mfs, "leproxy_certificate_issuer_info", host("b.example.test"))
 }

@@ -26,8 +26,10 @@ var knownMethods = map[string]bool{
 // InstrumentHTTP wraps next, the HTTPS handler, to count its requests and
 // observe their latency, and to write one access log line per request.
 //
-// Metrics: leproxy_http_requests_total{host,code,method} and
-// leproxy_http_request_duration_seconds{host,method}. host is the
+// Metrics: leproxy_http_requests_total{host,code,method,proto} and
+// leproxy_http_request_duration_seconds{host,method,proto}. proto is the
+// HTTP version as its ALPN name: "http/1.1" (or "http/1.0"), "h2" or
+// "h3". host is the
 // request's host name (port and trailing dot stripped, lower case) when
 // known(host) is true and "other" otherwise, so that names clients make up
 // cannot blow up the number of series; nil known puts every request under
@@ -37,7 +39,8 @@ var knownMethods = map[string]bool{
 //
 // Access log, when accessLog is true and logger is not nil: one Info line
 // "request" when the handler returns, with host (as sent, canonicalized),
-// method, path (without the query, which may carry secrets), status,
+// method, path (without the query, which may carry secrets), proto (as
+// for the metrics), status,
 // bytes (response bytes written to the client: the body, or everything
 // written on the connection after an upgrade), duration, backend
 // (backendOf(host); "" when backendOf is nil) and client (the remote
@@ -94,9 +97,10 @@ func (h *instrumented) done(r *http.Request, rec *responseRecorder, start time.T
 		if !knownMethods[method] {
 			method = otherMethod
 		}
-		h.m.httpRequests.WithLabelValues(label, strconv.Itoa(status), method).Inc()
+		proto := protoLabel(r)
+		h.m.httpRequests.WithLabelValues(label, strconv.Itoa(status), method, proto).Inc()
 		if !rec.hijacked {
-			h.m.httpDuration.WithLabelValues(label, method).Observe(elapsed.Seconds())
+			h.m.httpDuration.WithLabelValues(label, method, proto).Observe(elapsed.Seconds())
 		}
 	}
 	if h.logger == nil {
@@ -110,6 +114,7 @@ func (h *instrumented) done(r *http.Request, rec *responseRecorder, start time.T
 		slog.String("host", host),
 		slog.String("method", r.Method),
 		slog.String("path", r.URL.EscapedPath()),
+		slog.String("proto", protoLabel(r)),
 		slog.Int("status", status),
 		slog.Int64("bytes", rec.bytes.Load()),
 		slog.Duration("duration", elapsed),
@@ -120,4 +125,18 @@ func (h *instrumented) done(r *http.Request, rec *responseRecorder, start time.T
 		attrs = append(attrs, slog.Bool("aborted", true))
 	}
 	h.logger.LogAttrs(r.Context(), slog.LevelInfo, "request", attrs...)
+}
+
+// protoLabel is the HTTP version of r as its ALPN protocol ID, a bounded
+// label whatever the request line said.
+func protoLabel(r *http.Request) string {
+	switch {
+	case r.ProtoMajor == 3:
+		return "h3"
+	case r.ProtoMajor == 2:
+		return "h2"
+	case r.ProtoMajor == 1 && r.ProtoMinor == 0:
+		return "http/1.0"
+	}
+	return "http/1.1"
 }

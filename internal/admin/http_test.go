@@ -67,12 +67,14 @@ func protos() []struct {
 	name  string
 	h2    bool
 	major int
+	label string // the proto label
 } {
 	return []struct {
 		name  string
 		h2    bool
 		major int
-	}{{"HTTP/1.1", false, 1}, {"HTTP/2", true, 2}}
+		label string
+	}{{"HTTP/1.1", false, 1, "http/1.1"}, {"HTTP/2", true, 2, "h2"}}
 }
 
 func TestInstrumentHTTP(t *testing.T) {
@@ -114,7 +116,7 @@ func TestInstrumentHTTP(t *testing.T) {
 
 			mfs := scrape(t, m)
 			req := func(host, code, method string) map[string]string {
-				return map[string]string{"host": host, "code": code, "method": method}
+				return map[string]string{"host": host, "code": code, "method": method, "proto": p.label}
 			}
 			wantValue(t, mfs, "leproxy_http_requests_total", req("a.example.test", "200", "GET"), 3)
 			wantValue(t, mfs, "leproxy_http_requests_total", req("b.example.test", "404", "GET"), 1)
@@ -131,7 +133,7 @@ func TestInstrumentHTTP(t *testing.T) {
 				{"a.example.test", "GET", 3}, {"b.example.test", "GET", 1}, {"other", "GET", 1},
 				{"a.example.test", "POST", 1}, {"a.example.test", "OTHER", 1},
 			} {
-				hm := findMetric(mfs, "leproxy_http_request_duration_seconds", map[string]string{"host": tt.host, "method": tt.method})
+				hm := findMetric(mfs, "leproxy_http_request_duration_seconds", map[string]string{"host": tt.host, "method": tt.method, "proto": p.label})
 				if hm == nil || hm.Histogram == nil {
 					t.Errorf("duration histogram for %s %s: missing", tt.host, tt.method)
 					continue
@@ -168,7 +170,7 @@ func TestInstrumentHTTP(t *testing.T) {
 			}
 			for i, w := range wantLog {
 				rec := recs[i]
-				for k, v := range map[string]any{"host": w.host, "method": w.method, "path": w.path, "backend": w.backend, "status": w.status, "bytes": w.bytes, "level": "INFO"} {
+				for k, v := range map[string]any{"proto": p.label, "host": w.host, "method": w.method, "path": w.path, "backend": w.backend, "status": w.status, "bytes": w.bytes, "level": "INFO"} {
 					if rec[k] != v {
 						t.Errorf("access log line %d: got %s=%v, want %v", i, k, rec[k], v)
 					}
@@ -194,7 +196,7 @@ func TestInstrumentHTTPAccessLogOff(t *testing.T) {
 	if recs := logs.requests(t); len(recs) != 0 {
 		t.Errorf("got %d access log lines with the access log off, want 0", len(recs))
 	}
-	wantValue(t, scrape(t, m), "leproxy_http_requests_total", map[string]string{"host": "a.example.test", "code": "200", "method": "GET"}, 1)
+	wantValue(t, scrape(t, m), "leproxy_http_requests_total", map[string]string{"host": "a.example.test", "code": "200", "method": "GET", "proto": "http/1.1"}, 1)
 }
 
 func TestInstrumentHTTPNilMetrics(t *testing.T) {
@@ -255,7 +257,7 @@ func TestInstrumentHTTPAborted(t *testing.T) {
 				t.Errorf("got access log %v, want aborted=true status=%v bytes=%v", recs[0], tt.wantStatus, tt.wantBytes)
 			}
 			wantValue(t, scrape(t, m), "leproxy_http_requests_total",
-				map[string]string{"host": "a.example.test", "code": fmt.Sprint(tt.wantStatus), "method": "GET"}, 1)
+				map[string]string{"host": "a.example.test", "code": fmt.Sprint(tt.wantStatus), "method": "GET", "proto": "http/1.1"}, 1)
 		})
 	}
 }
@@ -425,8 +427,8 @@ func TestInstrumentHTTPHijack(t *testing.T) {
 				t.Errorf("got access log %v, want status 101 and bytes %v", recs[0], wantBytes)
 			}
 			mfs := scrape(t, m)
-			wantValue(t, mfs, "leproxy_http_requests_total", map[string]string{"host": "a.example.test", "code": "101", "method": "GET"}, 1)
-			if hm := findMetric(mfs, "leproxy_http_request_duration_seconds", map[string]string{"host": "a.example.test", "method": "GET"}); hm != nil {
+			wantValue(t, mfs, "leproxy_http_requests_total", map[string]string{"host": "a.example.test", "code": "101", "method": "GET", "proto": "http/1.1"}, 1)
+			if hm := findMetric(mfs, "leproxy_http_request_duration_seconds", map[string]string{"host": "a.example.test", "method": "GET", "proto": "http/1.1"}); hm != nil {
 				t.Errorf("a hijacked connection was observed in the latency histogram: %v", hm)
 			}
 		})
@@ -517,7 +519,7 @@ func TestInstrumentHTTPWebsocket(t *testing.T) {
 	if b, _ := recs[0]["bytes"].(float64); b < float64(echoed+3*2) {
 		t.Errorf("got bytes=%v, want at least %d", recs[0]["bytes"], echoed+3*2)
 	}
-	wantValue(t, scrape(t, m), "leproxy_http_requests_total", map[string]string{"host": "a.example.test", "code": "101", "method": "GET"}, 1)
+	wantValue(t, scrape(t, m), "leproxy_http_requests_total", map[string]string{"host": "a.example.test", "code": "101", "method": "GET", "proto": "http/1.1"}, 1)
 }
 
 // TestInstrumentHTTPResponseController checks that what

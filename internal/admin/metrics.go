@@ -80,14 +80,14 @@ func newMetrics(now func() time.Time) *Metrics {
 		httpRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: namespace,
 			Name:      "http_requests_total",
-			Help:      `HTTPS requests served, by host ("other" for names not in the mapping), status code and method.`,
-		}, []string{"host", "code", "method"}),
+			Help:      `HTTPS requests served, by host ("other" for names not in the mapping), status code, method and HTTP version (proto: http/1.1, h2, h3).`,
+		}, []string{"host", "code", "method", "proto"}),
 		httpDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Namespace: namespace,
 			Name:      "http_request_duration_seconds",
-			Help:      "Time from a request's arrival to the end of its response, by host and method; protocol upgrades (websockets) are not observed.",
+			Help:      "Time from a request's arrival to the end of its response, by host, method and HTTP version (proto); protocol upgrades (websockets) are not observed.",
 			Buckets:   httpDurationBuckets,
-		}, []string{"host", "method"}),
+		}, []string{"host", "method", "proto"}),
 		backendErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: namespace,
 			Name:      "http_backend_errors_total",

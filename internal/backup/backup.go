@@ -2,8 +2,10 @@
 // archive and restores it.
 //
 // A backup holds every regular file and directory under the cache
-// directory (the ACME account key, the certificates in autocert.DirCache
-// format, the local CA under local-ca/) with its path relative to the cache
+// directory (the ACME account keys, the certificates in autocert.DirCache
+// format and their schedules, <name>+leproxy-state, so that a restored
+// cache keeps its renewal windows and backoff, the local CA under
+// local-ca/) with its path relative to the cache
 // directory and its permission bits. Symbolic links, sockets, devices and
 // other special files make Write fail: a backup never silently misses a
 // file. Names at the top of the cache directory that start with ".leproxy-"

@@ -38,6 +38,8 @@ var accountCache = []testFile{
 	{name: "acme_account+key", mode: 0o600, data: "-----BEGIN EC PRIVATE KEY-----\naccount\n-----END EC PRIVATE KEY-----\n"},
 	{name: "www.example.com", mode: 0o600, data: "key and chain of www.example.com"},
 	{name: "www.example.com+rsa", mode: 0o600, data: "rsa key and chain"},
+	{name: "www.example.com+leproxy-state", mode: 0o600, data: `{"version":1,"failures":2}`}, // the schedule: carried
+	{name: "acme_account+key+acme.zerossl.com-v2-dv90", mode: 0o600, data: "second issuer's account"},
 	{name: "db.example.com", mode: 0o600, data: strings.Repeat("certificate bytes ", 500)},
 	{name: "empty", mode: 0o644},
 	{name: "local-ca/", mode: 0o700},

@@ -18,15 +18,21 @@ import (
 )
 
 // issuer is one ACME CA with its account: created on first use (the key
-// generated and stored as acme_account+key if Storage has none, then
+// generated and stored under keyName if Storage has none, then
 // registered; an account that already exists for the key is fine) and kept
-// for the Manager's life.
+// for the Manager's life. The first issuer also loads the account key of
+// a cache from before there were several issuers (acme_account+key).
 type issuer struct {
+	index   int    // position in Config.Issuers
+	name    string // in logs, metrics and Status
 	dirURL  string
+	profile string // ACME profile of every order; "" for the CA's default
 	email   string
 	eab     *acme.ExternalAccountBinding
 	httpc   *http.Client
 	storage Storage
+	keyName string // Storage key of the account key
+	legacy  bool   // also read acme_account+key (the first issuer)
 
 	sem    chan struct{} // capacity 1: held while the account is set up
 	client *acme.Client  // registered; nil until then
@@ -39,11 +45,13 @@ type issuer struct {
 
 // newIssuer returns the issuer of the ACME directory dirURL.
 func newIssuer(dirURL, email string, eab *acme.ExternalAccountBinding, httpc *http.Client, storage Storage) *issuer {
-	return &issuer{dirURL: dirURL, email: email, eab: eab, httpc: httpc, storage: storage, sem: make(chan struct{}, 1)}
+	return &issuer{name: dirURL, dirURL: dirURL, email: email, eab: eab, httpc: httpc, storage: storage,
+		keyName: accountKeyName(dirURL), sem: make(chan struct{}, 1)}
 }
 
 // acmeClient returns the issuer's registered client, loading or creating
 // the account on the first call (and on the next call after a failure).
+// Its errors are *accountError.
 func (is *issuer) acmeClient(ctx context.Context) (*acme.Client, error) {
 	select {
 	case is.sem <- struct{}{}:
@@ -56,7 +64,7 @@ func (is *issuer) acmeClient(ctx context.Context) (*acme.Client, error) {
 	}
 	key, err := is.accountKey(ctx)
 	if err != nil {
-		return nil, err
+		return nil, &accountError{err}
 	}
 	c := &acme.Client{Key: key, DirectoryURL: is.dirURL, HTTPClient: is.httpc, UserAgent: "leproxy"}
 	acct := &acme.Account{ExternalAccountBinding: is.eab}
@@ -64,7 +72,14 @@ func (is *issuer) acmeClient(ctx context.Context) (*acme.Client, error) {
 		acct.Contact = []string{"mailto:" + is.email}
 	}
 	if _, err := c.Register(ctx, acct, acme.AcceptTOS); err != nil && !errors.Is(err, acme.ErrAccountAlreadyExists) {
-		return nil, fmt.Errorf("registering ACME account with %s: %w", is.dirURL, err)
+		how := "without External Account Binding"
+		if is.eab != nil {
+			how = fmt.Sprintf("with External Account Binding key ID %q", is.eab.KID)
+		}
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("registering ACME account with %s: %w", is.name, err)
+		}
+		return nil, &accountError{fmt.Errorf("registering ACME account with %s (%s) %s: %w", is.name, is.dirURL, how, err)}
 	}
 	is.client = c
 	return c, nil
@@ -76,11 +91,11 @@ func (is *issuer) accountKey(ctx context.Context) (crypto.Signer, error) {
 	if k, err := is.readAccountKey(ctx); err == nil || !errors.Is(err, fs.ErrNotExist) {
 		return k, err
 	}
-	if err := is.storage.Lock(ctx, acmeAccountKey); err != nil {
+	if err := is.storage.Lock(ctx, is.keyName); err != nil {
 		return nil, fmt.Errorf("loading ACME account key: %w", err)
 	}
-	defer is.storage.Unlock(context.WithoutCancel(ctx), acmeAccountKey)
-	ctx = ContextWithLock(ctx, acmeAccountKey)
+	defer is.storage.Unlock(context.WithoutCancel(ctx), is.keyName)
+	ctx = ContextWithLock(ctx, is.keyName)
 	// Another process may have created it meanwhile.
 	if k, err := is.readAccountKey(ctx); err == nil || !errors.Is(err, fs.ErrNotExist) {
 		return k, err
@@ -93,18 +108,23 @@ func (is *issuer) accountKey(ctx context.Context) (crypto.Signer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("encoding ACME account key: %w", err)
 	}
-	if err := is.storage.Put(ctx, acmeAccountKey, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: der})); err != nil {
+	if err := is.storage.Put(ctx, is.keyName, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: der})); err != nil {
 		return nil, fmt.Errorf("storing ACME account key: %w", err)
 	}
 	return key, nil
 }
 
-// readAccountKey reads the account key under its name or autocert's legacy
-// name; the error wraps fs.ErrNotExist if neither exists.
+// readAccountKey reads the account key under its name or, for the first
+// issuer, autocert's names; the error wraps fs.ErrNotExist if none exists.
 func (is *issuer) readAccountKey(ctx context.Context) (crypto.Signer, error) {
+	names := []string{is.keyName}
+	if is.legacy {
+		names = append(names, acmeAccountKey, acmeAccountKeyLegacy)
+	}
 	var data []byte
 	var err error
-	for _, name := range []string{acmeAccountKey, acmeAccountKeyLegacy} {
+	var name string
+	for _, name = range names {
 		if data, err = is.storage.Get(ctx, name); !errors.Is(err, fs.ErrNotExist) {
 			break
 		}
@@ -114,11 +134,11 @@ func (is *issuer) readAccountKey(ctx context.Context) (crypto.Signer, error) {
 	}
 	block, _ := pem.Decode(data)
 	if block == nil || block.Type != "EC PRIVATE KEY" && block.Type != "PRIVATE KEY" && block.Type != "RSA PRIVATE KEY" {
-		return nil, fmt.Errorf("loading ACME account key %s: no PEM private key", acmeAccountKey)
+		return nil, fmt.Errorf("loading ACME account key %s: no PEM private key", name)
 	}
 	key, err := parsePrivateKey(block.Bytes)
 	if err != nil {
-		return nil, fmt.Errorf("loading ACME account key %s: %w", acmeAccountKey, err)
+		return nil, fmt.Errorf("loading ACME account key %s: %w", name, err)
 	}
 	return key, nil
 }

@@ -101,8 +101,8 @@ func (is *issuer) renewalInfoURL(ctx context.Context) (string, error) {
 // fetchARI asks the CA for the renewal window of leaf and returns the new
 // state, keeping the selected time of prev when the window is unchanged.
 // now is the Manager's clock. A CA without ARI gives a nil state.
-func (m *Manager) fetchARI(ctx context.Context, leaf *x509.Certificate, prev *ariState, now time.Time) (*ariState, error) {
-	base, err := m.issuer.renewalInfoURL(ctx)
+func (m *Manager) fetchARI(ctx context.Context, is *issuer, leaf *x509.Certificate, prev *ariState, now time.Time) (*ariState, error) {
+	base, err := is.renewalInfoURL(ctx)
 	if err != nil || base == "" {
 		return nil, err
 	}
@@ -114,7 +114,7 @@ func (m *Manager) fetchARI(ctx context.Context, leaf *x509.Certificate, prev *ar
 	if err != nil {
 		return nil, err
 	}
-	resp, err := m.issuer.httpc.Do(req)
+	resp, err := is.httpc.Do(req)
 	if err != nil {
 		return nil, fmt.Errorf("fetching renewal info: %w", err)
 	}
@@ -186,7 +186,8 @@ const errAlreadyReplaced = "urn:ietf:params:acme:error:alreadyReplaced"
 // certificate certID (RFC 9773 §5). x/crypto/acme cannot send "replaces",
 // so the request is signed here (ES256 with the account's P-256 key, kid
 // from the registration).
-func newOrderReplacing(ctx context.Context, client *acme.Client, httpc *http.Client, host, certID string) (*acme.Order, error) {
+// profile, if not empty, is the order's ACME profile.
+func newOrderReplacing(ctx context.Context, client *acme.Client, httpc *http.Client, host, certID, profile string) (*acme.Order, error) {
 	key, ok := client.Key.(*ecdsa.PrivateKey)
 	if !ok || key.Curve.Params().BitSize != 256 || client.KID == "" {
 		return nil, errors.New("replaces needs a registered P-256 account key")
@@ -198,7 +199,8 @@ func newOrderReplacing(ctx context.Context, client *acme.Client, httpc *http.Cli
 	payload, err := json.Marshal(struct {
 		Identifiers []acme.AuthzID `json:"identifiers"`
 		Replaces    string         `json:"replaces"`
-	}{identifiers(host), certID})
+		Profile     string         `json:"profile,omitempty"`
+	}{identifiers(host), certID, profile})
 	if err != nil {
 		return nil, err
 	}

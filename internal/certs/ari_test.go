@@ -118,7 +118,7 @@ func TestARIRenewal(t *testing.T) {
 	// refused.
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	_, err := newOrderReplacing(ctx, m.issuer.client, m.issuer.httpc, "ari.example.test", wantID)
+	_, err := newOrderReplacing(ctx, m.issuers[0].client, m.issuers[0].httpc, "ari.example.test", wantID, "")
 	var ae *acme.Error
 	if !errors.As(err, &ae) || ae.ProblemType != errAlreadyReplaced {
 		t.Errorf("second order replacing %s: %v, want %s", wantID, err, errAlreadyReplaced)

@@ -9,12 +9,21 @@
 // Only names on the allow-list (SetHosts) ever get a certificate; no other
 // name ever starts an ACME order.
 //
-// One maintenance goroutine renews each certificate when a third of its
-// lifetime is left and retries a failed order with exponential backoff
-// (1 minute doubling to 6 hours, with jitter); there is never more than
-// one order in flight per certificate. A certificate is served until it
-// expires whatever the CA answers. Every order's outcome is logged and
-// shows in Status.
+// Orders go to an ordered list of issuers (Config.Issuers, see
+// ParseIssuers and issuer.go): an unavailable issuer passes the order on
+// to the next at once, repeated failures at one move the next orders on,
+// and a renewal starts at the first again. Each issuer has its own
+// account, External Account Binding and ACME profile. Mapping hosts that
+// are IP addresses get IP certificates (RFC 8738, ipname.go).
+//
+// One maintenance goroutine renews each certificate (ARI first, else when
+// a third of its lifetime is left; the local CA's leaves too) and retries
+// a failed order with exponential backoff (1 minute doubling to 6 hours,
+// with jitter); there is never more than one order in flight per
+// certificate. Each certificate's schedule (issuer, ARI window, backoff,
+// last error) is kept in Storage next to it (schedule.go), so a restart
+// obeys it. A certificate is served until it expires whatever the CA
+// answers. Every order's outcome is logged and shows in Status.
 //
 // A Storage shared by several processes (a fleet: internal/etcdstore)
 // makes them one: an order runs under the Storage lock of its name and
@@ -25,6 +34,7 @@
 package certs
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -54,8 +64,16 @@ type Config struct {
 	// It is created (mode 0700) if missing. Its format is autocert.DirCache,
 	// so the cache of an earlier leproxy or any autocert program is reused.
 	CacheDir string
-	// DirectoryURL is the ACME directory (see ResolveDirectory); empty
-	// means Let's Encrypt. Ignored when Local is set.
+	// Issuers are the ACME CAs, in order of preference (see
+	// ParseIssuers): a certificate is ordered from the first; when an
+	// issuer is unavailable (see unavailable) the order goes on at the
+	// next one, and after fallbackAfter consecutive failed orders at one
+	// issuer, the next orders start at the next one. A renewal starts at
+	// the first again. Empty means one issuer from DirectoryURL, EABKeyID
+	// and EABHMAC. Ignored when Local is set.
+	Issuers []IssuerConfig
+	// DirectoryURL is the ACME directory (see ResolveDirectory) when
+	// Issuers is empty; empty means Let's Encrypt.
 	DirectoryURL string
 	// Local makes every name get its certificate from the local CA; no
 	// ACME server is contacted.
@@ -63,8 +81,10 @@ type Config struct {
 	// Email is the contact address registered with the ACME account.
 	Email string
 	// EABKeyID and EABHMAC are the External Account Binding credentials
-	// some CAs (ZeroSSL) require; both or neither. EABHMAC is base64url,
-	// padded or not (standard base64 is accepted too).
+	// some CAs (ZeroSSL) require, for the issuer of DirectoryURL, or for
+	// the first of Issuers if it has none of its own; both or neither.
+	// EABHMAC is base64url, padded or not (standard base64 is accepted
+	// too).
 	EABKeyID, EABHMAC string
 	// RootCAs are trusted for the ACME server's own HTTPS; nil means the
 	// system roots.
@@ -101,13 +121,14 @@ type Manager struct {
 	hosts   atomic.Pointer[hostSet]
 	setMu   sync.Mutex // serializes SetHosts
 	storage Storage
-	issuer  *issuer
+	issuers []*issuer // in order of preference; at least one
 	ca      *localCA
 	status  statusBook // local CA certificates
 
 	challenges challenges
 	http01     atomic.Bool // HTTPHandler was called: offer http-01
 
+	stateMu sync.Mutex // serializes saveState, so the last schedule written is the latest
 	mu      sync.Mutex // guards entries and closed
 	entries map[certKey]*entry
 	closed  bool
@@ -131,9 +152,30 @@ func New(cfg Config) (*Manager, error) {
 	if cfg.CacheDir == "" {
 		return nil, errors.New("certs: cache directory not set")
 	}
-	eab, err := externalAccountBinding(cfg.EABKeyID, cfg.EABHMAC)
-	if err != nil {
-		return nil, err
+	issuers := slices.Clone(cfg.Issuers)
+	if len(issuers) == 0 {
+		dirURL := cfg.DirectoryURL
+		if dirURL == "" {
+			dirURL = LetsEncryptURL
+		}
+		issuers = []IssuerConfig{{DirectoryURL: dirURL}}
+	}
+	if cfg.EABKeyID != "" || cfg.EABHMAC != "" {
+		if issuers[0].EABKeyID != "" || issuers[0].EABHMAC != "" {
+			return nil, fmt.Errorf("certs: issuer %s: External Account Binding given twice (-eab-kid/-eab-hmac and -acme-eab)", cmp.Or(issuers[0].Name, issuers[0].DirectoryURL))
+		}
+		issuers[0].EABKeyID, issuers[0].EABHMAC = cfg.EABKeyID, cfg.EABHMAC
+	}
+	eabs := make([]*acme.ExternalAccountBinding, len(issuers))
+	for i, ic := range issuers {
+		eab, err := externalAccountBinding(ic.EABKeyID, ic.EABHMAC)
+		if err != nil {
+			if len(issuers) > 1 {
+				return nil, fmt.Errorf("issuer %s: %w", cmp.Or(ic.Name, ic.DirectoryURL), err)
+			}
+			return nil, err
+		}
+		eabs[i] = eab
 	}
 	if err := checkCacheDir(cfg.CacheDir); err != nil {
 		return nil, err
@@ -172,6 +214,7 @@ func New(cfg Config) (*Manager, error) {
 	m.ca.onRootCreated = func(root *x509.Certificate) {
 		m.log.Info("local CA created", "root", m.ca.rootPath, "subject", root.Subject.CommonName, "not_after", root.NotAfter)
 	}
+	var err error
 	if cfg.Local {
 		_, _, err = m.ca.ensureRoot()
 	} else {
@@ -182,17 +225,30 @@ func New(cfg Config) (*Manager, error) {
 		return nil, err
 	}
 
-	dirURL := cfg.DirectoryURL
-	if dirURL == "" {
-		dirURL = LetsEncryptURL
-	}
-	m.issuer = newIssuer(dirURL, cfg.Email, eab, newACMEHTTPClient(cfg.RootCAs, ctx), storage)
-	m.issuer.noARI = cfg.noARI
-	if !cfg.Local {
-		m.wg.Go(m.maintain)
-		if w, ok := storage.(Watcher); ok {
-			m.wg.Go(func() { m.watchStorage(w) })
+	httpc := newACMEHTTPClient(cfg.RootCAs, ctx)
+	for i, ic := range issuers {
+		is := newIssuer(ic.DirectoryURL, cfg.Email, eabs[i], httpc, storage)
+		is.index, is.name, is.profile, is.noARI = i, cmp.Or(ic.Name, ic.DirectoryURL), ic.Profile, cfg.noARI
+		if i == 0 {
+			// What a single-issuer leproxy, and autocert, wrote.
+			is.keyName, is.legacy = acmeAccountKey, true
 		}
+		m.issuers = append(m.issuers, is)
+	}
+	if !cfg.Local {
+		for _, is := range m.issuers {
+			pctx, pcancel := context.WithTimeout(ctx, profileCheckTimeout)
+			err := m.checkProfile(pctx, is)
+			pcancel()
+			if err != nil {
+				cancel()
+				return nil, err
+			}
+		}
+	}
+	m.wg.Go(m.maintain)
+	if w, ok := storage.(Watcher); ok && !cfg.Local {
+		m.wg.Go(func() { m.watchStorage(w) })
 	}
 	return m, nil
 }
@@ -221,8 +277,14 @@ func checkCacheDir(dir string) error {
 // CA and the others by ACME, obtaining a certificate on the first
 // handshake. A name that is not on the allow-list gets an error and never
 // an ACME order; so does a hello without a server name (ErrNoServerName).
+//
+// A client that sent no SNI but reached an IP address on the allow-list
+// gets that address's certificate (clients send no SNI for an address).
 func (m *Manager) GetCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
 	if hello.ServerName == "" {
+		if ip := m.localIPName(hello); ip != "" {
+			return m.GetCertificateFor(ip, hello)
+		}
 		return nil, ErrNoServerName
 	}
 	if wantsChallengeCert(hello) {
@@ -308,7 +370,8 @@ func (m *Manager) TLSConfig(nextProtos ...string) *tls.Config {
 
 // TLSConfigWithDefault returns the configuration for a listener that does
 // not answer ACME challenges (a database listener): a client without SNI
-// gets the certificate of defaultName (none if defaultName is empty).
+// gets the certificate of the IP address it reached if that is on the
+// allow-list, else that of defaultName (none if defaultName is empty).
 // nextProtos is the listener's ALPN list, possibly empty. It has
 // leproxy's TLS policy (see tlspolicy).
 func (m *Manager) TLSConfigWithDefault(defaultName string, nextProtos ...string) *tls.Config {
@@ -317,7 +380,7 @@ func (m *Manager) TLSConfigWithDefault(defaultName string, nextProtos ...string)
 			if wantsChallengeCert(hello) {
 				return nil, fmt.Errorf("certs: tls-alpn-01 challenge for %q on a listener that answers none", hello.ServerName)
 			}
-			if hello.ServerName == "" && defaultName != "" {
+			if hello.ServerName == "" && defaultName != "" && m.localIPName(hello) == "" {
 				return m.GetCertificateFor(defaultName, hello)
 			}
 			return m.GetCertificate(hello)
@@ -355,7 +418,7 @@ func (m *Manager) localIssued(host string, leaf *x509.Certificate, renewed bool)
 	if renewed {
 		msg = "certificate renewed"
 	}
-	m.log.Info(msg, "host", host, "key", "ecdsa", "issuer", issuerName(leaf), "not_after", leaf.NotAfter, "source", "local")
+	m.log.Info(msg, "host", host, "key", "ecdsa", "issuer", "local", "cert_issuer", issuerName(leaf), "not_after", leaf.NotAfter, "source", "local")
 	m.status.obtained(host, leaf, true, m.clock.Now())
 }
 

@@ -331,7 +331,7 @@ func TestACMETLSALPN01(t *testing.T) {
 		t.Errorf("Pebble saw %d orders, want 1", got)
 	}
 	if got := logs.count("certificate obtained", "host=www.example.test", "key=ecdsa", "source=acme",
-		`issuer="`+leaf.Issuer.CommonName+`"`); got != 1 {
+		`cert_issuer="`+leaf.Issuer.CommonName+`"`); got != 1 {
 		t.Errorf("%d \"certificate obtained\" records with host, issuer, key, want 1; log:\n%s", got, logs)
 	}
 	if !strings.Contains(logs.String(), "not_after="+leaf.NotAfter.UTC().Format("2006-01-02T15:04:05")) {

@@ -75,6 +75,9 @@ func (m *Manager) challengeCert(hello *tls.ClientHelloInfo) (*tls.Certificate, e
 		return nil, fmt.Errorf("certs: tls-alpn-01 challenge for %q, but ACME is off (local CA only)", hello.ServerName)
 	}
 	host := hostname.Normalize(hello.ServerName)
+	if ip, ok := ipFromReverseName(host); ok {
+		host = ip // RFC 8738 §6: the address's reverse-DNS name
+	}
 	if !m.Allowed(host) {
 		return nil, fmt.Errorf("certs: tls-alpn-01 challenge for %q: host is not in the mapping", hello.ServerName)
 	}

@@ -69,10 +69,19 @@ func TestAutocertCacheLoadsUnchanged(t *testing.T) {
 	}
 	orders := p.Orders()
 
-	// The new Manager on the same directory.
-	m, logs := pebbleManager(t, p, dir, "old.example.test", "new.example.test")
-	if st := statusOfHost(m, "old.example.test"); !st.NotAfter.Equal(oldECDSA.PeerCertificates[0].NotAfter) {
-		t.Errorf("Status before any handshake = %+v, want the cached certificate's expiry", st)
+	// The new Manager on the same directory, with a second issuer (down):
+	// the first keeps autocert's account.
+	logger, logs := newTestLogger()
+	m := newTestManager(t, Config{
+		CacheDir: dir,
+		Issuers:  []IssuerConfig{{Name: "pebble", DirectoryURL: p.DirectoryURL}, {Name: "second", DirectoryURL: closedDirectory(t)}},
+		RootCAs:  p.ServerRoots,
+		Email:    "admin@example.com",
+		Logger:   logger,
+	})
+	m.SetHosts([]string{"old.example.test", "new.example.test"})
+	if st := statusOfHost(m, "old.example.test"); !st.NotAfter.Equal(oldECDSA.PeerCertificates[0].NotAfter) || st.CA != "" {
+		t.Errorf("Status before any handshake = %+v, want the cached certificate's expiry and no CA (autocert kept none)", st)
 	}
 	c, err := m.GetCertificate(ecdsaHello("old.example.test"))
 	if err != nil {
@@ -115,7 +124,13 @@ func TestAutocertCacheLoadsUnchanged(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if client := m.issuer.client; client == nil || !key.Public().(interface{ Equal(crypto.PublicKey) bool }).Equal(client.Key.Public()) {
+	if st := statusOfHost(m, "new.example.test"); st.CA != "pebble" {
+		t.Errorf("Status of the new name: CA %q, want pebble", st.CA)
+	}
+	if keys, err := NewDirStorage(dir).List(t.Context(), acmeAccountKey+"+"); err != nil || len(keys) != 0 {
+		t.Errorf("account keys besides autocert's: %q (%v), want none", keys, err)
+	}
+	if client := m.issuers[0].client; client == nil || !key.Public().(interface{ Equal(crypto.PublicKey) bool }).Equal(client.Key.Public()) {
 		t.Error("the new Manager orders with another account key than autocert's")
 	}
 }

@@ -196,7 +196,8 @@ func parseLeafPEM(data []byte) (*x509.Certificate, error) {
 }
 
 // supportsECDSA reports whether the client of hello accepts an ECDSA
-// P-256 certificate (autocert's test): otherwise it gets the RSA one.
+// P-256 certificate (autocert's test, plus TLS 1.3): otherwise it gets
+// the RSA one.
 func supportsECDSA(hello *tls.ClientHelloInfo) bool {
 	if hello.SignatureSchemes != nil {
 		ok := false
@@ -212,6 +213,12 @@ func supportsECDSA(hello *tls.ClientHelloInfo) bool {
 	}
 	if hello.SupportedCurves != nil && !slices.Contains(hello.SupportedCurves, tls.CurveP256) {
 		return false
+	}
+	// TLS 1.3 suites do not name a key type: the signature schemes above
+	// decide. A QUIC client offers only TLS 1.3 suites, and would
+	// otherwise get (and order) the RSA certificate.
+	if slices.Contains(hello.SupportedVersions, tls.VersionTLS13) {
+		return true
 	}
 	for _, suite := range hello.CipherSuites {
 		switch suite {

@@ -1,6 +1,8 @@
 package certs
 
 import (
+	"fmt"
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
@@ -91,4 +93,43 @@ func FuzzProblemFromBody(f *testing.F) {
 			t.Fatalf("detail of %d bytes from a non-JSON body, want at most 200", len(p.Detail))
 		}
 	})
+}
+
+// FuzzIPFromReverseName: a tls-alpn-01 server name from any client. An
+// accepted name is an address whose own reverse-DNS name gives it back.
+func FuzzIPFromReverseName(f *testing.F) {
+	for _, s := range []string{"1.0.0.127.in-addr.arpa", "1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.8.b.d.0.1.0.0.2.ip6.arpa.", "a.in-addr.arpa", "www.example.com", ""} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, name string) {
+		ip, ok := ipFromReverseName(name)
+		if !ok {
+			return
+		}
+		addr, err := netip.ParseAddr(ip)
+		if err != nil {
+			t.Fatalf("ipFromReverseName(%q) = %q, not an address: %v", name, ip, err)
+		}
+		back, ok := ipFromReverseName(reverseName(addr))
+		if !ok || back != ip {
+			t.Fatalf("ipFromReverseName(%q) = %q, but its reverse name gives %q, %v", name, ip, back, ok)
+		}
+	})
+}
+
+// reverseName returns the reverse-DNS name of addr (RFC 1035 §3.5, RFC
+// 3596 §2.5).
+func reverseName(addr netip.Addr) string {
+	var b strings.Builder
+	if addr.Is4() {
+		a := addr.As4()
+		fmt.Fprintf(&b, "%d.%d.%d.%d.in-addr.arpa", a[3], a[2], a[1], a[0])
+		return b.String()
+	}
+	a := addr.As16()
+	for i := 15; i >= 0; i-- {
+		fmt.Fprintf(&b, "%x.%x.", a[i]&0xf, a[i]>>4)
+	}
+	b.WriteString("ip6.arpa")
+	return b.String()
 }

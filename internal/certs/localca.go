@@ -18,6 +18,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -45,8 +46,9 @@ var localLeafValidity = 7 * 24 * time.Hour
 // Storage lock "local-ca" so that processes sharing the Storage make one,
 // and loaded on later starts; the root certificate is also written to
 // rootPath (mode 0644) for clients to trust; leaf certificates are issued
-// on demand, kept in memory and issued anew on the first handshake after
-// less than a third of their validity remains.
+// on demand, kept in memory and issued anew when less than a third of
+// their validity remains (by the Manager's maintenance loop, or by the
+// first handshake after that point if it comes first).
 type localCA struct {
 	storage  Storage
 	rootPath string // the public copy of the root certificate
@@ -340,6 +342,30 @@ func (ca *localCA) certificate(name string) (*tls.Certificate, error) {
 	return v.(*tls.Certificate), nil
 }
 
+// due returns the names whose leaves in memory are due for renewal, and
+// the earliest renewal time of the others (zero if none).
+func (ca *localCA) due() (names []string, next time.Time) {
+	now := ca.now()
+	ca.mu.Lock()
+	defer ca.mu.Unlock()
+	for name, c := range ca.leaves {
+		t := leafRenewAt(c)
+		if !now.Before(t) {
+			names = append(names, name)
+		} else if next.IsZero() || t.Before(next) {
+			next = t
+		}
+	}
+	slices.Sort(names)
+	return names, next
+}
+
+// leafRenewAt returns when a local leaf is due: a third of its validity
+// left.
+func leafRenewAt(c *tls.Certificate) time.Time {
+	return c.Leaf.NotAfter.Add(-c.Leaf.NotAfter.Sub(c.Leaf.NotBefore) / 3)
+}
+
 // fresh returns the leaf in memory for name unless it is due for renewal.
 func (ca *localCA) fresh(name string) *tls.Certificate {
 	ca.mu.Lock()
@@ -349,8 +375,7 @@ func (ca *localCA) fresh(name string) *tls.Certificate {
 		return nil
 	}
 	now := ca.now()
-	renewAt := c.Leaf.NotAfter.Add(-c.Leaf.NotAfter.Sub(c.Leaf.NotBefore) / 3)
-	if now.Before(c.Leaf.NotBefore) || !now.Before(renewAt) {
+	if now.Before(c.Leaf.NotBefore) || !now.Before(leafRenewAt(c)) {
 		return nil
 	}
 	return c

@@ -112,13 +112,14 @@ func (m *Manager) maintain() {
 	}
 }
 
-// maintainPass loads the stored certificates of allowed names, starts the
-// orders that are due and returns the earliest next attempt (zero if
-// none).
+// maintainPass renews the local CA's leaves that are due, loads the
+// stored certificates of allowed names, starts the orders that are due
+// and returns the earliest next attempt (zero if none).
 func (m *Manager) maintainPass() time.Time {
+	next := m.renewLocal()
 	var keys []certKey
 	for _, host := range m.hosts.Load().sorted() {
-		if isLocalhostName(host) {
+		if m.UsesLocalCA(host) {
 			continue
 		}
 		keys = append(keys, certKey{host: host}, certKey{host: host, rsa: true})
@@ -132,7 +133,6 @@ func (m *Manager) maintainPass() time.Time {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	now := m.clock.Now()
-	var next time.Time
 	for _, k := range keys {
 		e := m.entries[k]
 		if e == nil {
@@ -162,6 +162,7 @@ func (m *Manager) maintainPass() time.Time {
 func (m *Manager) refreshARI(keys []certKey) {
 	type due struct {
 		k    certKey
+		is   *issuer
 		leaf *x509.Certificate
 		prev *ariState
 	}
@@ -173,23 +174,21 @@ func (m *Manager) refreshARI(keys []certKey) {
 		if e == nil || e.cert == nil || e.flight != nil {
 			continue
 		}
-		if e.ari == nil || !now.Before(e.ari.nextFetch) {
-			todo = append(todo, due{k, e.cert.Leaf, e.ari})
+		is := m.ariIssuerLocked(e)
+		if is != nil && (e.ari == nil || !now.Before(e.ari.nextFetch)) {
+			todo = append(todo, due{k, is, e.cert.Leaf, e.ari})
 		}
 	}
 	m.mu.Unlock()
-	if len(todo) == 0 {
-		return
-	}
-	ctx, cancel := context.WithTimeout(m.ctx, ariFetchTimeout)
-	base, err := m.issuer.renewalInfoURL(ctx)
-	cancel()
-	if err != nil || base == "" {
-		return // no ARI, or the directory is unreachable: the next pass tries again
-	}
 	for _, d := range todo {
 		ctx, cancel := context.WithTimeout(m.ctx, ariFetchTimeout)
-		st, err := m.fetchARI(ctx, d.leaf, d.prev, now)
+		base, err := d.is.renewalInfoURL(ctx)
+		cancel()
+		if err != nil || base == "" {
+			continue // no ARI, or the directory is unreachable: the next pass tries again
+		}
+		ctx, cancel = context.WithTimeout(m.ctx, ariFetchTimeout)
+		st, err := m.fetchARI(ctx, d.is, d.leaf, d.prev, now)
 		cancel()
 		if m.ctx.Err() != nil {
 			return
@@ -201,7 +200,7 @@ func (m *Manager) refreshARI(keys []certKey) {
 				st.failures++
 			}
 			st.nextFetch = now.Add(backoff(st.failures))
-			m.log.Warn("renewal info failed", "host", d.k.host, "key", d.k.keyType(), "ca", m.issuer.dirURL, "error", err, "failures", st.failures, "next_fetch", st.nextFetch)
+			m.log.Warn("renewal info failed", "host", d.k.host, "key", d.k.keyType(), "issuer", d.is.name, "ca", d.is.dirURL, "error", err, "failures", st.failures, "next_fetch", st.nextFetch)
 		} else if st == nil {
 			continue
 		}
@@ -213,12 +212,36 @@ func (m *Manager) refreshARI(keys []certKey) {
 		}
 		m.mu.Unlock()
 		if stored && err == nil && (d.prev == nil || !d.prev.selected.Equal(st.selected)) {
-			attrs := []any{"host", d.k.host, "key", d.k.keyType(), "ca", m.issuer.dirURL,
+			attrs := []any{"host", d.k.host, "key", d.k.keyType(), "issuer", d.is.name, "ca", d.is.dirURL,
 				"window_start", st.start, "window_end", st.end, "renew_at", st.selected}
 			if st.explanation != "" {
 				attrs = append(attrs, "explanation_url", st.explanation)
 			}
 			m.log.Info("renewal window", attrs...)
 		}
+		if stored {
+			m.saveState(d.k)
+		}
 	}
+}
+
+// renewLocal re-issues the local CA's leaves (those served so far) that
+// are due, so that a leaf is renewed even when no handshake asks for it,
+// and returns the earliest renewal time of the others (zero if none).
+func (m *Manager) renewLocal() time.Time {
+	due, next := m.ca.due()
+	for _, name := range due {
+		if !m.Allowed(name) {
+			continue
+		}
+		if _, err := m.ca.certificate(name); err != nil {
+			m.failed(name, err)
+		}
+	}
+	if len(due) > 0 {
+		if _, n := m.ca.due(); !n.IsZero() && (next.IsZero() || n.Before(next)) {
+			next = n
+		}
+	}
+	return next
 }

@@ -29,7 +29,8 @@ const (
 type ACMEEvent struct {
 	// Kind is ACMEOrderPlaced, ACMEFinalized or ACMEFailed.
 	Kind string
-	// Issuer is the CA's directory URL.
+	// Issuer is the issuer's name (IssuerConfig.Name: "letsencrypt",
+	// "zerossl", or the CA's directory URL).
 	Issuer string
 	// Host is the name ordered.
 	Host string
@@ -38,10 +39,10 @@ type ACMEEvent struct {
 	Challenge string
 }
 
-// event reports an ACME step to Config.OnACMEEvent.
-func (m *Manager) event(kind, host, challenge string) {
+// event reports an ACME step at is to Config.OnACMEEvent.
+func (m *Manager) event(kind string, is *issuer, host, challenge string) {
 	if m.onACMEEvent != nil {
-		m.onACMEEvent(ACMEEvent{Kind: kind, Issuer: m.issuer.dirURL, Host: host, Challenge: challenge})
+		m.onACMEEvent(ACMEEvent{Kind: kind, Issuer: is.name, Host: host, Challenge: challenge})
 	}
 }
 
@@ -53,7 +54,7 @@ const deactivateTimeout = 30 * time.Second
 // was tried) and the error, which wraps the CA's problem document
 // (*acme.Error) when there is one.
 type orderError struct {
-	issuer    string
+	issuer    *issuer
 	challenge string
 	err       error
 }
@@ -67,17 +68,60 @@ func (e *orderError) Error() string {
 
 func (e *orderError) Unwrap() error { return e.err }
 
-// obtain orders a certificate for k from the issuer and returns it. It
+// obtainAny orders a certificate for k from the issuers, starting at the
+// one of index start: while an issuer is unavailable (see unavailable),
+// the order goes on at the next one, wrapping around, each tried once.
+// replaces (the ARI CertID of the certificate being renewed) is sent only
+// to replacesAt, the issuer of that certificate. It returns the issuer
+// that issued the certificate, or that of the last failure.
+func (m *Manager) obtainAny(ctx context.Context, k certKey, start int, replaces string, replacesAt *issuer) (*tls.Certificate, *issuer, error) {
+	n := len(m.issuers)
+	var is *issuer
+	var err error
+	for i := range n {
+		is = m.issuers[(start+i)%n]
+		rep := ""
+		if is == replacesAt {
+			rep = replaces
+		}
+		var c *tls.Certificate
+		c, err = m.obtain(ctx, is, k, rep)
+		if err == nil {
+			return c, is, nil
+		}
+		if ctx.Err() != nil || !unavailable(err) || i == n-1 {
+			break
+		}
+		next := m.issuers[(start+i+1)%n]
+		m.log.Warn("issuer unavailable; ordering from the next one", "host", k.host, "key", k.keyType(),
+			"issuer", is.name, "ca", is.dirURL, "error", err, "next_issuer", next.name)
+		m.event(ACMEFailed, is, k.host, challengeOf(err))
+	}
+	return nil, is, err
+}
+
+// challengeOf returns the challenge type of a failed order, "" if none
+// was tried.
+func challengeOf(err error) string {
+	var oe *orderError
+	if errors.As(err, &oe) {
+		return oe.challenge
+	}
+	return ""
+}
+
+// obtain orders a certificate for k from the issuer is and returns it. It
 // tries each challenge type in turn (tls-alpn-01, then http-01 if the
-// http-01 handler is wired), each in a new order, like autocert.
+// http-01 handler is wired), each in a new order, like autocert, unless
+// the issuer is unavailable.
 //
 // With replaces (the ARI CertID of the certificate being renewed), the
 // first order carries it (RFC 9773 §5); if the CA refuses that order, it is
 // placed again without.
-func (m *Manager) obtain(ctx context.Context, k certKey, replaces string) (*tls.Certificate, error) {
-	client, err := m.issuer.acmeClient(ctx)
+func (m *Manager) obtain(ctx context.Context, is *issuer, k certKey, replaces string) (*tls.Certificate, error) {
+	client, err := is.acmeClient(ctx)
 	if err != nil {
-		return nil, &orderError{issuer: m.issuer.dirURL, err: err}
+		return nil, &orderError{issuer: is, err: err}
 	}
 	var key crypto.Signer
 	if k.rsa {
@@ -97,36 +141,41 @@ func (m *Manager) obtain(ctx context.Context, k certKey, replaces string) (*tls.
 		types = append(types, challengeHTTP01)
 	}
 	var last error
+	var opts []acme.OrderOption
+	if is.profile != "" {
+		opts = append(opts, acme.WithOrderIssuanceProfile(acme.ProfileName(is.profile)))
+	}
+	plain := func() (*acme.Order, error) { return client.AuthorizeOrder(ctx, identifiers(k.host), opts...) }
 	for _, typ := range types {
-		newOrder := func() (*acme.Order, error) { return client.AuthorizeOrder(ctx, identifiers(k.host)) }
+		newOrder := plain
 		if replaces != "" {
 			id := replaces
 			replaces = "" // the first order only
 			newOrder = func() (*acme.Order, error) {
-				o, err := newOrderReplacing(ctx, client, m.issuer.httpc, k.host, id)
+				o, err := newOrderReplacing(ctx, client, is.httpc, k.host, id, is.profile)
 				if err == nil || ctx.Err() != nil {
 					return o, err
 				}
-				m.log.Warn("order replacing a certificate refused; ordering without replaces", "host", k.host, "key", k.keyType(), "ca", m.issuer.dirURL, "replaces", id, "error", err)
-				return client.AuthorizeOrder(ctx, identifiers(k.host))
+				m.log.Warn("order replacing a certificate refused; ordering without replaces", "host", k.host, "key", k.keyType(), "issuer", is.name, "ca", is.dirURL, "replaces", id, "error", err)
+				return plain()
 			}
 		}
-		o, err := m.authorize(ctx, client, k.host, newOrder, typ)
+		o, err := m.authorize(ctx, is, client, k.host, newOrder, typ)
 		if err != nil {
-			last = &orderError{issuer: m.issuer.dirURL, challenge: typ, err: err}
-			if ctx.Err() != nil {
+			last = &orderError{issuer: is, challenge: typ, err: err}
+			if ctx.Err() != nil || unavailable(err) {
 				break
 			}
 			continue
 		}
-		m.event(ACMEFinalized, k.host, typ)
+		m.event(ACMEFinalized, is, k.host, typ)
 		chain, _, err := client.CreateCertFromOrder(ctx, o, csr, true)
 		if err != nil {
-			return nil, &orderError{issuer: m.issuer.dirURL, challenge: typ, err: fmt.Errorf("finalizing order: %w", err)}
+			return nil, &orderError{issuer: is, challenge: typ, err: fmt.Errorf("finalizing order: %w", err)}
 		}
 		leaf, err := validCert(k, chain, key, m.clock.Now())
 		if err != nil {
-			return nil, &orderError{issuer: m.issuer.dirURL, challenge: typ, err: fmt.Errorf("certificate from CA: %w", err)}
+			return nil, &orderError{issuer: is, challenge: typ, err: fmt.Errorf("certificate from CA: %w", err)}
 		}
 		return &tls.Certificate{Certificate: chain, PrivateKey: key, Leaf: leaf}, nil
 	}
@@ -141,12 +190,12 @@ var authorizedHook func(client *acme.Client, o *acme.Order)
 // with challenge type typ; it returns the order once it is ready to be
 // finalized. On failure the order's pending authorizations are
 // deactivated.
-func (m *Manager) authorize(ctx context.Context, client *acme.Client, host string, newOrder func() (*acme.Order, error), typ string) (*acme.Order, error) {
+func (m *Manager) authorize(ctx context.Context, is *issuer, client *acme.Client, host string, newOrder func() (*acme.Order, error), typ string) (*acme.Order, error) {
 	o, err := newOrder()
 	if err != nil {
 		return nil, fmt.Errorf("creating order: %w", err)
 	}
-	m.event(ACMEOrderPlaced, host, typ)
+	m.event(ACMEOrderPlaced, is, host, typ)
 	ok := false
 	defer func() {
 		if !ok {

@@ -163,8 +163,8 @@ func (m *Manager) storageChanged(key string) {
 		return // not served here, or this process is ordering it
 	}
 	ctx, cancel := context.WithTimeout(m.ctx, storageTimeout)
+	defer cancel()
 	c, err := m.readStored(ctx, k)
-	cancel()
 	if err != nil {
 		if !errors.Is(err, fs.ErrNotExist) && m.ctx.Err() == nil {
 			m.log.Warn("changed certificate not usable", "host", host, "key", k.keyType(), "error", err)
@@ -178,9 +178,17 @@ func (m *Manager) storageChanged(key string) {
 		m.mu.Unlock()
 		return
 	}
+	m.mu.Unlock()
+	is := m.storedIssuer(ctx, k, c.Leaf) // from the schedule stored next to it
+	m.mu.Lock()
+	if m.entries[k] != e || e.flight != nil || (e.cert != nil && !c.Leaf.NotAfter.After(e.cert.Leaf.NotAfter)) {
+		m.mu.Unlock()
+		return
+	}
 	e.cert, e.obtainedAt, e.ari, e.loaded = c, time.Time{}, nil, true
+	e.issuedBy, e.issuerGone = is, false
 	e.failures, e.lastErr, e.retryAt = 0, "", time.Time{}
 	m.mu.Unlock()
-	m.log.Info("certificate loaded", "host", host, "key", k.keyType(), "issuer", issuerName(c.Leaf), "not_after", c.Leaf.NotAfter, "source", "storage watch")
+	m.log.Info("certificate loaded", "host", host, "key", k.keyType(), "issuer", issuerLabelOf(is), "cert_issuer", issuerName(c.Leaf), "not_after", c.Leaf.NotAfter, "source", "storage watch")
 	m.poke()
 }

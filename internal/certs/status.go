@@ -23,6 +23,10 @@ type Status struct {
 	// NotBefore is the start of that certificate's validity, so that
 	// NotAfter-NotBefore is its lifetime; zero if none is known.
 	NotBefore time.Time
+	// CA names the ACME issuer (IssuerConfig.Name) that issued the
+	// certificate being served, or "local" for the local CA; empty if
+	// unknown (a certificate from a cache without its schedule).
+	CA string
 	// Local reports that the certificate comes from the local CA.
 	Local bool
 	// LastError is the last error obtaining a certificate, cleared when
@@ -108,6 +112,9 @@ func (b *statusBook) status(host string) Status {
 		s.NotBefore = h.leaf.NotBefore
 	}
 	s.Local = h.local
+	if h.local && h.leaf != nil {
+		s.CA = "local"
+	}
 	s.LastError = h.lastErr
 	s.LastAttempt = h.lastAttempt
 	return s
@@ -168,6 +175,9 @@ func statusOf(host string, entries ...*entry) Status {
 		}
 		if served == nil && e.cert != nil {
 			served = e.cert.Leaf
+			if e.issuedBy != nil {
+				s.CA = e.issuedBy.name
+			}
 		}
 		if e.lastAttempt.After(s.LastAttempt) {
 			s.LastAttempt, s.LastError, s.Failures = e.lastAttempt, e.lastErr, e.failures

@@ -82,7 +82,7 @@ func TestManagerStatus(t *testing.T) {
 	}
 	root := readCert(t, m.LocalRootPath())
 	want := []Status{
-		{Host: "a.localhost", Issuer: root.Subject.CommonName, NotAfter: c.Leaf.NotAfter, NotBefore: c.Leaf.NotBefore, Local: true, LastAttempt: clock.Now()},
+		{Host: "a.localhost", Issuer: root.Subject.CommonName, NotAfter: c.Leaf.NotAfter, NotBefore: c.Leaf.NotBefore, CA: "local", Local: true, LastAttempt: clock.Now()},
 		{Host: "b.localhost"},
 	}
 	got := m.Status()

@@ -35,13 +35,23 @@ func (c *Config) Hostnames() []string {
 
 // normalizeHostname checks that s is a hostname a public certificate can
 // be issued for and returns it in canonical form: lower case, without a
-// trailing dot.
+// trailing dot. An IP address (IPv6 with or without brackets) is a host
+// too, for CAs that issue for addresses (RFC 8738); its canonical form
+// is netip's (IPv6 compressed, no brackets).
 func normalizeHostname(s string) (string, error) {
 	if s == "" {
 		return "", errors.New("empty hostname")
 	}
-	if ip, err := netip.ParseAddr(strings.Trim(s, "[]")); err == nil {
-		return "", errors.New("IP address " + ip.String() + " is not a hostname; certificates are issued for names")
+	if ip, err := netip.ParseAddr(strings.TrimSuffix(strings.TrimPrefix(s, "["), "]")); err == nil {
+		switch {
+		case ip.Zone() != "":
+			return "", errors.New("IP address " + s + " has a zone; a certificate names an address without one")
+		case ip.Is4In6():
+			return "", errors.New("IPv4-mapped address " + s + "; write it as " + ip.Unmap().String())
+		case ip.IsUnspecified() || ip.IsMulticast():
+			return "", errors.New("IP address " + s + " is not a unicast address")
+		}
+		return ip.String(), nil
 	}
 	if strings.Contains(s, ":") {
 		return "", errors.New("a hostname has no port; the port of a tcp listener goes in its listen address")

@@ -260,7 +260,7 @@ func TestParseErrors(t *testing.T) {
 		{"invalid character", "a_b.example.com: :80\n", 1, "", `invalid character '_'`},
 		{"hyphen", "a.-b.example.com: :80\n", 1, "", `label "-b" starts or ends with a hyphen`},
 		{"empty label", "a..example.com: :80\n", 1, "", "empty label"},
-		{"IP host", "10.1.2.3: :80\n", 1, "", "IP address 10.1.2.3 is not a hostname"},
+		{"IP host with a zone", "'fe80::1%eth0': :80\n", 1, "", "has a zone"},
 		{"numeric TLD", "a.b.42: :80\n", 1, "", `numeric top-level label "42"`},
 		{"non-ASCII host", "x.example.com: :80\nbücher.example: :80\n", 2, "", "punycode"},
 		{"tcp is the section", "tcp: 127.0.0.1:80\n", 1, "tcp", `expected a list of listeners, got "127.0.0.1:80"`},

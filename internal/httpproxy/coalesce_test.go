@@ -80,9 +80,15 @@ func TestCoalescedResponse(t *testing.T) {
 		records := rc.sizes[before:]
 		rc.mu.Unlock()
 		// ReverseProxy flushes the head from a timer goroutine as the
-		// copy starts, which may or may not come before the body.
-		if (path == "/4k" || path == "/tiny") && len(records) > 2 {
-			t.Errorf("GET %s: response in TLS records of %v bytes, want one or two", path, records)
+		// copy starts, which may or may not come before the body. A 4 KiB
+		// body reaches the proxy in two reads (the Transport's 4 KiB
+		// buffer holds the backend's head too), and on a loaded machine
+		// the timer can fire between them as well: at most one record
+		// per flush, never one per write. (TestCoalescedWrites checks the
+		// one-record case without timers.)
+		maxRecords := map[string]int{"/tiny": 2, "/4k": 3}[path]
+		if maxRecords > 0 && len(records) > maxRecords {
+			t.Errorf("GET %s: response in TLS records of %v bytes, want at most %d", path, records, maxRecords)
 		}
 	}
 }

@@ -3,7 +3,8 @@
 // abstract socket backends, a static file server, HSTS, the per-host
 // middleware stack of the mapping (middleware.go: IP filter, basic auth,
 // body limit, redirects, prefix rewriting, header changes, compression),
-// and the plain-HTTP redirect to HTTPS.
+// the plain-HTTP redirect to HTTPS, and HTTP/3 over QUIC (h3.go: H3Server
+// serves the same Handler on UDP; AltSvc announces it on TCP).
 //
 // A Handler is immutable once New returns it. A configuration reload builds
 // a new Handler, swaps it in atomically (for example through an
@@ -176,9 +177,11 @@ func New(hosts []config.Host, opts Options) (*Handler, error) {
 // fields with an underscore in their names are dropped unless
 // Options.KeepUnderscoreHeaders. Unknown hosts get a plain 404. A TLS
 // request for a mapped host other than the connection's server name gets
-// 421 unless Options.AllowMisdirected. CONNECT is refused with 405 and any protocol
+// 421 unless Options.AllowMisdirected. CONNECT is refused with 405 (a websocket's
+// extended CONNECT over HTTP/3 with 501) and any protocol
 // upgrade other than websocket with 400, before any backend sees the
-// request. On an HTTP/2 connection set up with ConnContext, a stream the
+// request. On an HTTP/2 connection set up with ConnContext (and on every
+// HTTP/3 connection of an H3Server), a stream the
 // client has already reset is dropped, and a connection over its stream
 // budget (see MaxResets) gets 429 with GOAWAY and is closed.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -219,7 +222,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		defer done()
 	}
 	if r.Method == http.MethodConnect {
-		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+		refuseConnect(w, r) // 405; 501 for a websocket over HTTP/3 (h3.go)
 		return
 	}
 	if !upgradeAllowed(r.Header) {

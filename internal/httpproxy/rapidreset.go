@@ -44,7 +44,7 @@ type connGuardKey struct{}
 // On a connection from NewTLSListener it also hands ServeHTTP the HTTP/1.x
 // framing verdicts, by which requests that could smuggle another get 400.
 func ConnContext(ctx context.Context, c net.Conn) context.Context {
-	g := &connGuard{conn: c}
+	g := &connGuard{closeConn: func() { _ = c.Close() }}
 	if hc, ok := c.(*h1Conn); ok {
 		g.framing = hc.scan
 		g.h1 = hc
@@ -54,9 +54,9 @@ func ConnContext(ctx context.Context, c net.Conn) context.Context {
 
 // connGuard is the stream accounting of one connection.
 type connGuard struct {
-	conn    net.Conn
-	framing *framingScanner // HTTP/1.x connections of NewTLSListener
-	h1      *h1Conn         // the same
+	closeConn func()          // closes the connection (TCP, or QUIC in h3.go)
+	framing   *framingScanner // HTTP/1.x connections of NewTLSListener
+	h1        *h1Conn         // the same
 
 	mu         sync.Mutex
 	streams    int // streams seen
@@ -130,9 +130,12 @@ func (h *Handler) trip(g *connGuard, r *http.Request, reason string) {
 	g.mu.Lock()
 	streams, resets := g.streams, g.resets
 	g.mu.Unlock()
-	h.logger.Warn("http2 rapid reset: closing connection",
-		"client", r.RemoteAddr, "reason", reason, "streams", streams, "resets", resets)
-	time.AfterFunc(guardCloseDelay, func() { g.conn.Close() })
+	msg := "http2 rapid reset: closing connection"
+	if r.ProtoMajor == 3 {
+		msg = "http3 rapid reset: closing connection"
+	}
+	h.logger.Warn(msg, "client", r.RemoteAddr, "reason", reason, "streams", streams, "resets", resets)
+	time.AfterFunc(guardCloseDelay, g.closeConn)
 }
 
 // guardStream accounts for HTTP/2 request r on its connection. It reports
@@ -141,7 +144,7 @@ func (h *Handler) trip(g *connGuard, r *http.Request, reason string) {
 // reset is never served. After serving r, call the returned func (nil when
 // there is no accounting), which counts r as reset if it was cancelled.
 func (h *Handler) guardStream(w http.ResponseWriter, r *http.Request) (ok bool, done func()) {
-	if r.ProtoMajor != 2 {
+	if r.ProtoMajor < 2 { // HTTP/2, and HTTP/3 through H3Server
 		return true, nil
 	}
 	g, _ := r.Context().Value(connGuardKey{}).(*connGuard)

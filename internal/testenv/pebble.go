@@ -56,6 +56,37 @@ type Pebble struct {
 	finalizes atomic.Int64
 }
 
+// PebbleOption changes how StartPebble configures Pebble.
+type PebbleOption func(*pebbleConfig)
+
+// pebbleConfig is what PebbleOptions set.
+type pebbleConfig struct {
+	profiles   map[string]ca.Profile
+	requireEAB bool
+	eabKeys    map[string]string // key ID → base64url HMAC key
+}
+
+// WithPebbleProfiles makes Pebble offer these ACME profiles (the
+// directory's meta.profiles), each issuing certificates valid for its
+// duration (whole seconds), instead of its one "default" profile.
+func WithPebbleProfiles(validity map[string]time.Duration) PebbleOption {
+	return func(c *pebbleConfig) {
+		c.profiles = make(map[string]ca.Profile, len(validity))
+		for name, d := range validity {
+			c.profiles[name] = ca.Profile{Description: name, ValidityPeriod: uint64(d / time.Second)} // #nosec G115 -- test durations are positive
+		}
+	}
+}
+
+// WithPebbleEAB makes Pebble require External Account Binding for new
+// accounts and accept the given keys (key ID → base64url HMAC key).
+func WithPebbleEAB(keys map[string]string) PebbleOption {
+	return func(c *pebbleConfig) {
+		c.requireEAB = true
+		c.eabKeys = keys
+	}
+}
+
 // StartPebble starts Pebble for the test and stops it in t.Cleanup. It sets
 // Pebble's environment knobs with t.Setenv (no random VA sleeps, no
 // rejected nonces, no authorization reuse), so it cannot be used from
@@ -63,8 +94,12 @@ type Pebble struct {
 //
 // Pebble's VA has no way to be stopped: one idle goroutine per call
 // outlives the test.
-func StartPebble(t testing.TB, httpPort, tlsPort int) *Pebble {
+func StartPebble(t testing.TB, httpPort, tlsPort int, opts ...PebbleOption) *Pebble {
 	t.Helper()
+	cfg := pebbleConfig{profiles: map[string]ca.Profile{"default": {}}}
+	for _, o := range opts {
+		o(&cfg)
+	}
 	t.Setenv("PEBBLE_VA_NOSLEEP", "1")
 	t.Setenv("PEBBLE_WFE_NONCEREJECT", "0")
 	t.Setenv("PEBBLE_AUTHZREUSE", "0")
@@ -81,9 +116,14 @@ func StartPebble(t testing.TB, httpPort, tlsPort int) *Pebble {
 	dnsAddr := startDNS(t, logger)
 
 	store := db.NewMemoryStore()
-	authority := ca.New(logger, store, "", "ecdsa", 0, 1, map[string]ca.Profile{"default": {}})
+	for kid, key := range cfg.eabKeys {
+		if err := store.AddExternalAccountKeyByID(kid, key); err != nil {
+			t.Fatalf("pebble: adding EAB key %s: %v", kid, err)
+		}
+	}
+	authority := ca.New(logger, store, "", "ecdsa", 0, 1, cfg.profiles)
 	validator := va.New(logger, httpPort, tlsPort, false, dnsAddr, store)
-	frontEnd := wfe.New(logger, store, validator, authority, nil, false, false, 0, 0)
+	frontEnd := wfe.New(logger, store, validator, authority, nil, false, cfg.requireEAB, 0, 0)
 
 	p := &Pebble{ca: authority, mgmt: frontEnd.ManagementHandler()}
 	acmeHandler := frontEnd.Handler()
