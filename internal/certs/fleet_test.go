@@ -537,6 +537,35 @@ func TestFleetRenewal(t *testing.T) {
 	}
 }
 
+// TestFleetSharedSchedule: a renewal on one node reaches the others with
+// its schedule (the ARI time that node picked and stored), so every node
+// follows one schedule rather than a random time of its own.
+func TestFleetSharedSchedule(t *testing.T) {
+	f := startFleet(t, 3, "sched.example.test")
+	const name = "sched.example.test"
+	if _, err := f.nodes[0].m.GetCertificate(hello(name)); err != nil {
+		t.Fatal(err)
+	}
+	for _, nd := range f.nodes[1:] {
+		if nd.serial(name) == "" {
+			t.Fatalf("%s does not serve %s", nd.name, name)
+		}
+	}
+	old := f.nodes[0].serial(name)
+	f.nodes[0].m.RenewNow(name)
+	within(t, 2*time.Minute, "every node serves the renewed certificate", func() bool {
+		s := f.nodes[0].serial(name)
+		return s != old && s != "" && f.nodes[1].serial(name) == s && f.nodes[2].serial(name) == s
+	})
+	// Each node would pick its own random time in the CA's two-day window.
+	var at time.Time
+	within(t, 30*time.Second, "one renewal time on every node", func() bool {
+		at = statusOf(f.nodes[0].m, name).NextAttempt
+		return !at.IsZero() && statusOf(f.nodes[1].m, name).NextAttempt.Equal(at) && statusOf(f.nodes[2].m, name).NextAttempt.Equal(at)
+	})
+	t.Logf("every node renews at %v", at)
+}
+
 // statusOf returns the Manager's status of host.
 func statusOf(m *certs.Manager, host string) certs.Status {
 	for _, s := range m.Status() {

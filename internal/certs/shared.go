@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"io/fs"
+	"strings"
 	"time"
 )
 
@@ -150,6 +151,10 @@ func (m *Manager) watchStorage(w Watcher) {
 // Manager serves it, and adopts it when it is valid and not the one in
 // memory: another process renewed it, or restored a backup.
 func (m *Manager) storageChanged(key string) {
+	if ck, ok := strings.CutSuffix(key, stateSuffix); ok {
+		m.scheduleChanged(ck)
+		return
+	}
 	host, rsa, ok := certCacheKey(key)
 	if !ok {
 		return
@@ -190,5 +195,35 @@ func (m *Manager) storageChanged(key string) {
 	e.failures, e.lastErr, e.retryAt = 0, "", time.Time{}
 	m.mu.Unlock()
 	m.log.Info("certificate loaded", "host", host, "key", k.keyType(), "issuer", issuerLabelOf(is), "cert_issuer", issuerName(c.Leaf), "not_after", c.Leaf.NotAfter, "source", "storage watch")
+	m.poke()
+}
+
+// scheduleChanged applies the schedule another process stored for the
+// certificate key ck (its ARI window, its backoff), if it is about the
+// certificate served here, so the fleet follows one schedule.
+func (m *Manager) scheduleChanged(ck string) {
+	host, rsa, ok := certCacheKey(ck)
+	if !ok {
+		return
+	}
+	k := certKey{host: host, rsa: rsa}
+	m.mu.Lock()
+	e := m.entries[k]
+	busy := e == nil || e.flight != nil || !e.loaded
+	m.mu.Unlock()
+	if busy {
+		return // not served here, ordering it, or load reads it anyway
+	}
+	ctx, cancel := context.WithTimeout(m.ctx, storageTimeout)
+	st, err := m.readState(ctx, k)
+	cancel()
+	if err != nil || st == nil {
+		return
+	}
+	m.mu.Lock()
+	if m.entries[k] == e && e.flight == nil {
+		m.applyStateLocked(e, st) // only if it is about e's certificate
+	}
+	m.mu.Unlock()
 	m.poke()
 }
