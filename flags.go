@@ -4,6 +4,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os"
 	"time"
 
 	"github.com/artyom/autoflags"
@@ -23,7 +24,7 @@ type runArgs struct {
 	ACME     string `flag:"acme,ACME issuers in order of preference, comma-separated: directory URLs or letsencrypt, letsencrypt-staging, zerossl; or local (local CA only)"`
 	ACMECA   string `flag:"acme-ca,PEM file of CA certificates to trust for the ACME server's own HTTPS (private CAs, Pebble)"`
 	EABKeyID string `flag:"eab-kid,External Account Binding key ID (required by ZeroSSL)"`
-	EABHMAC  string `flag:"eab-hmac,External Account Binding HMAC key, base64url"`
+	EABHMAC  string `flag:"eab-hmac,External Account Binding HMAC key, base64url" secret:"eab-hmac,LEPROXY_EAB_HMAC"`
 
 	ACMEEAB     string `flag:"acme-eab,External Account Binding per issuer: ISSUER=FILE (FILE holds the key ID and the base64url HMAC key) or ISSUER=env:VAR, comma-separated"`
 	ACMEProfile string `flag:"acme-profile,ACME profile to order with (such as shortlived): NAME for the first issuer, or ISSUER=NAME, comma-separated"`
@@ -47,10 +48,16 @@ type runArgs struct {
 	Admin     string `flag:"admin,address for /health/live, /health/ready, /metrics and /certificates (empty: off; keep it on loopback)"`
 	DebugAddr string `flag:"debug-addr,address serving Go's net/http/pprof profiles under /debug/pprof/ (empty: off; keep it on loopback)"`
 	AccessLog bool   `flag:"access-log,log one line per HTTPS request"`
+	Otel      bool   `flag:"otel,export OpenTelemetry traces over OTLP as the OTEL_* environment variables say (also on when OTEL_EXPORTER_OTLP_ENDPOINT or OTEL_EXPORTER_OTLP_TRACES_ENDPOINT is set)"`
 	LogFormat string `flag:"log-format,log format: text or json"`
 	LogLevel  string `flag:"log-level,log level: debug, info, warn or error"`
-	Backup    string `flag:"backup,write the cache (ACME account, certificates, local CA) to this encrypted FILE and exit (- for stdout); passphrase from $LEPROXY_BACKUP_PASSPHRASE"`
-	Restore   string `flag:"restore,replace the cache with this encrypted backup FILE and exit (- for stdin); stop leproxy first; passphrase from $LEPROXY_BACKUP_PASSPHRASE"`
+	Backup    string `flag:"backup,write the cache (ACME account, certificates, local CA) to this age-encrypted FILE and exit (- for stdout); passphrase from $LEPROXY_BACKUP_PASSPHRASE or -backup-passphrase-file, or see -backup-recipient"`
+	Restore   string `flag:"restore,replace the cache with this encrypted backup FILE and exit (- for stdin); stop leproxy first; passphrase as for -backup, or see -restore-identity"`
+
+	BackupPassphrase string `secret:"backup-passphrase,LEPROXY_BACKUP_PASSPHRASE,passphrase of -backup and -restore"`
+	BackupRecipient  string `flag:"backup-recipient,encrypt -backup to these age public keys (age1..., comma-separated) instead of a passphrase"`
+	RestoreIdentity  string `flag:"restore-identity,age identity FILE (from age-keygen) that opens a -restore backup made with -backup-recipient"`
+
 	Store     string `flag:"store,fleet mode: keep certificates, locks, challenge answers and (without -map) the mapping in etcd, etcd://host1:2379,host2:2379/prefix; the -cache directory stays as a mirror"`
 	StoreCA   string `flag:"store-ca,PEM file of CA certificates to trust for etcd's TLS (turns TLS on)"`
 	StoreCert string `flag:"store-cert,PEM client certificate for etcd's TLS (with -store-key)"`
@@ -61,9 +68,12 @@ type runArgs struct {
 	StoreNode         string `flag:"store-node,this node's name in the fleet's lock listings (default: the host name)"`
 	MapPut            string `flag:"map-put,validate this mapping file, write it to the -store as the fleet's mapping and exit (refused when invalid)"`
 
-	Probe   string `flag:"probe,GET this URL (such as http://127.0.0.1:9090/health/ready) and exit 0 on 200, 1 otherwise: a health check for images without curl"`
-	Check   bool   `flag:"check,validate the mapping, print a summary and exit (status 0 when valid, 1 when not)"`
-	Version bool   `flag:"version,print the version and exit"`
+	// secretsOnCommandLine names the secrets given as plain flags, for a
+	// warning once the logger exists.
+	secretsOnCommandLine []string
+	Probe                string `flag:"probe,GET this URL (such as http://127.0.0.1:9090/health/ready) and exit 0 on 200, 1 otherwise: a health check for images without curl"`
+	Check                bool   `flag:"check,validate the mapping, print a summary and exit (status 0 when valid, 1 when not)"`
+	Version              bool   `flag:"version,print the version and exit"`
 }
 
 func defaultArgs() runArgs {
@@ -90,6 +100,7 @@ func parseArgs(args []string, output io.Writer) (a runArgs, set map[string]bool,
 	fs := flag.NewFlagSet("leproxy", flag.ContinueOnError)
 	fs.SetOutput(output)
 	autoflags.DefineFlagSet(fs, &a)
+	secrets := defineSecretFlags(fs, &a)
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), usageHeader)
 		fs.PrintDefaults()
@@ -102,6 +113,9 @@ func parseArgs(args []string, output io.Writer) (a runArgs, set map[string]bool,
 	}
 	set = make(map[string]bool)
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	if a.secretsOnCommandLine, err = secrets.resolve(set, os.Getenv); err != nil {
+		return a, nil, err
+	}
 	return a, set, nil
 }
 
@@ -111,6 +125,7 @@ Usage:
   leproxy -map mapping.yml -cache /var/cache/leproxy [flags]
   leproxy                    (demo: local CA, *.localhost names, ports 8443 and 8080)
   leproxy -check -map mapping.yml
+  leproxy trust | untrust [-cache DIR]   (the local CA root in the system and browser stores)
 
 Flags:
 `

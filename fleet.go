@@ -230,7 +230,7 @@ func fleetBackupOrRestore(ctx context.Context, a runArgs, store *etcdstore.Store
 	if a.Backup != "" && a.Restore != "" {
 		return errors.New("-backup and -restore cannot be used together")
 	}
-	pass, err := backup.PassphraseFromEnv()
+	pass, err := backupKey(a)
 	if err != nil {
 		return err
 	}

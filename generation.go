@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/leproxy/leproxy/dbproxy"
+	"github.com/leproxy/leproxy/internal/certs"
 	"github.com/leproxy/leproxy/internal/config"
 	"github.com/leproxy/leproxy/internal/httpproxy"
 )
@@ -19,11 +20,12 @@ import (
 // commits it; a reload prepares one next to the current listeners and
 // commits it only when everything is ready.
 type generation struct {
-	cfg     *config.Config
-	handler *httpproxy.Handler
-	updates []tcpUpdate
-	added   []*tcpServer
-	removed []*tcpServer
+	cfg        *config.Config
+	challenges []certs.ChallengeRule // of cfg's certificates section
+	handler    *httpproxy.Handler
+	updates    []tcpUpdate
+	added      []*tcpServer
+	removed    []*tcpServer
 }
 
 // tcpUpdate is a listener that stays, with what changes.
@@ -44,6 +46,10 @@ func prepare(cfg *config.Config, current []*tcpServer, opts httpproxy.Options, d
 		return nil, err
 	}
 	g := &generation{cfg: cfg, handler: handler}
+	if g.challenges, err = challengeRules(cfg); err != nil {
+		handler.Close()
+		return nil, err
+	}
 	defer func() {
 		if err != nil {
 			g.abort()
@@ -111,6 +117,12 @@ func (g *generation) abort() {
 func (l *live) commit(g *generation) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	// The challenge rules first: a new wildcard is never ordered without
+	// its dns-01 rule.
+	if err := l.cm.SetChallenges(g.challenges); err != nil {
+		// challengeRules built them from a valid mapping a moment ago.
+		l.logger.Error("setting certificate challenges", "error", err)
+	}
 	l.cm.SetHosts(g.cfg.Hostnames())
 	if c := l.deps.clients; c != nil {
 		c.SetPolicy(policyOf(g.cfg.Limits))

@@ -12,7 +12,6 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
-	"runtime/debug"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -55,6 +54,9 @@ type runEnv struct {
 }
 
 func (env runEnv) run(ctx context.Context, args []string) error {
+	if install, ok := subcommand(args); ok {
+		return env.trust(ctx, install, args[1:])
+	}
 	stdout, stderr := env.stdout, env.stderr
 	a, set, err := parseArgs(args, stderr)
 	if err != nil {
@@ -67,6 +69,9 @@ func (env runEnv) run(ctx context.Context, args []string) error {
 	logger, err := newLogger(stderr, a.LogFormat, a.LogLevel)
 	if err != nil {
 		return err
+	}
+	for _, name := range a.secretsOnCommandLine {
+		logger.Warn("secret given on the command line, where every local user can read it in /proc", "flag", "-"+name, "instead", "-"+name+"-file, or its environment variable or systemd credential")
 	}
 	if a.Cache == "" {
 		if a.Cache, err = defaultCacheDir(); err != nil {
@@ -179,6 +184,13 @@ func (env runEnv) run(ctx context.Context, args []string) error {
 		return fmt.Errorf("certificate manager: %w", err)
 	}
 	defer cm.Close()
+	rules, err := challengeRules(cfg)
+	if err == nil {
+		err = cm.SetChallenges(rules)
+	}
+	if err != nil {
+		return err
+	}
 	cm.SetHosts(cfg.Hostnames())
 	for _, name := range cfg.Hostnames() {
 		if cm.UsesLocalCA(name) {
@@ -193,14 +205,19 @@ func (env runEnv) run(ctx context.Context, args []string) error {
 	// tcp listeners; every other address is bound before anything serves,
 	// so that a port in use is a start-up error and not a half-started
 	// daemon.
-	proxyOpts := httpproxy.Options{HSTS: a.HSTS, AllowMisdirected: a.AllowMisdirected, Logger: logger, OnBackendError: metrics.BackendError, MaxHeaders: a.MaxHeaders, MaxURI: a.MaxURI, KeepUnderscoreHeaders: a.KeepUnderscoreHeaders}
+	tp, err := startTracing(ctx, a.Otel, logger)
+	if err != nil {
+		return err
+	}
+	defer stopTracing(tp, logger) // after the drain: the drained requests' spans go too
+	proxyOpts := httpproxy.Options{Tracer: tp.Tracer(), HSTS: a.HSTS, AllowMisdirected: a.AllowMisdirected, Logger: logger, OnBackendError: metrics.BackendError, MaxHeaders: a.MaxHeaders, MaxURI: a.MaxURI, KeepUnderscoreHeaders: a.KeepUnderscoreHeaders}
 	clients := clientlimit.New(policyOf(cfg.Limits), clientlimit.Options{
 		Blocks:    clientlimit.NewBlocklist(clientlimit.BlocklistOptions{Logger: logger, OnBlock: metrics.ClientBlocked}),
 		OnLimited: func(kind string) { metrics.ClientLimited("connection", kind) },
 	})
 	proxyOpts.Clients = clients
 	proxyOpts.OnLimited = func(_, kind string) { metrics.ClientLimited("request", kind) }
-	deps := tcpDeps{getCertificate: cm.GetCertificate, metrics: metrics, logger: logger, clients: clients}
+	deps := tcpDeps{getCertificate: cm.GetCertificate, metrics: metrics, logger: logger, clients: clients, observer: tp.SessionObserver()}
 	gen, err := prepare(cfg, nil, proxyOpts, deps)
 	if err != nil {
 		return err
@@ -510,19 +527,19 @@ func backupOrRestore(a runArgs, stdout io.Writer, logger *slog.Logger) error {
 	if a.Backup != "" && a.Restore != "" {
 		return errors.New("-backup and -restore cannot be used together")
 	}
-	pass, err := backup.PassphraseFromEnv()
+	key, err := backupKey(a)
 	if err != nil {
 		return err
 	}
 	switch {
 	case a.Backup == "-":
-		err = backup.Write(stdout, a.Cache, pass)
+		err = backup.Write(stdout, a.Cache, key)
 	case a.Backup != "":
-		err = backup.WriteFile(a.Backup, a.Cache, pass)
+		err = backup.WriteFile(a.Backup, a.Cache, key)
 	case a.Restore == "-":
-		err = backup.Restore(os.Stdin, a.Cache, pass)
+		err = backup.Restore(os.Stdin, a.Cache, key)
 	default:
-		err = backup.RestoreFile(a.Restore, a.Cache, pass)
+		err = backup.RestoreFile(a.Restore, a.Cache, key)
 	}
 	if err != nil {
 		return err
@@ -533,6 +550,37 @@ func backupOrRestore(a runArgs, stdout io.Writer, logger *slog.Logger) error {
 		logger.Info("cache restored", "cache", a.Cache, "file", a.Restore)
 	}
 	return nil
+}
+
+// backupKey is the key of -backup or -restore: the recipients or the
+// identity file when given, else the passphrase.
+func backupKey(a runArgs) (*backup.Key, error) {
+	switch {
+	case a.Backup != "" && a.RestoreIdentity != "":
+		return nil, errors.New("-restore-identity opens backups; -backup takes -backup-recipient (the identity's public key)")
+	case a.Restore != "" && a.BackupRecipient != "":
+		return nil, errors.New("-backup-recipient only writes backups; -restore takes -restore-identity")
+	case a.BackupRecipient != "":
+		k, err := backup.Recipients(strings.Split(a.BackupRecipient, ",")...)
+		if err != nil {
+			return nil, fmt.Errorf("-backup-recipient: %w", err)
+		}
+		return k, nil
+	case a.RestoreIdentity != "":
+		f, err := os.Open(a.RestoreIdentity)
+		if err != nil {
+			return nil, fmt.Errorf("-restore-identity: %w", err)
+		}
+		defer f.Close()
+		k, err := backup.Identities(f)
+		if err != nil {
+			return nil, fmt.Errorf("-restore-identity %s: %w", a.RestoreIdentity, err)
+		}
+		return k, nil
+	case a.BackupPassphrase == "":
+		return nil, fmt.Errorf("%w: set $LEPROXY_BACKUP_PASSPHRASE, -backup-passphrase-file or the systemd credential backup-passphrase (or use -backup-recipient and -restore-identity)", backup.ErrNoPassphrase)
+	}
+	return backup.Passphrase([]byte(a.BackupPassphrase)), nil
 }
 
 func newLogger(w io.Writer, format, level string) (*slog.Logger, error) {
@@ -568,20 +616,6 @@ func loadCertPool(file string) (*x509.CertPool, error) {
 		return nil, fmt.Errorf("%s: no PEM certificates found", file)
 	}
 	return pool, nil
-}
-
-func version() string {
-	bi, ok := debug.ReadBuildInfo()
-	if !ok {
-		return "unknown"
-	}
-	v := bi.Main.Version
-	for _, s := range bi.Settings {
-		if s.Key == "vcs.revision" {
-			v += " " + s.Value
-		}
-	}
-	return v + " " + bi.GoVersion
 }
 
 func portOf(a net.Addr) string {

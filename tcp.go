@@ -31,7 +31,8 @@ type tcpDeps struct {
 	getCertificate func(*tls.ClientHelloInfo) (*tls.Certificate, error)
 	metrics        *admin.Metrics // nil: no metrics
 	logger         *slog.Logger
-	clients        *clientlimit.Clients // per-client limits; nil: none
+	clients        *clientlimit.Clients    // per-client limits; nil: none
+	observer       dbproxy.SessionObserver // session spans; nil: tracing off
 }
 
 // listenKey is the address a listener binds, for matching the listeners of
@@ -91,6 +92,7 @@ func newTCPServer(file string, l config.Listener, deps tcpDeps) (*tcpServer, err
 		Logger:         deps.logger,
 		OnTLSHandshake: func(err error) { metrics.TLSHandshake(l.Listen, err) },
 		Options:        l.Options,
+		Observer:       deps.observer,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("%s:%d: tcp listener %s: %w", file, l.Line, l.Listen, err)

@@ -17,8 +17,9 @@
 // backend connections. The Server then clears the deadlines and pipes bytes
 // both ways with a pump that half-closes each direction, splices when both
 // ends are plain TCP, counts bytes per route and ends the session after the
-// idle timeout. It logs one "session end" line per connection and keeps
-// Stats. Shutdown stops accepting, lets sessions end and, when its context
+// idle timeout. It logs one "session end" line per connection, keeps
+// Stats and tells a SessionObserver, if any, of each session's start and
+// end (leproxy's tracing spans). Shutdown stops accepting, lets sessions end and, when its context
 // runs out, closes them with everything they own.
 //
 // The Server knows nothing of leproxy's mapping file or certificate

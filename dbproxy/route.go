@@ -55,7 +55,9 @@ var ErrNoRoute = errors.New("dbproxy: no route")
 // Route maps one TLS server name of a listener to a backend.
 type Route struct {
 	// Host is the server name clients ask for with SNI, such as
-	// "db.example.com"; matched without regard to case.
+	// "db.example.com"; matched without regard to case. A wildcard,
+	// "*.example.com", serves the names one label under it that no other
+	// route names.
 	Host string
 	// Backend is the backend's address, host:port.
 	Backend string
@@ -168,8 +170,8 @@ func (rt *router) lookup(serverName string) (*route, error) {
 		}
 		return rt.def, nil
 	}
-	if r := rt.byHost[hostname.Normalize(serverName)]; r != nil {
-		return r, nil
+	if r, _, _ := hostname.Lookup(rt.byHost, hostname.Normalize(serverName)); r != nil {
+		return r, nil // exact, else the wildcard route covering it
 	}
 	return nil, fmt.Errorf("%w for server name %q", ErrNoRoute, serverName)
 }

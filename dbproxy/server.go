@@ -102,6 +102,9 @@ type Config struct {
 	// closed; it is told of failed TLS handshakes, refused handshakes and
 	// authentication failures. SetGuard replaces it.
 	Guard ClientGuard
+	// Observer, if set, is told of each session's start and end (leproxy's
+	// tracing spans); nil observes nothing.
+	Observer SessionObserver
 }
 
 // A Server serves one Protocol on one or more listeners. Create it with
@@ -411,6 +414,7 @@ func (s *Server) serveSession(sess *Session) {
 	defer s.open.Add(-1)
 	defer s.trackSession(sess, false)
 	start := time.Now()
+	observed := s.observeStart(sess, start)
 	deadline := start.Add(s.cfg.HandshakeTimeout)
 	sess.client.SetDeadline(deadline)
 	ctx, cancel := context.WithDeadline(s.ctx, deadline)
@@ -432,6 +436,12 @@ func (s *Server) serveSession(sess *Session) {
 		s.stats.handled.Add(1)
 		sess.closeAll()
 		sess.end()
+		if observed != nil {
+			observed(SessionSummary{
+				ServerName: sess.sni, Route: sess.routeName(), Backend: sess.backend(),
+				End: End{ByLeproxy, ReasonHandled}, Time: time.Now(),
+			})
+		}
 		return
 	case err == nil && (c == nil || b == nil || sess.route == nil):
 		err = fmt.Errorf("protocol %s: handshake returned no connection or no route", s.proto.Name())
@@ -495,6 +505,12 @@ func (s *Server) serveSession(sess *Session) {
 		sess.route.stats.ends.add(end)
 	} else {
 		s.stats.unroutedEnds.add(end)
+	}
+	if observed != nil {
+		observed(SessionSummary{
+			ServerName: sess.sni, Route: sess.routeName(), Backend: sess.backend(),
+			BytesIn: in, BytesOut: out, End: end, Err: err, Time: time.Now(),
+		})
 	}
 	sess.Logger.Info("session end", append(attrs,
 		"closed_by", end.By,

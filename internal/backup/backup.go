@@ -11,11 +11,14 @@
 // file. Names at the top of the cache directory that start with ".leproxy-"
 // (leproxy's own temporary files) are left out.
 //
-// The archive is a tar stream encrypted with XChaCha20-Poly1305 under a key
-// derived from a passphrase with scrypt. Its header (see format.go) carries
-// a magic string, a format version, the scrypt parameters, the salt, the
-// nonce and the ciphertext length, and is authenticated with the
-// ciphertext, so that altering any byte of the file makes Restore fail.
+// The archive is a tar stream in an age file (filippo.io/age,
+// https://age-encryption.org/v1), encrypted to a Key: a passphrase (age's
+// scrypt recipient, so `age -d backup.age | tar -t` lists it) or age
+// X25519 recipients (so a server can write backups with no secret of its
+// own; the identity file restores them). age authenticates its header
+// with a MAC and its payload in 64 KiB chunks up to a final one, so that
+// altering, truncating or extending the file makes Restore fail. Restore
+// also reads the version 1 format of earlier releases (legacy.go).
 //
 // Restore authenticates the archive and checks every entry (regular files
 // and directories only, relative paths inside the cache directory, no
@@ -26,15 +29,7 @@
 // one, never a mix. An existing cache is replaced, not merged.
 package backup
 
-import (
-	"errors"
-	"fmt"
-	"os"
-)
-
-// PassphraseEnv is the environment variable that leproxy reads the backup
-// passphrase from.
-const PassphraseEnv = "LEPROXY_BACKUP_PASSPHRASE"
+import "errors"
 
 // MaxSize bounds the archived cache: the tar stream of all files and
 // directories (contents plus 512-byte headers) must fit in it. Write and
@@ -45,20 +40,22 @@ const MaxSize = 64 << 20
 // Errors returned by Write and Restore, possibly wrapped with details; test
 // with errors.Is.
 var (
-	// ErrNoPassphrase means the passphrase is empty.
+	// ErrNoPassphrase means the Key is nil or its passphrase empty.
 	ErrNoPassphrase = errors.New("backup: empty passphrase")
 	// ErrNotBackup means the input does not start with the backup magic.
 	ErrNotBackup = errors.New("backup: not a leproxy backup")
-	// ErrUnsupportedVersion means the archive has a format version this
-	// leproxy does not know; it is followed by the version number.
+	// ErrUnsupportedVersion means a leproxy (version 1 format) archive
+	// has a format version this leproxy does not know; it is followed by
+	// the version number.
 	ErrUnsupportedVersion = errors.New("backup: unsupported version")
 	// ErrUnsupportedParams means the scrypt parameters in the header are
-	// outside the accepted bounds (see format.go).
+	// above the accepted cost (see age.go and legacy.go).
 	ErrUnsupportedParams = errors.New("backup: unsupported scrypt parameters")
 	// ErrTruncated means the input ends before the archive does.
 	ErrTruncated = errors.New("backup: truncated archive")
-	// ErrCorrupted means authentication failed: the passphrase is wrong or
-	// a byte of the archive was altered. The two cannot be told apart.
+	// ErrCorrupted means authentication failed: the passphrase or identity
+	// is wrong or a byte of the archive was altered. The two cannot be
+	// told apart.
 	ErrCorrupted = errors.New("backup: wrong passphrase or corrupted archive")
 	// ErrTooLarge means the cache or the archive exceeds MaxSize.
 	ErrTooLarge = errors.New("backup: archive exceeds the 64 MiB limit")
@@ -70,14 +67,3 @@ var (
 	// neither a regular file nor a directory (a symbolic link, a socket...).
 	ErrUnsupportedFile = errors.New("backup: unsupported file in cache directory")
 )
-
-// PassphraseFromEnv returns the passphrase in $LEPROXY_BACKUP_PASSPHRASE,
-// byte for byte (no trimming), or an error naming the variable when it is
-// unset or empty.
-func PassphraseFromEnv() ([]byte, error) {
-	p := os.Getenv(PassphraseEnv)
-	if p == "" {
-		return nil, fmt.Errorf("%w: set %s", ErrNoPassphrase, PassphraseEnv)
-	}
-	return []byte(p), nil
-}

@@ -11,27 +11,51 @@ import (
 // FuzzOpen feeds arbitrary bytes to the archive reader: no panic, and
 // never a plaintext without the right key.
 func FuzzOpen(f *testing.F) {
-	// Keep scrypt cheap for mutated parameters; TestKDFParamsBounds checks
-	// the real bounds.
-	setFuzzSeam(f, &maxKDFMemory, 1<<8)
-	setFuzzSeam(f, &maxKDFWork, 1<<10)
+	// Keep scrypt cheap for mutated work factors; TestRestoreRefused
+	// checks the real bound.
+	setFuzzSeam(f, &maxWorkFactor, 6)
 	const want = "not a tar, but authenticated"
 	valid, err := seal([]byte(want), testPassphrase)
 	if err != nil {
 		f.Fatal(err)
 	}
 	f.Add(valid)
-	f.Add(valid[:headerSize])
-	f.Add(valid[:len(magic)+1])
+	f.Add(valid[:len(ageMagic)+20])
 	f.Add([]byte{})
-	f.Add([]byte("LEPROXY-BACKUP\x02"))
+	f.Add([]byte(ageMagic + "-> scrypt AAAAAAAAAAAAAAAAAAAAAA 40\n\n--- AAAA\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		plaintext, err := open(bytes.NewReader(data), testPassphrase)
 		if err != nil {
 			return
 		}
 		// Only an unmodified archive can authenticate. (valid itself
-		// differs between fuzz worker processes: the salt is random.)
+		// differs between fuzz worker processes: salt and nonce are
+		// random, their lengths are not.)
+		if string(plaintext) != want || len(data) != len(valid) {
+			t.Fatalf("open accepted a modified archive (%d bytes) and returned %q", len(data), plaintext)
+		}
+	})
+}
+
+// FuzzOpenV1 is FuzzOpen for the version 1 format that Restore still
+// reads.
+func FuzzOpenV1(f *testing.F) {
+	setFuzzSeam(f, &maxKDFMemory, 1<<8)
+	setFuzzSeam(f, &maxKDFWork, 1<<10)
+	const want = "not a tar, but authenticated"
+	valid, err := sealV1([]byte(want), testPassphrase.passphrase)
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(valid)
+	f.Add(valid[:headerSize])
+	f.Add(valid[:len(magic)+1])
+	f.Add([]byte("LEPROXY-BACKUP\x02"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		plaintext, err := openV1(bytes.NewReader(data), testPassphrase.passphrase)
+		if err != nil {
+			return
+		}
 		if string(plaintext) != want || len(data) != headerSize+len(want)+overhead {
 			t.Fatalf("open accepted a modified archive (%d bytes) and returned %q", len(data), plaintext)
 		}

@@ -12,16 +12,21 @@ import (
 	"sort"
 	"strings"
 	"testing"
+
+	"filippo.io/age"
 )
 
-// productionParams are the scrypt parameters of real archives; TestMain
-// lowers writeParams so that tests run fast.
-var productionParams = writeParams
+const testPassphraseText = "correct horse battery staple"
 
-var testPassphrase = []byte("correct horse battery staple")
+var testPassphrase = Passphrase([]byte(testPassphraseText))
+
+// productionWorkFactor is the scrypt work factor of real backups; TestMain
+// lowers writeWorkFactor so that tests run fast.
+var productionWorkFactor = writeWorkFactor
 
 func TestMain(m *testing.M) {
-	writeParams = kdfParams{logN: 4, r: 1, p: 1}
+	writeWorkFactor = 4
+	v1WriteParams = kdfParams{logN: 4, r: 1, p: 1}
 	os.Exit(m.Run())
 }
 
@@ -221,4 +226,48 @@ func sealTar(t *testing.T, tarData []byte) []byte {
 		t.Fatalf("seal: %v", err)
 	}
 	return archive
+}
+
+// sealWith encrypts arbitrary plaintext to key.
+func sealWith(t *testing.T, key *Key, plaintext []byte) []byte {
+	t.Helper()
+	archive, err := seal(bytes.Clone(plaintext), key)
+	if err != nil {
+		t.Fatalf("seal: %v", err)
+	}
+	return archive
+}
+
+// identity is an age X25519 key pair; file is its identity file.
+type identity struct {
+	*Key
+	recipient string
+	file      string
+}
+
+func newIdentity(t *testing.T) identity {
+	t.Helper()
+	id, err := age.GenerateX25519Identity()
+	if err != nil {
+		t.Fatal(err)
+	}
+	file := filepath.Join(t.TempDir(), "key.txt")
+	text := "# created: by the test\n# public key: " + id.Recipient().String() + "\n" + id.String() + "\n"
+	if err := os.WriteFile(file, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	key, err := Identities(strings.NewReader(text))
+	if err != nil {
+		t.Fatalf("Identities: %v", err)
+	}
+	return identity{Key: key, recipient: id.Recipient().String(), file: file}
+}
+
+func (id identity) recipientKey(t *testing.T) *Key {
+	t.Helper()
+	k, err := Recipients(id.recipient)
+	if err != nil {
+		t.Fatalf("Recipients: %v", err)
+	}
+	return k
 }

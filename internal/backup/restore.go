@@ -13,8 +13,9 @@ import (
 // Restore reads an archive from r and replaces the cache directory
 // cacheDir with its contents.
 //
-// Everything is checked before anything is written: the header, the
-// length, the authentication tag, and every tar entry. The contents are
+// Everything is checked before anything is written: the age header and
+// its MAC, every payload chunk up to the final one (or, for a version 1
+// archive, its header, length and tag), and every tar entry. The contents are
 // then extracted into a new directory next to cacheDir (so on the same
 // file system), synced to disk, and swapped with cacheDir in one
 // rename(2) where the kernel supports RENAME_EXCHANGE, or else by renaming
@@ -36,8 +37,8 @@ import (
 // stop it before restoring and start it afterwards.
 //
 // On any error before the swap, cacheDir is unchanged.
-func Restore(r io.Reader, cacheDir string, passphrase []byte) error {
-	plaintext, err := open(r, passphrase)
+func Restore(r io.Reader, cacheDir string, key *Key) error {
+	plaintext, err := open(r, key)
 	if err != nil {
 		return err
 	}
@@ -49,8 +50,8 @@ func Restore(r io.Reader, cacheDir string, passphrase []byte) error {
 }
 
 // RestoreFile is Restore reading the archive from the file at path.
-func RestoreFile(path, cacheDir string, passphrase []byte) error {
-	if len(passphrase) == 0 {
+func RestoreFile(path, cacheDir string, key *Key) error {
+	if key.empty() {
 		return ErrNoPassphrase
 	}
 	f, err := os.Open(path)
@@ -58,7 +59,7 @@ func RestoreFile(path, cacheDir string, passphrase []byte) error {
 		return fmt.Errorf("backup: opening archive: %w", err)
 	}
 	defer f.Close()
-	return Restore(f, cacheDir, passphrase)
+	return Restore(f, cacheDir, key)
 }
 
 // Test seams.

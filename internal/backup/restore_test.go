@@ -5,11 +5,16 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
+
+	"filippo.io/age/armor"
+	"github.com/leproxy/leproxy/internal/testenv"
 )
 
 func TestRoundTrip(t *testing.T) {
@@ -178,29 +183,33 @@ func TestRestoreOwner(t *testing.T) {
 // error, leaving the cache byte for byte as it was and no file behind.
 func TestRestoreRefused(t *testing.T) {
 	valid := archiveOf(t, accountCache)
-	withVersion := bytes.Clone(valid)
-	withVersion[len(magic)] = 2
-	hugeN := bytes.Clone(valid)
-	hugeN[len(magic)+1], hugeN[len(magic)+2] = 40, 8
-	hugeLen := bytes.Clone(valid)
-	copy(hugeLen[headerSize-8:], []byte{0, 0, 0, 0, 0x10, 0, 0, 0})
+	// The scrypt stanza names its work factor in clear: "-> scrypt SALT 4".
+	costly := bytes.Replace(valid, []byte(fmt.Sprintf(" %d\n", writeWorkFactor)), []byte(" 19\n"), 1)
+	if bytes.Equal(costly, valid) {
+		t.Fatal("no scrypt work factor found in the header")
+	}
+	other := newIdentity(t)
+	toOther := sealWith(t, other.recipientKey(t), rawTar(t, regular("ok", 0o600, "x")))
 	tests := []struct {
-		name       string
-		archive    []byte
-		passphrase string // the right one when empty
-		want       error
-		wantText   string
+		name     string
+		archive  []byte
+		key      *Key // testPassphrase when nil
+		want     error
+		wantText string
 	}{
-		{name: "wrong passphrase", archive: valid, passphrase: "Correct horse battery staple", want: ErrCorrupted,
+		{name: "wrong passphrase", archive: valid, key: Passphrase([]byte("Correct horse battery staple")), want: ErrCorrupted,
 			wantText: "backup: wrong passphrase or corrupted archive"},
+		{name: "identity of another recipient", archive: valid, key: other.Key, want: ErrCorrupted},
+		{name: "passphrase for a file sealed to a recipient", archive: toOther, want: ErrCorrupted},
+		{name: "recipient instead of identity", archive: toOther, key: other.recipientKey(t), want: nil,
+			wantText: "backup: a recipient (age1...) only writes backups"},
+		{name: "empty passphrase", archive: valid, key: Passphrase(nil), want: ErrNoPassphrase},
 		{name: "empty file", archive: nil, want: ErrTruncated, wantText: "backup: truncated archive"},
 		{name: "not a backup", archive: []byte("-----BEGIN CERTIFICATE-----\n"), want: ErrNotBackup,
 			wantText: "backup: not a leproxy backup"},
-		{name: "short and not a backup", archive: []byte("LEPROXY-X"), want: ErrNotBackup},
-		{name: "unsupported version", archive: withVersion, want: ErrUnsupportedVersion,
-			wantText: "backup: unsupported version 2"},
-		{name: "scrypt N=2^40", archive: hugeN, want: ErrUnsupportedParams},
-		{name: "length beyond the limit", archive: hugeLen, want: ErrTooLarge},
+		{name: "short and not a backup", archive: []byte("age-X"), want: ErrNotBackup},
+		{name: "another age version", archive: bytes.Replace(valid, []byte("org/v1"), []byte("org/v2"), 1), want: ErrNotBackup},
+		{name: "scrypt work factor 19", archive: costly, want: ErrUnsupportedParams},
 		{name: "trailing data", archive: append(bytes.Clone(valid), 0), want: ErrCorrupted},
 	}
 	for _, tt := range tests {
@@ -208,12 +217,12 @@ func TestRestoreRefused(t *testing.T) {
 			parent := t.TempDir()
 			cache := makeCache(t, filepath.Join(parent, "leproxy"), otherCache)
 			before := snapshot(t, cache)
-			passphrase := testPassphrase
-			if tt.passphrase != "" {
-				passphrase = []byte(tt.passphrase)
+			key := testPassphrase
+			if tt.key != nil {
+				key = tt.key
 			}
-			err := Restore(bytes.NewReader(tt.archive), cache, passphrase)
-			if !errors.Is(err, tt.want) {
+			err := Restore(bytes.NewReader(tt.archive), cache, key)
+			if err == nil || tt.want != nil && !errors.Is(err, tt.want) {
 				t.Fatalf("got error %v, want %v", err, tt.want)
 			}
 			if !strings.HasPrefix(err.Error(), tt.wantText) {
@@ -225,6 +234,153 @@ func TestRestoreRefused(t *testing.T) {
 	}
 }
 
+// TestRestoreTooLarge feeds more than an archive can be: refused after
+// reading at most maxArchive+1 bytes.
+func TestRestoreTooLarge(t *testing.T) {
+	parent := t.TempDir()
+	cache := makeCache(t, filepath.Join(parent, "leproxy"), otherCache)
+	before := snapshot(t, cache)
+	huge := &countingReader{r: io.MultiReader(bytes.NewReader(archiveOf(t, otherCache)), zeros{})}
+	if err := Restore(huge, cache, testPassphrase); !errors.Is(err, ErrTooLarge) {
+		t.Fatalf("got error %v, want %v", err, ErrTooLarge)
+	}
+	if huge.n > maxArchive+1 {
+		t.Errorf("read %d bytes, want at most %d", huge.n, maxArchive+1)
+	}
+	expectSnapshot(t, cache, before)
+}
+
+type zeros struct{}
+
+func (zeros) Read(p []byte) (int, error) { clear(p); return len(p), nil }
+
+type countingReader struct {
+	r io.Reader
+	n int
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += n
+	return n, err
+}
+
+// TestRestoreRecipient writes a backup with only a public key and restores
+// it with the identity file, as an operator would keep it off the server.
+func TestRestoreRecipient(t *testing.T) {
+	id := newIdentity(t)
+	src := makeCache(t, filepath.Join(t.TempDir(), "src"), accountCache)
+	var buf bytes.Buffer
+	if err := Write(&buf, src, id.recipientKey(t)); err != nil {
+		t.Fatalf("Write to a recipient: %v", err)
+	}
+	if !bytes.HasPrefix(buf.Bytes(), []byte(ageMagic+"-> X25519 ")) {
+		t.Errorf("archive starts %q, want an age header with an X25519 stanza", buf.Bytes()[:40])
+	}
+	cache := makeCache(t, filepath.Join(t.TempDir(), "leproxy"), otherCache)
+	if err := Restore(bytes.NewReader(buf.Bytes()), cache, id.Key); err != nil {
+		t.Fatalf("Restore with the identity: %v", err)
+	}
+	expectSnapshot(t, cache, snapshot(t, src))
+}
+
+// TestRestoreArmored restores an ASCII-armored age file (age -a).
+func TestRestoreArmored(t *testing.T) {
+	src := makeCache(t, filepath.Join(t.TempDir(), "src"), accountCache)
+	binary := archiveOf(t, accountCache)
+	pt, err := open(bytes.NewReader(binary), testPassphrase)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	aw := armor.NewWriter(&buf)
+	if _, err := aw.Write(sealWith(t, testPassphrase, pt)); err != nil {
+		t.Fatal(err)
+	}
+	if err := aw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	cache := filepath.Join(t.TempDir(), "leproxy")
+	if err := Restore(&buf, cache, testPassphrase); err != nil {
+		t.Fatalf("Restore of an armored backup: %v", err)
+	}
+	expectSnapshot(t, cache, snapshot(t, src))
+}
+
+// TestAgeCLI checks the promise of the format: the age tool alone
+// decrypts a backup, with the passphrase (typed on a terminal: script(1)
+// gives age one) and with an identity file, and encrypts one that
+// Restore reads.
+func TestAgeCLI(t *testing.T) {
+	ageBin := testenv.LookBinary(t, "age", "age")
+	script := testenv.LookBinary(t, "script", "bsdutils")
+	src := makeCache(t, filepath.Join(t.TempDir(), "src"), accountCache)
+	want := snapshot(t, src)
+	dir := t.TempDir()
+
+	untar := func(t *testing.T, tarFile string) {
+		t.Helper()
+		plaintext, err := os.ReadFile(tarFile)
+		if err != nil {
+			t.Fatal(err)
+		}
+		entries, err := checkArchive(plaintext)
+		if err != nil {
+			t.Fatalf("age -d output is not the cache's tar stream: %v", err)
+		}
+		out := filepath.Join(t.TempDir(), "x")
+		if err := installNew(plaintext, entries, out); err != nil {
+			t.Fatal(err)
+		}
+		expectSnapshot(t, out, want)
+	}
+
+	t.Run("passphrase", func(t *testing.T) {
+		archive := filepath.Join(dir, "cache.age")
+		if err := WriteFile(archive, src, testPassphrase); err != nil {
+			t.Fatal(err)
+		}
+		out := filepath.Join(dir, "cache.tar")
+		cmd := exec.Command(script, "-qec", ageBin+" -d -o "+out+" "+archive, "/dev/null")
+		cmd.Stdin = strings.NewReader(testPassphraseText + "\n")
+		if b, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("age -d: %v\n%s", err, b)
+		}
+		untar(t, out)
+	})
+	t.Run("identity", func(t *testing.T) {
+		id := newIdentity(t)
+		archive := filepath.Join(dir, "cache-x25519.age")
+		if err := WriteFile(archive, src, id.recipientKey(t)); err != nil {
+			t.Fatal(err)
+		}
+		out := filepath.Join(dir, "cache-x25519.tar")
+		if b, err := exec.Command(ageBin, "-d", "-i", id.file, "-o", out, archive).CombinedOutput(); err != nil {
+			t.Fatalf("age -d -i: %v\n%s", err, b)
+		}
+		untar(t, out)
+	})
+	t.Run("age -e to leproxy", func(t *testing.T) {
+		id := newIdentity(t)
+		plaintext, err := archiveDir(src)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tarFile := filepath.Join(dir, "plain.tar")
+		if err := os.WriteFile(tarFile, plaintext, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		archive := filepath.Join(dir, "by-age.age")
+		if b, err := exec.Command(ageBin, "-e", "-a", "-r", id.recipient, "-o", archive, tarFile).CombinedOutput(); err != nil {
+			t.Fatalf("age -e: %v\n%s", err, b)
+		}
+		cache := filepath.Join(t.TempDir(), "leproxy")
+		if err := RestoreFile(archive, cache, id.Key); err != nil {
+			t.Fatalf("Restore of what age -e -a wrote: %v", err)
+		}
+		expectSnapshot(t, cache, want)
+	})
+}
 func TestRestoreRefusedMissingCache(t *testing.T) {
 	// A refused restore into a missing cache directory creates nothing.
 	parent := t.TempDir()
@@ -241,54 +397,59 @@ func TestRestoreTruncated(t *testing.T) {
 	parent := t.TempDir()
 	cache := makeCache(t, filepath.Join(parent, "leproxy"), otherCache)
 	before := snapshot(t, cache)
-	offsets := []int{0, 1, len(magic) - 1, len(magic), len(magic) + 1, 20, headerSize - 1, headerSize,
-		headerSize + 1, headerSize + 100, len(valid) / 2, len(valid) - overhead, len(valid) - 1}
+	headerEnd := bytes.Index(valid, []byte("\n--- ")) + 1
+	payload := bytes.IndexByte(valid[headerEnd:], '\n') + headerEnd + 1
+	offsets := []int{0, 1, len(ageMagic) - 1, len(ageMagic), len(ageMagic) + 1, headerEnd - 1, headerEnd, headerEnd + 5,
+		payload - 1, payload, payload + 8, payload + 16, payload + 17, len(valid) / 2, len(valid) - 16, len(valid) - 1}
 	for _, n := range offsets {
 		err := Restore(bytes.NewReader(valid[:n]), cache, testPassphrase)
-		if !errors.Is(err, ErrTruncated) {
+		if !isOneOf(err, []error{ErrTruncated, ErrCorrupted}) {
 			t.Errorf("truncated to %d of %d bytes: got error %v, want %v", n, len(valid), err, ErrTruncated)
+		}
+	}
+	// Cut inside the final chunk, the file looks corrupted; cut after the
+	// payload's nonce or at a chunk boundary (a cache of more than one
+	// 64 KiB chunk), age reports the missing end of the stream.
+	big := archiveOf(t, append(slicesClone(accountCache), testFile{name: "big", mode: 0o600, data: strings.Repeat("x", 100<<10)}))
+	bigPayload := bytes.Index(big, []byte("\n--- "))
+	bigPayload += bytes.IndexByte(big[bigPayload+1:], '\n') + 2
+	for _, n := range []int{bigPayload + 16, bigPayload + 16 + 64<<10 + 16} {
+		if err := Restore(bytes.NewReader(big[:n]), cache, testPassphrase); !errors.Is(err, ErrTruncated) {
+			t.Errorf("truncated to %d of %d bytes: got error %v, want %v", n, len(big), err, ErrTruncated)
 		}
 	}
 	expectSnapshot(t, cache, before)
 	expectOnly(t, parent, "leproxy")
 }
 
+// TestRestoreAlteredByte flips bits in every header byte and a spread of
+// payload bytes: each altered archive is refused, and the cache unchanged.
 func TestRestoreAlteredByte(t *testing.T) {
 	valid := archiveOf(t, accountCache)
 	parent := t.TempDir()
 	cache := makeCache(t, filepath.Join(parent, "leproxy"), otherCache)
 	before := snapshot(t, cache)
+	payload := bytes.Index(valid, []byte("\n--- "))
+	payload += bytes.IndexByte(valid[payload+1:], '\n') + 2
 
-	const (
-		versionAt = len(magic)
-		paramsAt  = versionAt + 1
-		saltAt    = paramsAt + 3
-		lengthAt  = headerSize - 8
-	)
-	// Every header byte, a spread of ciphertext bytes, and the whole tag.
 	var offsets []int
-	for i := 0; i < headerSize; i++ {
+	for i := 0; i < payload; i++ {
 		offsets = append(offsets, i)
 	}
-	for i := headerSize; i < len(valid)-overhead; i += 97 {
+	for i := payload; i < len(valid); i += 97 {
 		offsets = append(offsets, i)
 	}
-	for i := len(valid) - overhead; i < len(valid); i++ {
+	for i := len(valid) - 16; i < len(valid); i++ {
 		offsets = append(offsets, i)
 	}
 	for _, off := range offsets {
-		var allowed []error
+		allowed := []error{ErrCorrupted}
 		switch {
-		case off < versionAt:
-			allowed = []error{ErrNotBackup}
-		case off == versionAt:
-			allowed = []error{ErrUnsupportedVersion}
-		case off < saltAt:
-			allowed = []error{ErrUnsupportedParams, ErrCorrupted}
-		case off >= lengthAt && off < headerSize:
-			allowed = []error{ErrTruncated, ErrTooLarge, ErrCorrupted}
-		default: // salt, nonce, ciphertext, tag
-			allowed = []error{ErrCorrupted}
+		case off < len(ageMagic):
+			allowed = []error{ErrNotBackup, ErrCorrupted}
+		case off < payload:
+			// A changed work factor or a line run on into the payload.
+			allowed = []error{ErrCorrupted, ErrUnsupportedParams, ErrTruncated}
 		}
 		for _, mask := range []byte{0x01, 0x80} {
 			altered := bytes.Clone(valid)
@@ -469,4 +630,12 @@ func setSeam[T any](t *testing.T, p *T, v T) {
 	old := *p
 	*p = v
 	t.Cleanup(func() { *p = old })
+}
+
+// TestWorkFactors checks that what Write uses in production, Restore
+// accepts: 128 MiB to write, up to age -p's 256 MiB to read.
+func TestWorkFactors(t *testing.T) {
+	if productionWorkFactor != 17 || maxWorkFactor != 18 {
+		t.Errorf("work factors: write %d, restore at most %d; want 17 and 18 as documented", productionWorkFactor, maxWorkFactor)
+	}
 }

@@ -7,13 +7,13 @@ import (
 	"path/filepath"
 )
 
-// Write writes an encrypted archive of the cache directory cacheDir to w.
+// Write writes an age-encrypted archive (sealed with key) of the cache directory cacheDir to w.
 // The whole archive is built in memory (at most MaxSize) before the first
 // byte is written. A symbolic link or special file in the cache directory
 // is an error wrapping ErrUnsupportedFile; a cache larger than MaxSize is
 // ErrTooLarge. Deriving the key takes 128 MiB of memory.
-func Write(w io.Writer, cacheDir string, passphrase []byte) error {
-	archive, err := build(cacheDir, passphrase)
+func Write(w io.Writer, cacheDir string, key *Key) error {
+	archive, err := build(cacheDir, key)
 	if err != nil {
 		return err
 	}
@@ -27,8 +27,8 @@ func Write(w io.Writer, cacheDir string, passphrase []byte) error {
 // appears complete or not at all: the archive is written to a temporary
 // file in the same directory, synced, and renamed to path, replacing a
 // file that is there.
-func WriteFile(path, cacheDir string, passphrase []byte) error {
-	archive, err := build(cacheDir, passphrase)
+func WriteFile(path, cacheDir string, key *Key) error {
+	archive, err := build(cacheDir, key)
 	if err != nil {
 		return err
 	}
@@ -62,13 +62,13 @@ func WriteFile(path, cacheDir string, passphrase []byte) error {
 }
 
 // build returns the complete encrypted archive of cacheDir.
-func build(cacheDir string, passphrase []byte) ([]byte, error) {
-	if len(passphrase) == 0 {
-		return nil, ErrNoPassphrase
+func build(cacheDir string, key *Key) ([]byte, error) {
+	if _, err := key.sealers(); err != nil {
+		return nil, err
 	}
 	plaintext, err := archiveDir(cacheDir)
 	if err != nil {
 		return nil, err
 	}
-	return seal(plaintext, passphrase)
+	return seal(plaintext, key)
 }

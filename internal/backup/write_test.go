@@ -60,7 +60,7 @@ func TestWriteRefused(t *testing.T) {
 	tests := []struct {
 		name    string
 		prepare func(t *testing.T, dir string)
-		pass    []byte
+		pass    *Key
 		want    error
 	}{
 		{
@@ -96,7 +96,7 @@ func TestWriteRefused(t *testing.T) {
 		{
 			name:    "empty passphrase",
 			prepare: func(t *testing.T, dir string) {},
-			pass:    []byte{},
+			pass:    Passphrase([]byte{}),
 			want:    ErrNoPassphrase,
 		},
 	}
@@ -155,16 +155,4 @@ func TestWriteFileReplaces(t *testing.T) {
 		t.Fatalf("RestoreFile: %v", err)
 	}
 	expectSnapshot(t, cache, snapshot(t, src))
-}
-
-func TestPassphraseFromEnv(t *testing.T) {
-	t.Setenv(PassphraseEnv, "")
-	if _, err := PassphraseFromEnv(); !errors.Is(err, ErrNoPassphrase) || !strings.Contains(err.Error(), PassphraseEnv) {
-		t.Errorf("empty: got error %v, want %v naming %s", err, ErrNoPassphrase, PassphraseEnv)
-	}
-	t.Setenv(PassphraseEnv, " secret with spaces \n")
-	p, err := PassphraseFromEnv()
-	if err != nil || string(p) != " secret with spaces \n" {
-		t.Errorf("got %q, %v, want the value unchanged", p, err)
-	}
 }

@@ -87,6 +87,8 @@ func TestARIRenewal(t *testing.T) {
 	if a.certID != wantID {
 		t.Errorf("certID %q, want %q", a.certID, wantID)
 	}
+	// The record is logged just after the window is stored.
+	waitFor(t, "the renewal window record", func() bool { return logs.count("renewal window", "host=ari.example.test") > 0 })
 	if got := logs.count("renewal window", "host=ari.example.test"); got != 1 {
 		t.Errorf("%d \"renewal window\" records, want 1; log:\n%s", got, logs)
 	}

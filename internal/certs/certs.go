@@ -1,5 +1,6 @@
 // Package certs is leproxy's one certificate manager. It obtains and renews
-// certificates by ACME (tls-alpn-01 and http-01) with its own client on
+// certificates by ACME (tls-alpn-01 and http-01, and dns-01 for the names
+// of a dns-01 ChallengeRule, wildcards included) with its own client on
 // golang.org/x/crypto/acme, keeps them in a Storage (autocert's cache
 // format on disk), issues certificates for
 // localhost and names under .localhost (every name, with Config.Local) from
@@ -7,7 +8,8 @@
 // listener, so a host name has one certificate whichever port it is used on.
 //
 // Only names on the allow-list (SetHosts) ever get a certificate; no other
-// name ever starts an ACME order.
+// name ever starts an ACME order. A wildcard on it, "*.example.com",
+// serves the names one label under it that are not on it themselves.
 //
 // Orders go to an ordered list of issuers (Config.Issuers, see
 // ParseIssuers and issuer.go): an unavailable issuer passes the order on
@@ -119,7 +121,8 @@ type Manager struct {
 	clock clock
 
 	hosts   atomic.Pointer[hostSet]
-	setMu   sync.Mutex // serializes SetHosts
+	rules   atomic.Pointer[challengeRules] // SetChallenges; nil: none
+	setMu   sync.Mutex                     // serializes SetHosts
 	storage Storage
 	issuers []*issuer // in order of preference; at least one
 	ca      *localCA
@@ -327,8 +330,8 @@ func (m *Manager) GetCertificateFor(name string, hello *tls.ClientHelloInfo) (*t
 // certificate serves the certificate for hello.ServerName, waiting for an
 // order no longer than ctx allows.
 func (m *Manager) certificate(ctx context.Context, hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
-	host := hostname.Normalize(hello.ServerName)
-	if !m.Allowed(host) {
+	host := m.certName(hostname.Normalize(hello.ServerName))
+	if host == "" {
 		return nil, fmt.Errorf("certs: no certificate for %q: host is not in the mapping", hello.ServerName)
 	}
 	if m.local || isLocalhostName(host) {

@@ -357,6 +357,9 @@ func (m *Manager) logFailure(k certKey, is *issuer, err error, current *tls.Cert
 	if p := problem(err); p != nil {
 		attrs = append(attrs, "problem_type", p.ProblemType, "problem_detail", p.Detail, "problem_status", p.StatusCode)
 	}
+	if de := (*DNSError)(nil); errors.As(err, &de) {
+		attrs = append(attrs, "dns_server", de.Server, "dns_rcode", de.RcodeName())
+	}
 	attrs = append(attrs, "error", err, "failures", failures, "next_attempt", retryAt)
 	if current != nil {
 		attrs = append(attrs, "serving_not_after", current.Leaf.NotAfter)

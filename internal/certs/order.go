@@ -136,9 +136,9 @@ func (m *Manager) obtain(ctx context.Context, is *issuer, k certKey, replaces st
 	if err != nil {
 		return nil, fmt.Errorf("creating CSR: %w", err)
 	}
-	types := []string{challengeTLSALPN01}
-	if m.http01.Load() {
-		types = append(types, challengeHTTP01)
+	types, dns01, err := m.challengeTypes(k.host)
+	if err != nil {
+		return nil, &orderError{issuer: is, err: err}
 	}
 	var last error
 	var opts []acme.OrderOption
@@ -160,7 +160,7 @@ func (m *Manager) obtain(ctx context.Context, is *issuer, k certKey, replaces st
 				return plain()
 			}
 		}
-		o, err := m.authorize(ctx, is, client, k.host, newOrder, typ)
+		o, err := m.authorize(ctx, is, client, k.host, newOrder, typ, dns01)
 		if err != nil {
 			last = &orderError{issuer: is, challenge: typ, err: err}
 			if ctx.Err() != nil || unavailable(err) {
@@ -187,10 +187,10 @@ func (m *Manager) obtain(ctx context.Context, is *issuer, k certKey, replaces st
 var authorizedHook func(client *acme.Client, o *acme.Order)
 
 // authorize places a new order with newOrder and satisfies its authorizations
-// with challenge type typ; it returns the order once it is ready to be
-// finalized. On failure the order's pending authorizations are
-// deactivated.
-func (m *Manager) authorize(ctx context.Context, is *issuer, client *acme.Client, host string, newOrder func() (*acme.Order, error), typ string) (*acme.Order, error) {
+// with challenge type typ (answered by dns01 for dns-01); it returns the
+// order once it is ready to be finalized. On failure the order's pending
+// authorizations are deactivated.
+func (m *Manager) authorize(ctx context.Context, is *issuer, client *acme.Client, host string, newOrder func() (*acme.Order, error), typ string, dns01 *DNS01) (*acme.Order, error) {
 	o, err := newOrder()
 	if err != nil {
 		return nil, fmt.Errorf("creating order: %w", err)
@@ -229,7 +229,12 @@ func (m *Manager) authorize(ctx context.Context, is *issuer, client *acme.Client
 		if chal == nil {
 			return nil, fmt.Errorf("CA offers no %s challenge for %s", typ, z.Identifier.Value)
 		}
-		cleanup, err := m.fulfill(ctx, client, chal, z.Identifier.Value)
+		var cleanup func()
+		if typ == challengeDNS01 {
+			cleanup, err = m.fulfillDNS01(ctx, client, chal, z.Identifier.Value, dns01)
+		} else {
+			cleanup, err = m.fulfill(ctx, client, chal, z.Identifier.Value)
+		}
 		if err != nil {
 			return nil, err
 		}

@@ -79,12 +79,20 @@ func (m *Manager) forgetExcept(allowed hostSet) {
 	}
 }
 
-// Allowed reports whether name is on the allow-list.
+// Allowed reports whether name gets a certificate: it is on the
+// allow-list, or a wildcard on it covers name.
 func (m *Manager) Allowed(name string) bool {
+	return m.certName(hostname.Normalize(name)) != ""
+}
+
+// certName returns the allow-list's name whose certificate serves the
+// normalised name: name itself, else the wildcard covering it (an exact
+// name beats a wildcard); "" if none.
+func (m *Manager) certName(name string) string {
 	s := m.hosts.Load()
 	if s == nil {
-		return false
+		return ""
 	}
-	_, ok := (*s)[hostname.Normalize(name)]
-	return ok
+	_, key, _ := hostname.Lookup(*s, name)
+	return key
 }

@@ -11,7 +11,9 @@ import (
 )
 
 // Hostnames returns every hostname of the mapping, HTTP hosts and tcp
-// routes alike, deduplicated and sorted: the certificate allow-list.
+// routes alike, plus the names of the certificates section, deduplicated
+// and sorted: the certificate allow-list. Wildcards appear as
+// "*.example.com".
 func (c *Config) Hostnames() []string {
 	seen := make(map[string]bool)
 	var out []string
@@ -27,6 +29,13 @@ func (c *Config) Hostnames() []string {
 	for _, l := range c.TCP {
 		for _, r := range l.Routes {
 			add(r.Host)
+		}
+	}
+	// A name of the certificates section that only a wildcard host covers
+	// gets a certificate of its own.
+	for _, r := range c.Certificates {
+		for _, n := range r.Names {
+			add(n)
 		}
 	}
 	slices.Sort(out)
@@ -56,8 +65,20 @@ func normalizeHostname(s string) (string, error) {
 	if strings.Contains(s, ":") {
 		return "", errors.New("a hostname has no port; the port of a tcp listener goes in its listen address")
 	}
+	if rest, ok := strings.CutPrefix(s, "*."); ok && !strings.Contains(rest, "*") {
+		// A wildcard: the whole first label, over a name of at least two
+		// labels (no CA issues *.com), RFC 6125 §6.4.3.
+		name, err := normalizeHostname(rest)
+		if err != nil {
+			return "", err
+		}
+		if _, err := netip.ParseAddr(name); err == nil {
+			return "", errors.New("a wildcard covers names, not IP addresses")
+		}
+		return "*." + name, nil
+	}
 	if strings.Contains(s, "*") {
-		return "", errors.New("wildcard names are not supported; list each name")
+		return "", errors.New(`a wildcard is "*." followed by a name ("*.example.com"): the whole first label only`)
 	}
 	for i := 0; i < len(s); i++ {
 		if s[i] >= 0x80 {

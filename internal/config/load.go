@@ -56,6 +56,7 @@ func Parse(name string, data []byte) (*Config, error) {
 		hosts: make(map[string]int),
 	}
 	l.document(decodeYAML(el, rewriteLegacy(data)))
+	l.checkCertificates()
 	if err := el.err(); err != nil {
 		return nil, err
 	}
@@ -68,6 +69,9 @@ type loader struct {
 	el    *errorList
 	cfg   *Config
 	hosts map[string]int // HTTP hostname → line of its first definition
+	// certNames are the names of the certificates section, checked
+	// against the whole mapping once it is read.
+	certNames []certName
 }
 
 // document walks the whole mapping.
@@ -82,7 +86,7 @@ func (l *loader) document(doc *yaml.Node) {
 	if !l.is(root, "", yaml.MappingNode, "a mapping of hostnames to backends") {
 		return
 	}
-	tcpLine, limitsLine := 0, 0
+	tcpLine, limitsLine, certsLine := 0, 0, 0
 	for i := 0; i+1 < len(root.Content); i += 2 {
 		k, v := root.Content[i], root.Content[i+1]
 		if !l.is(k, "", yaml.ScalarNode, "a hostname") {
@@ -104,6 +108,15 @@ func (l *loader) document(doc *yaml.Node) {
 			}
 			limitsLine = k.Line
 			l.limitsSection(k, v)
+			continue
+		}
+		if k.Value == "certificates" {
+			if certsLine > 0 {
+				l.el.add(k.Line, "", "", fmt.Sprintf("duplicate certificates section (first at line %d)", certsLine))
+				continue
+			}
+			certsLine = k.Line
+			l.certificatesSection(v)
 			continue
 		}
 		l.host(k, v)

@@ -67,6 +67,15 @@ func dump(c *Config) string {
 				r.Host, r.Line, r.Backend, r.TLS, r.CA, r.AllowPlaintext)
 		}
 	}
+	for _, r := range c.Certificates {
+		fmt.Fprintf(&b, "certificates line=%d names=%s challenge=%s\n", r.Line, strings.Join(r.Names, ","), r.Challenge)
+		if d := r.DNS; d != nil {
+			fmt.Fprintf(&b, "  dns hook=%q hook_timeout=%v check_servers=%s propagation_timeout=%v\n", d.Hook, d.HookTimeout, strings.Join(d.CheckServers, ","), d.PropagationTimeout)
+			if u := d.RFC2136; u != nil {
+				fmt.Fprintf(&b, "  rfc2136 server=%s zone=%s key=%s alg=%s secret_from=%q secret_len=%d\n", u.Server, u.Zone, u.TSIGKey, u.TSIGAlgorithm, u.SecretFrom, len(u.TSIGSecret))
+			}
+		}
+	}
 	fmt.Fprintf(&b, "hostnames %s\n", strings.Join(c.Hostnames(), " "))
 	return b.String()
 }
@@ -255,8 +264,10 @@ func TestParseErrors(t *testing.T) {
 		{"duplicate tcp section", "tcp: []\ntcp: []\n", 2, "", "duplicate tcp section (first at line 1)"},
 		{"host without dot", "x.example.com: :80\nlocalhost: :80\n", 2, "", `invalid hostname "localhost": hostname has no dot`},
 		{"host with port", "a.example.com:8443: :80\n", 1, "", `invalid hostname "a.example.com:8443": a hostname has no port`},
-		{"wildcard host", "'*.example.com': :80\n", 1, "", "wildcard names are not supported"},
-		{"unquoted wildcard host", "x.example.com: :80\n*.example.com: :80\n", 2, "", "wildcard names are not supported"},
+		{"wildcard host without dns-01", "'*.example.com': :80\n", 1, "", `wildcard host "*.example.com" needs a dns-01 challenge`},
+		{"unquoted wildcard host without dns-01", "x.example.com: :80\n*.example.com: :80\n", 2, "", `wildcard host "*.example.com" needs a dns-01 challenge`},
+		{"wildcard route without dns-01", "tcp:\n- listen: :1\n  protocol: tls\n  routes:\n    '*.example.com': :2\n", 5, "tcp[0].routes", `wildcard host "*.example.com" needs a dns-01 challenge`},
+		{"partial wildcard", "'a*.example.com': :80\n", 1, "", "the whole first label only"},
 		{"invalid character", "a_b.example.com: :80\n", 1, "", `invalid character '_'`},
 		{"hyphen", "a.-b.example.com: :80\n", 1, "", `label "-b" starts or ends with a hyphen`},
 		{"empty label", "a..example.com: :80\n", 1, "", "empty label"},

@@ -37,6 +37,31 @@ func (c *Config) Summary(w io.Writer) {
 		}
 		tw.Flush()
 	}
+	if len(c.Certificates) > 0 {
+		fmt.Fprintln(w, "certificates:")
+	}
+	for _, r := range c.Certificates {
+		fmt.Fprintf(w, "  %s: %s\n", strings.Join(r.Names, ", "), challengeNote(r))
+	}
+}
+
+// challengeNote describes how a certificates entry's challenge is
+// answered; never the secret.
+func challengeNote(r CertificateRule) string {
+	d := r.DNS
+	if d == nil {
+		return r.Challenge
+	}
+	var how string
+	if u := d.RFC2136; u != nil {
+		how = fmt.Sprintf("RFC 2136 updates to %s, zone %s, TSIG key %s (%s, secret from %s)", u.Server, u.Zone, u.TSIGKey, u.TSIGAlgorithm, u.SecretFrom)
+	} else {
+		how = "hook " + d.Hook
+	}
+	if len(d.CheckServers) > 0 {
+		how += ", checked on " + strings.Join(d.CheckServers, ", ")
+	}
+	return r.Challenge + " by " + how
 }
 
 // hostNotes describes an HTTP host's backend kind and options.

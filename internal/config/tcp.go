@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/leproxy/leproxy/dbproxy"
+	"github.com/leproxy/leproxy/internal/hostname"
 	"gopkg.in/yaml.v3"
 )
 
@@ -36,6 +37,14 @@ var proxyVersions = []ProxyVersion{ProxyNone, ProxyV1, ProxyV2}
 var strictProtocols = map[string]string{
 	"mssql": "TDS 8.0 strict TLS",
 	"ldap":  "LDAPS",
+}
+
+// namedRouteProtocols are the protocols that tell clients a route's name
+// itself, so that a route there cannot be a wildcard; each says why.
+var namedRouteProtocols = map[string]string{
+	"kafka": "each route is one broker, whose name is advertised to clients",
+	"smtp":  "the route's name is the server's name in its greeting and EHLO reply",
+	"smtps": "the route's name is the server's name in its greeting and EHLO reply",
 }
 
 // strictProtocolList lists strictProtocols for an error message, sorted:
@@ -154,6 +163,9 @@ func (l *loader) listener(m *yaml.Node, path string) (addr listenAddr, addrOK bo
 	if n := f["routes"]; n != nil {
 		ln.Routes = l.routes(n, path+".routes")
 		for _, r := range ln.Routes {
+			if why, ok := namedRouteProtocols[ln.Protocol]; ok && hostname.IsWildcard(r.Host) {
+				l.el.add(r.Line, path+".routes", r.Host, fmt.Sprintf("a %s route cannot be a wildcard: %s", ln.Protocol, why))
+			}
 			if _, ok := strictProtocols[ln.Protocol]; r.TLS == TLSStrict && ln.Protocol != "" && !ok {
 				l.el.add(r.Line, path+".routes["+r.Host+"].tls", string(r.TLS),
 					fmt.Sprintf(`tls mode "strict" (TLS from the first byte) is for %s listeners, not %s: use verify`, strictProtocolList(), ln.Protocol))

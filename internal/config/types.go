@@ -2,9 +2,11 @@
 //
 // The mapping is YAML (gopkg.in/yaml.v3). Top-level keys are hostnames
 // mapped to HTTP backends, in the short form "host: backend" of the original
-// leproxy mapping.txt or in a long form with options, plus one reserved key,
-// "tcp", that lists protocol-aware TLS listeners. Every error names the file,
-// the line and the offending key or value.
+// leproxy mapping.txt or in a long form with options, plus reserved keys:
+// "tcp", that lists protocol-aware TLS listeners, "limits", and
+// "certificates", that chooses the ACME challenge per name (dns-01 for
+// wildcards, "*.example.com", which serve one label under them). Every
+// error names the file, the line and the offending key or value.
 package config
 
 import (
@@ -23,6 +25,9 @@ type Config struct {
 	// Limits is the "limits:" section: per-client limits shared by every
 	// listener, and the HTTPS listener's.
 	Limits Limits
+	// Certificates is the "certificates:" section: the challenge of each
+	// listed name's certificate, in file order.
+	Certificates []CertificateRule
 }
 
 // BackendKind says how leproxy reaches an HTTP backend.

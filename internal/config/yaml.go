@@ -24,7 +24,11 @@ func decodeYAML(el *errorList, data []byte) *yaml.Node {
 	doc, extra, err := parseYAML(data)
 	if err != nil {
 		msg := yamlMessage(err)
-		el.add(syntaxErrorLine(data, msg), "", "", "invalid YAML: "+msg)
+		line := syntaxErrorLine(data, msg)
+		if unquotedWildcard(data, line) {
+			msg += `; quote wildcard names ("*.example.com"): YAML reads *name as an alias`
+		}
+		el.add(line, "", "", "invalid YAML: "+msg)
 		return nil
 	}
 	if extra > 0 {
@@ -252,4 +256,25 @@ func describe(n *yaml.Node) string {
 		return strconv.Quote(n.Value)
 	}
 	return "a YAML document"
+}
+
+// unquotedWildcard reports whether line (1-based) of data holds an
+// unquoted wildcard name, the likely cause of a syntax error there.
+func unquotedWildcard(data []byte, line int) bool {
+	lines := bytes.Split(data, []byte("\n"))
+	if line < 1 || line > len(lines) {
+		return false
+	}
+	l := lines[line-1]
+	for i := bytes.Index(l, []byte("*.")); i >= 0; {
+		if i == 0 || !bytes.ContainsAny(l[i-1:i], "\"'") {
+			return true
+		}
+		j := bytes.Index(l[i+2:], []byte("*."))
+		if j < 0 {
+			break
+		}
+		i += 2 + j
+	}
+	return false
 }

@@ -57,3 +57,37 @@ func FromHostHeader(host string) string {
 	}
 	return Normalize(host)
 }
+
+// IsWildcard reports whether name is a wildcard name, "*." followed by a
+// name.
+func IsWildcard(name string) bool {
+	return len(name) > 2 && strings.HasPrefix(name, "*.")
+}
+
+// Wildcard returns the wildcard name that covers name under RFC 6125
+// §6.4.3: its first label replaced by "*" ("a.example.com" →
+// "*.example.com"), so that a wildcard covers exactly one label. It
+// returns "" for a name with fewer than three labels, a wildcard, or a
+// name with an empty label: no wildcard of a mapping covers them.
+func Wildcard(name string) string {
+	first, rest, ok := strings.Cut(name, ".")
+	if !ok || first == "" || first == "*" || !strings.Contains(rest, ".") || strings.HasPrefix(rest, ".") {
+		return ""
+	}
+	return "*." + rest
+}
+
+// Lookup returns the value of name in m, normalised: the exact name if m
+// holds it, else the wildcard covering it (see Wildcard), so that an exact
+// name beats a wildcard. key is the entry of m that matched.
+func Lookup[V any](m map[string]V, name string) (v V, key string, ok bool) {
+	if v, ok := m[name]; ok {
+		return v, name, true
+	}
+	if w := Wildcard(name); w != "" {
+		if v, ok := m[w]; ok {
+			return v, w, true
+		}
+	}
+	return v, "", false
+}

@@ -56,3 +56,56 @@ func BenchmarkFromHostHeader(b *testing.B) {
 		FromHostHeader("app.example.com:8443")
 	}
 }
+
+func TestWildcard(t *testing.T) {
+	for _, tc := range []struct{ in, want string }{
+		{"a.example.com", "*.example.com"},
+		{"a.b.example.com", "*.b.example.com"},
+		{"example.com", ""}, // "*.com" is no wildcard a mapping may hold
+		{"com", ""},
+		{"*.example.com", ""},
+		{".example.com", ""},
+		{"a..example", ""},
+		{"", ""},
+	} {
+		if got := Wildcard(tc.in); got != tc.want {
+			t.Errorf("Wildcard(%q) = %q, want %q", tc.in, got, tc.want)
+		}
+	}
+}
+
+func TestLookup(t *testing.T) {
+	m := map[string]string{
+		"*.example.com":     "wild",
+		"a.example.com":     "exact",
+		"*.b.example.com":   "deeper wild",
+		"other.example.net": "other",
+	}
+	for _, tc := range []struct{ in, want, key string }{
+		{"a.example.com", "exact", "a.example.com"}, // exact beats wildcard
+		{"z.example.com", "wild", "*.example.com"},  // one label under the wildcard
+		{"x.b.example.com", "deeper wild", "*.b.example.com"},
+		{"x.y.example.com", "", ""},                // *.example.com covers one label only
+		{"example.com", "", ""},                    // nor the bare domain
+		{"*.example.com", "wild", "*.example.com"}, // the wildcard itself (a default name)
+		{"other.example.net", "other", "other.example.net"},
+		{"a.other.example.net", "", ""},
+	} {
+		got, key, ok := Lookup(m, tc.in)
+		if got != tc.want || key != tc.key || ok != (tc.key != "") {
+			t.Errorf("Lookup(%q) = %q, %q, %v; want %q, %q", tc.in, got, key, ok, tc.want, tc.key)
+		}
+	}
+}
+
+func BenchmarkLookup(b *testing.B) {
+	m := map[string]int{"app.example.com": 1, "*.example.com": 2}
+	for _, name := range []string{"app.example.com", "other.example.com"} {
+		b.Run(name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				Lookup(m, name)
+			}
+		})
+	}
+}

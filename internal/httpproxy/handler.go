@@ -28,6 +28,8 @@ import (
 	"strings"
 	"sync"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/leproxy/leproxy/internal/clientlimit"
 	"github.com/leproxy/leproxy/internal/config"
 	"github.com/leproxy/leproxy/internal/hostname"
@@ -81,6 +83,11 @@ type Options struct {
 	// OnLimited, if set, is called with the host's name and "rate" or
 	// "concurrency" for each request refused with 429.
 	OnLimited func(host, kind string)
+	// Tracer, if set, traces every request: a server span continuing the
+	// client's W3C trace context and a client span for the backend's
+	// round trip, whose context the backend receives (tracing.go). nil
+	// traces nothing and passes the client's trace headers on untouched.
+	Tracer trace.Tracer
 }
 
 // Defaults of Options.MaxHeaders and Options.MaxURI.
@@ -102,6 +109,7 @@ type Handler struct {
 	clients          *clientlimit.Clients
 	limiters         map[string]*clientlimit.Limiter // host name → its rate_limit
 	onLimited        func(host, kind string)
+	tracer           trace.Tracer // nil: no tracing
 }
 
 var _ http.Handler = (*Handler)(nil)
@@ -125,6 +133,7 @@ func New(hosts []config.Host, opts Options) (*Handler, error) {
 		clients:          opts.Clients,
 		limiters:         requestLimits(hosts, opts.Clients, opts.Previous),
 		onLimited:        opts.OnLimited,
+		tracer:           opts.Tracer,
 	}
 	if h.maxHeaders <= 0 {
 		h.maxHeaders = DefaultMaxHeaders
@@ -162,7 +171,11 @@ func New(hosts []config.Host, opts Options) (*Handler, error) {
 			transports[up.key] = tr
 			h.transports = append(h.transports, tr)
 		}
-		proxy := newProxy(host, up.target, tr, hsts, logger, opts.OnBackendError)
+		var rt http.RoundTripper = tr
+		if opts.Tracer != nil {
+			rt = tracedTransport{next: tr, tracer: opts.Tracer}
+		}
+		proxy := newProxy(host, up.target, rt, hsts, logger, opts.OnBackendError)
 		if h.routes[name], err = withMiddleware(host.Middleware, proxy, h.clientIP); err != nil {
 			return nil, fmt.Errorf("setting up host %q: %w", host.Name, err)
 		}
@@ -183,8 +196,17 @@ func New(hosts []config.Host, opts Options) (*Handler, error) {
 // request. On an HTTP/2 connection set up with ConnContext (and on every
 // HTTP/3 connection of an H3Server), a stream the
 // client has already reset is dropped, and a connection over its stream
-// budget (see MaxResets) gets 429 with GOAWAY and is closed.
+// budget (see MaxResets) gets 429 with GOAWAY and is closed. With
+// Options.Tracer, all of it runs inside the request's server span.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if h.tracer != nil {
+		h.serveTraced(w, r)
+		return
+	}
+	h.serve(w, r)
+}
+
+func (h *Handler) serve(w http.ResponseWriter, r *http.Request) {
 	if !h.checkFraming(w, r) {
 		return
 	}
@@ -206,13 +228,15 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if !h.keepUnderscore {
 		h.dropUnderscoreHeaders(r.Header)
 	}
-	name := hostname.FromHostHeader(r.Host)
-	route, ok := h.routes[name]
-	if !ok {
+	// name is the mapping's host that serves r: its own, else the
+	// wildcard covering it.
+	host := hostname.FromHostHeader(r.Host)
+	route, name, ok := hostname.Lookup(h.routes, host)
+	if !ok || hostname.IsWildcard(host) { // "Host: *.example.com" names no host
 		http.Error(w, "unknown host", http.StatusNotFound)
 		return
 	}
-	if !h.allowMisdirected && misdirected(r, name) {
+	if !h.allowMisdirected && h.misdirected(r, name) {
 		http.Error(w, "misdirected request", http.StatusMisdirectedRequest)
 		return
 	}
@@ -312,7 +336,7 @@ func bodyError(r *http.Request) error {
 // Known reports whether host (which may carry a port) is served by h. It
 // suits Redirect's known argument.
 func (h *Handler) Known(host string) bool {
-	_, ok := h.routes[hostname.FromHostHeader(host)]
+	_, _, ok := hostname.Lookup(h.routes, hostname.FromHostHeader(host))
 	return ok
 }
 
@@ -347,13 +371,17 @@ func (h *Handler) dropUnderscoreHeaders(hdr http.Header) {
 }
 
 // misdirected reports whether r came over TLS with a server name (SNI)
-// other than name, its normalised Host. A connection without SNI (a client
-// dialling an IP address) and a plain-HTTP request are never misdirected.
-func misdirected(r *http.Request, name string) bool {
+// served by another host of the mapping than name, the host serving r's
+// Host: two names under one wildcard host share its certificate, so a
+// client may send both over one connection. A connection without SNI (a
+// client dialling an IP address) and a plain-HTTP request are never
+// misdirected.
+func (h *Handler) misdirected(r *http.Request, name string) bool {
 	if r.TLS == nil || r.TLS.ServerName == "" {
 		return false
 	}
-	return hostname.Normalize(r.TLS.ServerName) != name
+	_, sni, _ := hostname.Lookup(h.routes, hostname.Normalize(r.TLS.ServerName))
+	return sni != name
 }
 
 // upgradeAllowed reports whether h asks for no protocol upgrade or for a

@@ -64,6 +64,14 @@ type pebbleConfig struct {
 	profiles   map[string]ca.Profile
 	requireEAB bool
 	eabKeys    map[string]string // key ID → base64url HMAC key
+	dnsAddr    string            // the VA's DNS server; "" starts challtestsrv
+}
+
+// WithPebbleDNS makes Pebble's VA ask dnsAddr (host:port, over TCP)
+// instead of challtestsrv: dns-01 validations query it, as do the A
+// lookups of the other challenge types.
+func WithPebbleDNS(dnsAddr string) PebbleOption {
+	return func(c *pebbleConfig) { c.dnsAddr = dnsAddr }
 }
 
 // WithPebbleProfiles makes Pebble offer these ACME profiles (the
@@ -113,7 +121,10 @@ func StartPebble(t testing.TB, httpPort, tlsPort int, opts ...PebbleOption) *Peb
 		}
 	})
 
-	dnsAddr := startDNS(t, logger)
+	dnsAddr := cfg.dnsAddr
+	if dnsAddr == "" {
+		dnsAddr = startDNS(t, logger)
+	}
 
 	store := db.NewMemoryStore()
 	for kid, key := range cfg.eabKeys {

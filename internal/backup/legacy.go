@@ -2,7 +2,6 @@ package backup
 
 import (
 	"bytes"
-	"crypto/rand"
 	"encoding/binary"
 	"fmt"
 	"io"
@@ -11,6 +10,9 @@ import (
 	"golang.org/x/crypto/scrypt"
 )
 
+// Backups written before leproxy moved to the age format (see age.go) are
+// in this format; Restore still reads them, Write no longer writes them.
+//
 // The archive layout, version 1. All of the header is the additional data
 // of the AEAD, so that changing any header byte fails authentication.
 //
@@ -42,16 +44,12 @@ func (k kdfParams) String() string {
 	return fmt.Sprintf("N=2^%d r=%d p=%d", k.logN, k.r, k.p)
 }
 
-// writeParams are the scrypt parameters of new archives: 128 MiB of memory
-// and a fraction of a second. Tests lower them.
-var writeParams = kdfParams{logN: 17, r: 8, p: 1}
-
-// Bounds on the scrypt parameters that Restore accepts, checked before the
+// Bounds on the scrypt parameters that Restore accepts in a version 1 archive, checked before the
 // key is derived so that a header cannot make Restore allocate or compute
 // without limit: memory is 128*N*r bytes, time is proportional to N*r*p.
 var (
 	maxKDFMemory = uint64(1) << 21 // N*r: 256 MiB
-	maxKDFWork   = uint64(1) << 22 // N*r*p: four times writeParams
+	maxKDFWork   = uint64(1) << 22 // N*r*p: four times what version 1 wrote (N=2^17 r=8 p=1)
 )
 
 // check reports whether Restore accepts k.
@@ -72,15 +70,6 @@ type header struct {
 	salt   [saltSize]byte
 	nonce  [chacha20poly1305.NonceSizeX]byte
 	ctLen  uint64
-}
-
-func (h *header) marshal() []byte {
-	b := make([]byte, 0, headerSize)
-	b = append(b, magic...)
-	b = append(b, version1, h.params.logN, h.params.r, h.params.p)
-	b = append(b, h.salt[:]...)
-	b = append(b, h.nonce[:]...)
-	return binary.BigEndian.AppendUint64(b, h.ctLen)
 }
 
 // readHeader reads and checks a header from r. It returns the raw bytes as
@@ -136,38 +125,10 @@ func deriveKey(passphrase []byte, p kdfParams, salt []byte) ([]byte, error) {
 	return key, nil
 }
 
-// seal encrypts plaintext into a complete archive, header first.
-func seal(plaintext, passphrase []byte) ([]byte, error) {
-	if len(passphrase) == 0 {
-		return nil, ErrNoPassphrase
-	}
-	if len(plaintext) > MaxSize {
-		return nil, ErrTooLarge
-	}
-	h := &header{params: writeParams, ctLen: uint64(len(plaintext) + overhead)}
-	if _, err := rand.Read(h.salt[:]); err != nil {
-		return nil, fmt.Errorf("backup: generating salt: %w", err)
-	}
-	if _, err := rand.Read(h.nonce[:]); err != nil {
-		return nil, fmt.Errorf("backup: generating nonce: %w", err)
-	}
-	key, err := deriveKey(passphrase, h.params, h.salt[:])
-	if err != nil {
-		return nil, err
-	}
-	aead, err := chacha20poly1305.NewX(key)
-	if err != nil {
-		return nil, fmt.Errorf("backup: creating cipher: %w", err)
-	}
-	hdr := h.marshal()
-	out := make([]byte, 0, len(hdr)+len(plaintext)+overhead)
-	out = append(out, hdr...)
-	return aead.Seal(out, h.nonce[:], plaintext, hdr), nil
-}
-
-// open reads a complete archive from r, checks its header and length
-// before deriving the key, authenticates it and returns the plaintext.
-func open(r io.Reader, passphrase []byte) ([]byte, error) {
+// openV1 reads a complete version 1 archive from r, checks its header and
+// length before deriving the key, authenticates it and returns the
+// plaintext.
+func openV1(r io.Reader, passphrase []byte) ([]byte, error) {
 	if len(passphrase) == 0 {
 		return nil, ErrNoPassphrase
 	}
