@@ -60,6 +60,16 @@ type runArgs struct {
 	BackupRecipient  string `flag:"backup-recipient,encrypt -backup to these age public keys (age1..., comma-separated) instead of a passphrase"`
 	RestoreIdentity  string `flag:"restore-identity,age identity FILE (from age-keygen) that opens a -restore backup made with -backup-recipient"`
 
+	Store     string `flag:"store,fleet mode: keep certificates, locks, challenge answers and (without -map) the mapping in etcd, etcd://host1:2379,host2:2379/prefix; the -cache directory stays as a mirror"`
+	StoreCA   string `flag:"store-ca,PEM file of CA certificates to trust for etcd's TLS (turns TLS on)"`
+	StoreCert string `flag:"store-cert,PEM client certificate for etcd's TLS (with -store-key)"`
+	StoreKey  string `flag:"store-key,PEM private key of -store-cert"`
+	StoreUser string `flag:"store-user,etcd user name; the password comes from $LEPROXY_STORE_PASSWORD or -store-password-file"`
+
+	StorePasswordFile string `flag:"store-password-file,file holding the etcd password of -store-user"`
+	StoreNode         string `flag:"store-node,this node's name in the fleet's lock listings (default: the host name)"`
+	MapPut            string `flag:"map-put,validate this mapping file, write it to the -store as the fleet's mapping and exit (refused when invalid)"`
+
 	// secretsOnCommandLine names the secrets given as plain flags, for a
 	// warning once the logger exists.
 	secretsOnCommandLine []string

@@ -24,11 +24,14 @@ import (
 // sessions in flight keep what they started with.
 type live struct {
 	mapFile string
-	opts    httpproxy.Options
-	deps    tcpDeps
-	cm      *certs.Manager
-	logger  *slog.Logger
-	g       *group
+	// load, if set, reads the mapping instead of config.Load(mapFile):
+	// the fleet's mapping in the store.
+	load   func() (*config.Config, error)
+	opts   httpproxy.Options
+	deps   tcpDeps
+	cm     *certs.Manager
+	logger *slog.Logger
+	g      *group
 	// stopCtx ends when leproxy stops: removed listeners draining in the
 	// background give up then.
 	stopCtx      context.Context
@@ -98,7 +101,13 @@ func (l *live) current() (*config.Config, []*tcpServer) {
 func (l *live) reload() error {
 	l.reloading.Lock()
 	defer l.reloading.Unlock()
-	cfg, err := config.Load(l.mapFile)
+	var cfg *config.Config
+	var err error
+	if l.load != nil {
+		cfg, err = l.load()
+	} else {
+		cfg, err = config.Load(l.mapFile)
+	}
 	if err != nil {
 		return err
 	}

@@ -23,6 +23,7 @@ import (
 	"github.com/leproxy/leproxy/internal/clientlimit"
 	"github.com/leproxy/leproxy/internal/config"
 	"github.com/leproxy/leproxy/internal/demo"
+	"github.com/leproxy/leproxy/internal/etcdstore"
 	"github.com/leproxy/leproxy/internal/httpproxy"
 	"github.com/leproxy/leproxy/internal/logging"
 	"github.com/leproxy/leproxy/internal/sdnotify"
@@ -79,7 +80,20 @@ func (env runEnv) run(ctx context.Context, args []string) error {
 		}
 	}
 
+	var store *etcdstore.Store // fleet mode
+	if a.Store != "" {
+		if store, err = openFleetStore(a, logger); err != nil {
+			return err
+		}
+		defer store.Close()
+	}
+	if a.MapPut != "" {
+		return mapPut(ctx, store, a.MapPut, stdout)
+	}
 	if a.Backup != "" || a.Restore != "" {
+		if store != nil {
+			return fleetBackupOrRestore(ctx, a, store, stdout, logger)
+		}
 		return backupOrRestore(a, stdout, logger)
 	}
 	if a.Probe != "" {
@@ -101,7 +115,14 @@ func (env runEnv) run(ctx context.Context, args []string) error {
 	var lv *live
 	var demoBackend *demoServer
 	var cfg *config.Config
-	if a.Map == "" {
+	var fleetRev int64 // the fleet mapping's revision, to watch from
+	mapName := a.Map   // where the mapping comes from, for logs
+	if a.Map == "" && store != nil {
+		if cfg, fleetRev, err = fleetMapping(ctx, store, a.Cache); err != nil {
+			return err
+		}
+		mapName = fleetMappingName(store)
+	} else if a.Map == "" {
 		if !set["addr"] {
 			a.Addr = ":8443"
 		}
@@ -145,7 +166,12 @@ func (env runEnv) run(ctx context.Context, args []string) error {
 	}
 	// Before any listener's TLS configuration is made.
 	tlspolicy.SetSessionTickets(a.TLSSessionTickets)
+	var storage certs.Storage // nil: the cache directory
+	if store != nil {
+		storage = store
+	}
 	cm, err := certs.New(certs.Config{
+		Storage:     storage,
 		OnACMEOrder: metrics.ACMEOrder,
 		OnACMEEvent: metrics.ACMEEvent,
 		CacheDir:    a.Cache,
@@ -243,6 +269,11 @@ func (env runEnv) run(ctx context.Context, args []string) error {
 
 	g := newGroup(cancel)
 	lv = &live{mapFile: a.Map, opts: proxyOpts, deps: deps, cm: cm, logger: logger, g: g, stopCtx: ctx, drainTimeout: drainTimeout}
+	fleetMapped := a.Map == "" && store != nil
+	if fleetMapped {
+		lv.load = fleetLoader(ctx, store, a.Cache)
+	}
+	var fleetMap fleetMappingState
 	lv.commit(gen) // the tcp listeners serve from here
 	committed = true
 	defer func() { lv.handler.Load().Close() }()
@@ -303,17 +334,24 @@ func (env runEnv) run(ctx context.Context, args []string) error {
 	if adminLn != nil {
 		metrics.SetCertStatus(cm.Status)
 		metrics.SetTCPStats(lv.tcpStats)
+		var fleet func() *admin.FleetStatus
+		if store != nil {
+			fleet = fleetStatus(store)
+			metrics.SetFleetStatus(fleet)
+		}
 		adminSrv = &http.Server{
 			Handler: admin.NewHandler(admin.HandlerOptions{
 				Metrics:      metrics,
 				Blocks:       clients.Blocks(),
 				Certificates: cm.Status,
+				Fleet:        fleet,
 				Logger:       logger,
 				Ready: func() []admin.Problem {
 					var p []admin.Problem
 					if !serving.Load() {
 						p = append(p, admin.Problem{What: "listener", Detail: "listeners not serving yet"})
 					}
+					p = append(p, fleetMap.problems()...)
 					return append(p, admin.CertReadiness(cm.Status(), time.Now(), admin.DefaultMinValidity, a.ReadyStrict)...)
 				},
 			}),
@@ -366,6 +404,18 @@ func (env runEnv) run(ctx context.Context, args []string) error {
 			return nil
 		})
 	}
+	if fleetMapped {
+		// A change of the fleet's mapping is a reload on every node.
+		g.goServe("fleet mapping watcher", func() error {
+			store.WatchMapping(ctx, fleetRev, func([]byte, int64) {
+				select {
+				case reloads <- struct{}{}:
+				default:
+				}
+			})
+			return nil
+		})
+	}
 serve:
 	for {
 		select {
@@ -374,7 +424,11 @@ serve:
 		case <-hup:
 		case <-reloads:
 		}
-		if reload(lv, a.Map, notifier, logger) {
+		err := reload(lv, mapName, notifier, logger)
+		if fleetMapped && !errors.As(err, new(*storeReadError)) {
+			fleetMap.set(err) // an invalid mapping shows on /health/ready; etcd down does not
+		}
+		if err == nil {
 			metrics.Reload(true)
 			newCfg, _ := lv.current()
 			g.goServe("certificate prefetch", func() error { cm.Prefetch(ctx, newCfg.Hostnames()); return nil })
@@ -437,14 +491,14 @@ func httpInstrumentation(lv *live, logger *slog.Logger, accessLog bool, clients 
 	return opts
 }
 
-// reload switches lv to the mapping file's current content, telling
-// systemd and the log how it went.
-func reload(lv *live, mapFile string, notifier *sdnotify.Notifier, logger *slog.Logger) bool {
+// reload switches lv to the mapping's current content (the file, or the
+// fleet's mapping in the store), telling systemd and the log how it went.
+func reload(lv *live, mapFile string, notifier *sdnotify.Notifier, logger *slog.Logger) error {
 	if err := notifier.Reloading(); err != nil {
 		logger.Warn("notifying systemd", "error", err)
 	}
 	var err error
-	if mapFile == "" {
+	if mapFile == "" && lv.load == nil {
 		err = errNoMapFile
 	} else {
 		err = lv.reload()
@@ -457,10 +511,10 @@ func reload(lv *live, mapFile string, notifier *sdnotify.Notifier, logger *slog.
 		logger.Info("mapping reloaded", "file", mapFile, "hosts", len(cfg.Hosts), "tcp_listeners", len(tcp))
 		notifier.Status(fmt.Sprintf("serving %d hosts, %d tcp listeners", len(cfg.Hosts), len(tcp)))
 	}
-	if err := notifier.Ready(); err != nil {
-		logger.Warn("notifying systemd", "error", err)
+	if nerr := notifier.Ready(); nerr != nil {
+		logger.Warn("notifying systemd", "error", nerr)
 	}
-	return err == nil
+	return err
 }
 
 // probe is -probe: one GET with a short timeout, success only on 200.

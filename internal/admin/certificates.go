@@ -51,6 +51,8 @@ type certificateRow struct {
 type certificatesBody struct {
 	Now          time.Time        `json:"now"`
 	Certificates []certificateRow `json:"certificates"`
+	// Fleet is the fleet state in fleet mode (-store); absent otherwise.
+	Fleet *FleetStatus `json:"fleet,omitempty"`
 }
 
 // certificateRows turns st into rows as of now.
@@ -129,6 +131,7 @@ type certificatesPage struct {
 	Now      time.Time
 	Rows     []pageRow
 	Problems int
+	Fleet    *FleetStatus // fleet mode only
 }
 
 // pageRow is a certificateRow with what only the page shows.
@@ -138,7 +141,7 @@ type pageRow struct {
 }
 
 // certificatesHandler serves st() as JSON or HTML; see wantsHTML.
-func certificatesHandler(st func() []certs.Status, minValid time.Duration, now func() time.Time, logger *slog.Logger) http.HandlerFunc {
+func certificatesHandler(st func() []certs.Status, fleet func() *FleetStatus, minValid time.Duration, now func() time.Time, logger *slog.Logger) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		asHTML, ok := wantsHTML(r)
 		if !ok {
@@ -149,10 +152,17 @@ func certificatesHandler(st func() []certs.Status, minValid time.Duration, now f
 		t := now()
 		rows := certificateRows(st(), t, minValid)
 		if !asHTML {
-			writeJSON(w, r, http.StatusOK, certificatesBody{Now: t.UTC(), Certificates: rows}, logger)
+			body := certificatesBody{Now: t.UTC(), Certificates: rows}
+			if fleet != nil {
+				body.Fleet = fleet()
+			}
+			writeJSON(w, r, http.StatusOK, body, logger)
 			return
 		}
 		page := certificatesPage{Now: t.UTC()}
+		if fleet != nil {
+			page.Fleet = fleet()
+		}
 		for _, row := range rows {
 			page.Rows = append(page.Rows, pageRow{certificateRow: row, ExpiringBelow: row.expiringBelow})
 			if row.State != stateOK || row.LastError != "" {

@@ -69,6 +69,7 @@ type Metrics struct {
 
 	tcp   tcpCollector
 	certs certCollector
+	fleet fleetCollector
 }
 
 // BuildInfo describes the running binary, for leproxy_build_info.
@@ -200,6 +201,7 @@ func newMetrics(now func() time.Time) *Metrics {
 	}
 	m.tcp.init()
 	m.certs.init()
+	m.fleet.init()
 	for _, result := range []string{"success", "failure"} {
 		m.reloads.WithLabelValues(result)
 	}
@@ -215,7 +217,7 @@ func newMetrics(now func() time.Time) *Metrics {
 		m.tlsHandshakes, m.tlsFailures,
 		m.acmeOrders, m.acmeFailures,
 		m.acmeNewOrders, m.acmeFinalizations, m.acmeStepFailures,
-		m.buildInfo, &m.tcp, &m.certs,
+		m.buildInfo, &m.tcp, &m.certs, &m.fleet,
 	)
 	m.limits.register(m.reg)
 	m.handler = promhttp.InstrumentMetricHandler(m.reg, promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{

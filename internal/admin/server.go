@@ -32,6 +32,9 @@ type HandlerOptions struct {
 	MinValidity time.Duration
 	// Logger receives errors rendering a response; nil discards them.
 	Logger *slog.Logger
+	// Fleet, if set, returns the fleet state (fleet mode, -store), shown
+	// in /certificates' JSON as "fleet".
+	Fleet func() *FleetStatus
 	// Blocks is served on /blocks (GET lists, DELETE ?client= lifts);
 	// nil leaves /blocks out (404).
 	Blocks *clientlimit.Blocklist
@@ -74,7 +77,7 @@ func newHandler(opts HandlerOptions, now func() time.Time) http.Handler {
 		endpoints = append(endpoints, "/metrics")
 	}
 	if opts.Certificates != nil {
-		mux.Handle("GET /certificates", certificatesHandler(opts.Certificates, minValid, now, logger))
+		mux.Handle("GET /certificates", certificatesHandler(opts.Certificates, opts.Fleet, minValid, now, logger))
 		endpoints = append(endpoints, "/certificates")
 	}
 	if opts.Blocks != nil {

@@ -95,6 +95,7 @@ func (is *issuer) accountKey(ctx context.Context) (crypto.Signer, error) {
 		return nil, fmt.Errorf("loading ACME account key: %w", err)
 	}
 	defer is.storage.Unlock(context.WithoutCancel(ctx), is.keyName)
+	ctx = ContextWithLock(ctx, is.keyName)
 	// Another process may have created it meanwhile.
 	if k, err := is.readAccountKey(ctx); err == nil || !errors.Is(err, fs.ErrNotExist) {
 		return k, err

@@ -26,6 +26,13 @@
 // last error) is kept in Storage next to it (schedule.go), so a restart
 // obeys it. A certificate is served until it expires whatever the CA
 // answers. Every order's outcome is logged and shows in Status.
+//
+// A Storage shared by several processes (a fleet: internal/etcdstore)
+// makes them one: an order runs under the Storage lock of its name and
+// reads Storage again once it holds it, so the fleet orders once; with a
+// ChallengeStorage the challenge answers are published before the CA is
+// told to validate, so any process answers; with a Watcher a certificate
+// another process stored replaces the one in memory (see shared.go).
 package certs
 
 import (
@@ -247,6 +254,9 @@ func New(cfg Config) (*Manager, error) {
 		}
 	}
 	m.wg.Go(m.maintain)
+	if w, ok := storage.(Watcher); ok && !cfg.Local {
+		m.wg.Go(func() { m.watchStorage(w) })
+	}
 	return m, nil
 }
 

@@ -84,6 +84,10 @@ func (m *Manager) challengeCert(hello *tls.ClientHelloInfo) (*tls.Certificate, e
 	if c := m.challenges.cert(host); c != nil {
 		return c, nil
 	}
+	// Another process of a fleet may have placed the order.
+	if c, err := m.sharedChallengeCert(helloContext(hello), host); err == nil {
+		return c, nil
+	}
 	return nil, fmt.Errorf("certs: tls-alpn-01 challenge for %q: no order in flight", hello.ServerName)
 }
 
@@ -115,11 +119,15 @@ func (m *Manager) HTTPHandler(fallback http.Handler) http.Handler {
 		}
 		resp, ok := m.challenges.httpResponse(r.URL.Path)
 		if !ok {
+			// Another process of a fleet may have placed the order.
+			resp, ok = m.sharedHTTPResponse(r.Context(), strings.TrimPrefix(r.URL.Path, acmeChallengePrefix))
+		}
+		if !ok {
 			http.Error(w, "certs: no such challenge token", http.StatusNotFound)
 			return
 		}
 		w.Header().Set("Content-Type", "text/plain")
-		w.Write([]byte(resp))
+		w.Write([]byte(resp)) // #nosec G705 -- a key authorization (possibly from the shared store), served as text/plain
 	})
 }
 

@@ -221,6 +221,10 @@ func (m *Manager) runOrder(ctx context.Context, k certKey, e *entry, f *flight, 
 		}
 	case cancelled:
 		// Closed, or the host left the mapping: not a failure of the CA.
+	case errors.As(err, new(*storageLockError)):
+		// The shared Storage is unreachable: no order was placed, so no
+		// backoff; the next handshake tries again (and fails fast).
+		e.lastErr, e.lastAttempt = err.Error(), now
 	default:
 		e.failures++
 		e.lastErr, e.lastAttempt = err.Error(), now
@@ -258,6 +262,8 @@ func (m *Manager) runOrder(ctx context.Context, k certKey, e *entry, f *flight, 
 		}
 	case cancelled:
 		m.log.Info("certificate order cancelled", "host", k.host, "key", k.keyType(), "issuer", is.name, "ca", is.dirURL, "error", err)
+	case errors.As(err, new(*storageLockError)):
+		m.log.Error("certificate not ordered: storage unavailable", "host", k.host, "key", k.keyType(), "error", err)
 	default:
 		m.logFailure(k, is, err, current, failures, retryAt)
 		m.event(ACMEFailed, is, k.host, challengeOf(err))
@@ -265,7 +271,9 @@ func (m *Manager) runOrder(ctx context.Context, k certKey, e *entry, f *flight, 
 			m.onACMEOrder(k.host, err)
 		}
 	}
-	if !cancelled {
+	// No order was placed when the shared Storage was unreachable: the
+	// schedule is unchanged (and writing it would wait on the Storage).
+	if !cancelled && !errors.As(err, new(*storageLockError)) {
 		m.saveState(k)
 	}
 	f.cert, f.err = c, err
@@ -282,9 +290,11 @@ func (m *Manager) runOrder(ctx context.Context, k certKey, e *entry, f *flight, 
 func (m *Manager) issue(ctx context.Context, k certKey, o order) (c *tls.Certificate, is *issuer, adopted bool, err error) {
 	lock := "issue/" + k.host
 	if err := m.storage.Lock(ctx, lock); err != nil {
-		return nil, m.issuers[o.start], false, err
+		return nil, m.issuers[o.start], false, &storageLockError{err: err}
 	}
 	defer m.storage.Unlock(context.WithoutCancel(ctx), lock)
+	// A shared Storage fences the writes under the lock.
+	ctx = ContextWithLock(ctx, lock)
 	if s, err := m.readStored(ctx, k); err == nil && (o.current == nil || !s.Leaf.Equal(o.current.Leaf)) && m.clock.Now().Before(renewAt(s, time.Time{})) {
 		return s, m.storedIssuer(ctx, k, s.Leaf), true, nil
 	}
@@ -327,6 +337,13 @@ func (m *Manager) countIssuerFailureLocked(e *entry, is *issuer, err error) *iss
 	e.startIssuer, e.issuerFailures = next.index, 0
 	return next
 }
+
+// storageLockError is a failure to take the Storage lock of an order:
+// the order was not placed.
+type storageLockError struct{ err error }
+
+func (e *storageLockError) Error() string { return "taking the order's storage lock: " + e.err.Error() }
+func (e *storageLockError) Unwrap() error { return e.err }
 
 // logFailure logs a failed order with everything an operator needs: the
 // host, the CA, the challenge, the CA's problem document, and when the next

@@ -233,12 +233,15 @@ func (m *Manager) authorize(ctx context.Context, is *issuer, client *acme.Client
 		if typ == challengeDNS01 {
 			cleanup, err = m.fulfillDNS01(ctx, client, chal, z.Identifier.Value, dns01)
 		} else {
-			cleanup, err = m.fulfill(client, chal, z.Identifier.Value)
+			cleanup, err = m.fulfill(ctx, client, chal, z.Identifier.Value)
 		}
 		if err != nil {
 			return nil, err
 		}
 		defer cleanup()
+		if challengeHook != nil {
+			challengeHook(host, typ)
+		}
 		if _, err := client.Accept(ctx, chal); err != nil {
 			return nil, fmt.Errorf("accepting challenge: %w", err)
 		}
@@ -256,22 +259,51 @@ func (m *Manager) authorize(ctx context.Context, is *issuer, client *acme.Client
 	return o, nil
 }
 
-// fulfill publishes the answer to chal for name; the returned function
-// withdraws it.
-func (m *Manager) fulfill(client *acme.Client, chal *acme.Challenge, name string) (func(), error) {
+// challengeHook, when set by a test, is called once the answer to a
+// challenge is published and before the CA is told to validate it.
+var challengeHook func(host, typ string)
+
+// fulfill publishes the answer to chal for name, in memory and, with a
+// ChallengeStorage, in Storage (acknowledged before it returns, so any
+// process can answer the CA); the returned function withdraws it.
+func (m *Manager) fulfill(ctx context.Context, client *acme.Client, chal *acme.Challenge, name string) (func(), error) {
 	switch chal.Type {
 	case challengeTLSALPN01:
 		cert, err := client.TLSALPN01ChallengeCert(chal.Token, name)
 		if err != nil {
 			return nil, fmt.Errorf("creating tls-alpn-01 certificate: %w", err)
 		}
-		return m.challenges.putCert(name, &cert), nil
+		var unpublish func()
+		if m.shared() != nil {
+			data, err := encodeEntry(&cert)
+			if err != nil {
+				return nil, fmt.Errorf("encoding tls-alpn-01 certificate: %w", err)
+			}
+			if unpublish, err = m.publishChallenge(ctx, certTokenKey(name), data); err != nil {
+				return nil, fmt.Errorf("publishing tls-alpn-01 certificate: %w", err)
+			}
+		}
+		drop := m.challenges.putCert(name, &cert)
+		return func() {
+			drop()
+			if unpublish != nil {
+				unpublish()
+			}
+		}, nil
 	case challengeHTTP01:
 		resp, err := client.HTTP01ChallengeResponse(chal.Token)
 		if err != nil {
 			return nil, fmt.Errorf("creating http-01 response: %w", err)
 		}
-		return m.challenges.putHTTP(client.HTTP01ChallengePath(chal.Token), resp), nil
+		unpublish, err := m.publishChallenge(ctx, httpTokenKey(chal.Token), []byte(resp))
+		if err != nil {
+			return nil, fmt.Errorf("publishing http-01 response: %w", err)
+		}
+		drop := m.challenges.putHTTP(client.HTTP01ChallengePath(chal.Token), resp)
+		return func() {
+			drop()
+			unpublish()
+		}, nil
 	}
 	return nil, fmt.Errorf("unsupported challenge type %q", chal.Type)
 }

@@ -14,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -30,6 +31,10 @@ import (
 // (wfe.newOrderPath, unexported there).
 const pebbleNewOrderPath = "/order-plz"
 
+// pebbleFinalizePath starts the path of Pebble's finalize endpoint
+// (wfe.orderFinalizePath).
+const pebbleFinalizePath = "/finalize-order/"
+
 // pebbleLogTail bounds how much of Pebble's log is kept for a failing test.
 const pebbleLogTail = 64 << 10
 
@@ -45,9 +50,10 @@ type Pebble struct {
 	// ServerCAFile is ServerRoots as a PEM file (for the -acme-ca flag).
 	ServerCAFile string
 
-	ca     *ca.CAImpl
-	mgmt   http.Handler // Pebble's management API
-	orders atomic.Int64
+	ca        *ca.CAImpl
+	mgmt      http.Handler // Pebble's management API
+	orders    atomic.Int64
+	finalizes atomic.Int64
 }
 
 // PebbleOption changes how StartPebble configures Pebble.
@@ -136,6 +142,9 @@ func StartPebble(t testing.TB, httpPort, tlsPort int, opts ...PebbleOption) *Peb
 		if r.Method == http.MethodPost && r.URL.Path == pebbleNewOrderPath {
 			p.orders.Add(1)
 		}
+		if r.Method == http.MethodPost && strings.HasPrefix(r.URL.Path, pebbleFinalizePath) {
+			p.finalizes.Add(1)
+		}
 		acmeHandler.ServeHTTP(w, r)
 	}))
 	srv.Config.ErrorLog = logger
@@ -209,6 +218,11 @@ func (p *Pebble) SetRenewalInfo(t testing.TB, cert *x509.Certificate, ariRespons
 // Orders reports how many new-order requests Pebble has received.
 func (p *Pebble) Orders() int {
 	return int(p.orders.Load())
+}
+
+// Finalizes reports how many finalize requests (CSRs) Pebble has received.
+func (p *Pebble) Finalizes() int {
+	return int(p.finalizes.Load())
 }
 
 // startDNS starts challtestsrv's DNS server (TCP and UDP) on a free
