@@ -8,11 +8,13 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -21,6 +23,7 @@ import (
 	"github.com/leproxy/leproxy/internal/certs"
 	"github.com/leproxy/leproxy/internal/etcdstore"
 	"github.com/leproxy/leproxy/internal/testenv"
+	"golang.org/x/crypto/acme"
 )
 
 // fleetTTL is the nodes' session TTL: a dead node's locks free in 2 s.
@@ -34,6 +37,7 @@ type fleetNode struct {
 	tlsLn  net.Listener
 	httpLn net.Listener
 	placed atomic.Int64 // orders this node placed
+	logs   *logRecords  // the node's log records
 }
 
 // fleet is the nodes and the balancer in front of their validation ports.
@@ -142,6 +146,13 @@ func (px *tcpProxy) forwardTo(c net.Conn, target string) {
 // serving hosts. Node 0 reaches etcd through cuttable proxies (fleet.cut).
 func startFleet(t *testing.T, n int, hosts ...string) *fleet {
 	t.Helper()
+	return startFleetWith(t, n, nil, hosts...)
+}
+
+// startFleetWith is startFleet that calls configure, if not nil, on node
+// i's Config before its Manager is made.
+func startFleetWith(t *testing.T, n int, configure func(i int, cfg *certs.Config), hosts ...string) *fleet {
+	t.Helper()
 	e := testenv.StartEtcd(t, 3)
 	httpPort, tlsPort := testenv.FreePort(t), testenv.FreePort(t)
 	p := testenv.StartPebble(t, httpPort, tlsPort)
@@ -157,7 +168,7 @@ func startFleet(t *testing.T, n int, hosts ...string) *fleet {
 		proxied = append(proxied, px.addr())
 	}
 	for i := range n {
-		nd := &fleetNode{name: "node" + strconv.Itoa(i)}
+		nd := &fleetNode{name: "node" + strconv.Itoa(i), logs: &logRecords{}}
 		dir := t.TempDir()
 		eps := endpoints
 		if i == 0 {
@@ -171,18 +182,22 @@ func startFleet(t *testing.T, n int, hosts ...string) *fleet {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { nd.store.Close() })
-		nd.m, err = certs.New(certs.Config{
+		cfg := certs.Config{
 			CacheDir:     dir,
 			DirectoryURL: p.DirectoryURL,
 			RootCAs:      p.ServerRoots,
 			Storage:      nd.store,
-			Logger:       slog.New(slog.NewTextHandler(testWriter{t, nd.name}, &slog.HandlerOptions{Level: slog.LevelDebug})),
+			Logger:       slog.New(slog.NewTextHandler(testWriter{t, nd.name, nd.logs}, &slog.HandlerOptions{Level: slog.LevelDebug})),
 			OnACMEEvent: func(ev certs.ACMEEvent) {
 				if ev.Kind == certs.ACMEOrderPlaced {
 					nd.placed.Add(1)
 				}
 			},
-		})
+		}
+		if configure != nil {
+			configure(i, &cfg)
+		}
+		nd.m, err = certs.New(cfg)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -198,15 +213,55 @@ func startFleet(t *testing.T, n int, hosts ...string) *fleet {
 	return f
 }
 
-// testWriter sends a node's log to t.Log (shown for a failing test).
+// testWriter sends a node's log to t.Log (shown for a failing test) and
+// keeps its records.
 type testWriter struct {
 	t    *testing.T
 	name string
+	logs *logRecords
 }
 
 func (w testWriter) Write(p []byte) (int, error) {
 	w.t.Log(w.name + ": " + string(p))
+	w.logs.add(string(p))
 	return len(p), nil
+}
+
+// logRecords is a node's log records (the text handler's lines); safe for
+// concurrent use.
+type logRecords struct {
+	mu    sync.Mutex
+	lines []string
+}
+
+func (l *logRecords) add(line string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.lines = append(l.lines, line)
+}
+
+// count returns how many records have message msg and contain every attr
+// ("key=value" as the text handler writes it).
+func (l *logRecords) count(msg string, attrs ...string) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if strings.ContainsAny(msg, " =\"") {
+		msg = strconv.Quote(msg)
+	}
+	n := 0
+	for _, line := range l.lines {
+		if !strings.Contains(line, " msg="+msg+" ") {
+			continue
+		}
+		ok := true
+		for _, a := range attrs {
+			ok = ok && strings.Contains(line, " "+a)
+		}
+		if ok {
+			n++
+		}
+	}
+	return n
 }
 
 // serveNode serves srv on a new loopback listener (TLS with its
@@ -534,6 +589,155 @@ func TestFleetRenewal(t *testing.T) {
 	}
 	if got := f.pebble.Orders() - orders; got != 1 {
 		t.Errorf("%d orders for a renewal due on three nodes, want 1", got)
+	}
+}
+
+// TestFleetARIRenewal: the renewal TestARIRenewal drives through ARI, in
+// a fleet. Every node holds the CA's renewal window of the certificate
+// they share; the CA moves it into the past; at the next fetch (Pebble
+// says Retry-After 6 h: every node's clock is moved to it at once) every
+// node finds the renewal due → one order, which replaces the old
+// certificate (Pebble refuses to replace it again), and every node
+// serves the new certificate within a second of the first.
+func TestFleetARIRenewal(t *testing.T) {
+	const name = "ari.example.test"
+	start := time.Now().Add(time.Hour)
+	clocks := make([]*certs.FakeClock, 3)
+	for i := range clocks {
+		clocks[i] = certs.NewFakeClock(start)
+	}
+	f := startFleetWith(t, 3, func(i int, cfg *certs.Config) { cfg.SetClock(clocks[i]) }, name)
+
+	first, err := f.nodes[0].m.GetCertificate(hello(name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s1 := first.Leaf.SerialNumber.String()
+	for _, nd := range f.nodes {
+		if got := nd.serial(name); got != s1 {
+			t.Fatalf("%s serves %q, want %s", nd.name, got, s1)
+		}
+	}
+	if got := f.pebble.Orders(); got != 1 {
+		t.Fatalf("Pebble got %d orders for the first certificate, want 1", got)
+	}
+	id1, err := certs.ARICertID(first.Leaf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Every node holds the window of the certificate it serves, and its
+	// next fetch is Retry-After (6 h) from when it was fetched.
+	within(t, time.Minute, "every node holds the renewal window of "+s1, func() bool {
+		for _, nd := range f.nodes {
+			if id, _, ok := nd.m.ARIState(name); !ok || id != id1 {
+				return false
+			}
+		}
+		return true
+	})
+	var fetch time.Time
+	for i, nd := range f.nodes {
+		_, next, _ := nd.m.ARIState(name)
+		if want := clocks[i].Now().Add(6 * time.Hour); next.Sub(want).Abs() > time.Minute {
+			t.Errorf("%s fetches the renewal info next at %v, want about %v (Retry-After)", nd.name, next, want)
+		}
+		if next.After(fetch) {
+			fetch = next
+		}
+	}
+
+	// The CA moves the window into the past; nothing happens before the
+	// next fetch.
+	past := time.Now().Add(-2 * time.Hour).UTC()
+	f.pebble.SetRenewalInfo(t, first.Leaf, `{"suggestedWindow":{"start":"`+past.Format(time.RFC3339)+`","end":"`+past.Add(time.Hour).Format(time.RFC3339)+`"}}`)
+	for _, nd := range f.nodes {
+		certs.WaitPass(t, nd.m)
+	}
+	if got := f.pebble.Orders(); got != 1 {
+		t.Fatalf("%d orders before the next renewal info fetch, want 1", got)
+	}
+	for _, nd := range f.nodes {
+		if got := nd.serial(name); got != s1 {
+			t.Fatalf("%s serves %q before the next renewal info fetch, want %s", nd.name, got, s1)
+		}
+	}
+	placed := make([]int64, len(f.nodes))
+	for i, nd := range f.nodes {
+		placed[i] = nd.placed.Load()
+	}
+
+	// The next fetch, on every node at once.
+	for _, c := range clocks {
+		c.Set(fetch)
+	}
+	var firstNode *fleetNode
+	var s2 string
+	within(t, 2*time.Minute, "a node serves a renewed certificate", func() bool {
+		for _, nd := range f.nodes {
+			if s := nd.serial(name); s != "" && s != s1 {
+				firstNode, s2 = nd, s
+				return true
+			}
+		}
+		return false
+	})
+	d := within(t, time.Second, "every node serves "+s2, func() bool {
+		for _, nd := range f.nodes {
+			if nd.serial(name) != s2 {
+				return false
+			}
+		}
+		return true
+	})
+	t.Logf("%s served the renewed certificate first; every node %v later", firstNode.name, d)
+
+	// Every node is done with the renewal (it holds the new certificate's
+	// window and its next attempt is ahead) and orders no more.
+	leaf, err := f.nodes[0].m.GetCertificate(hello(name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	id2, err := certs.ARICertID(leaf.Leaf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, nd := range f.nodes {
+		within(t, time.Minute, nd.name+" holds the renewal window of "+s2, func() bool {
+			id, _, ok := nd.m.ARIState(name)
+			return ok && id == id2 && statusOf(nd.m, name).NextAttempt.After(clocks[i].Now())
+		})
+		certs.WaitPass(t, nd.m)
+	}
+	if got := f.pebble.Orders(); got != 2 {
+		t.Errorf("%d orders for an ARI renewal due on three nodes, want 1", got-1)
+	}
+	var orderer *fleetNode
+	for i, nd := range f.nodes {
+		n := nd.placed.Load() - placed[i]
+		renewed := nd.logs.count("certificate renewed", "host="+name, "replaces="+id1)
+		switch {
+		case n == 1 && renewed == 1 && orderer == nil:
+			orderer = nd
+		case n == 0 && renewed == 0:
+		default:
+			t.Errorf("%s placed %d orders and logged %d renewals with replaces=%s, want one node with one of each", nd.name, n, renewed, id1)
+		}
+		if got := nd.logs.count("order replacing a certificate refused"); got != 0 {
+			t.Errorf("Pebble refused %s's order with replaces", nd.name)
+		}
+	}
+	if orderer == nil {
+		t.Fatalf("no node renewed with replaces=%s", id1)
+	}
+	t.Logf("%s ordered the renewal with replaces=%s", orderer.name, id1)
+	// Pebble marked the first certificate replaced: replacing it again is
+	// refused.
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	err = orderer.m.OrderReplacing(ctx, name, id1)
+	var ae *acme.Error
+	if !errors.As(err, &ae) || ae.ProblemType != certs.ErrAlreadyReplaced {
+		t.Errorf("second order replacing %s: %v, want %s", id1, err, certs.ErrAlreadyReplaced)
 	}
 }
 
